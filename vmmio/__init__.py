@@ -1,0 +1,1 @@
+"""vmmio: x86 MMIO and port-I/O instruction emulation for VMMs."""

@@ -1,0 +1,1 @@
+"""The kernel: Vm, Vcpu, the emulation state machine, guest address translation."""

@@ -1,0 +1,1 @@
+"""ISA knowledge: decoding tables, operand forms, flag arithmetic. No VM concepts."""
