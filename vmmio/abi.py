@@ -1,0 +1,560 @@
+"""The kernel/userspace boundary: what `vcpu.run(entry)` takes and returns, and its binary encoding.
+
+The kernel keeps every piece of instruction-emulation state; userspace only ever sees plain requests
+(`MmioExit`, `InoutExit`) and answers them with the entry of its next `run` (`FulfillMmio`,
+`FulfillInout`). Values are small immutable records validated on construction, so an invalid request
+or answer fails where it is built, not deep inside the emulator. The binary encoding (fixed 48-byte,
+little-endian records, see docs/abi.md) lets a device model live in another process or language.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+from typing import Any, ClassVar, Final, Generic, TypeAlias, TypeVar
+
+__all__ = [
+    "ABI_VERSION",
+    "ENTRY_MAGIC",
+    "EXIT_MAGIC",
+    "HEADER_SIZE",
+    "IO_SIZES",
+    "MAX_INSN_LEN",
+    "MMIO_SIZES",
+    "PAGE_SIZE",
+    "RECORD_SIZE",
+    "AbiError",
+    "Buffer",
+    "Default",
+    "Discard",
+    "EntryFlags",
+    "EntryKind",
+    "ExitKind",
+    "FulfillInout",
+    "FulfillMmio",
+    "HltExit",
+    "InoutExit",
+    "InstEmulExit",
+    "InstEmulReason",
+    "MmioExit",
+    "ShutdownExit",
+    "SuspendedExit",
+    "VmEntry",
+    "VmExit",
+    "pack_entry",
+    "pack_exit",
+    "unpack_entry",
+    "unpack_exit",
+]
+
+ABI_VERSION: Final = 1
+EXIT_MAGIC: Final = b"VMEX"
+ENTRY_MAGIC: Final = b"VMEN"
+HEADER_SIZE: Final = 16
+PAYLOAD_SIZE: Final = 32
+RECORD_SIZE: Final = HEADER_SIZE + PAYLOAD_SIZE
+
+PAGE_SIZE: Final = 4096
+MAX_INSN_LEN: Final = 15
+MMIO_SIZES: Final = frozenset({1, 2, 4, 8})
+IO_SIZES: Final = frozenset({1, 2, 4})
+
+
+class AbiError(ValueError):
+    """A value, or an encoded record, that the boundary does not accept."""
+
+
+class ExitKind(IntEnum):
+    """Kind code of an exit record (0 is never valid, so a zeroed buffer is not a record)."""
+
+    MMIO = 1
+    INOUT = 2
+    INST_EMUL = 3
+    HLT = 4
+    SHUTDOWN = 5
+    SUSPENDED = 6
+
+
+class EntryKind(IntEnum):
+    """Kind code of an entry record (0 is never valid)."""
+
+    DEFAULT = 1
+    FULFILL_MMIO = 2
+    FULFILL_INOUT = 3
+    DISCARD = 4
+
+
+class EntryFlags(IntFlag):
+    """Header flag bits of an entry record; every other bit is reserved and must be 0."""
+
+    EXIT_CONSISTENT = 1 << 0
+
+
+class InstEmulReason(IntEnum):
+    """Why the kernel handed an instruction back instead of emulating it.
+
+    Faults the CPU itself would raise (#UD, #GP, #PF, ...) are injected into the guest, never reported
+    here: these are the cases where the emulator, not the guest, is the limit.
+    """
+
+    UNDECODABLE = 1  # bytes fetched, but the decoder does not know this (architecturally valid) form
+    NOT_EMULATED = 2  # decoded, but no emulation semantics for this instruction/operand form
+    FETCH_FAILED = 3  # CS:RIP is not readable guest RAM (e.g. code in MMIO); `insn` holds what was read
+    GPA_MISMATCH = 4  # no decoded memory operand translates to the faulting GPA (code/tables changed)
+    UNSUPPORTED_MODE = 5  # CPU mode or size combination the emulator does not implement (e.g. VM86)
+    TRANSLATION_FAILED = 6  # a page walk needed a paging-structure entry that is not in guest RAM
+
+
+# --- field checks -----------------------------------------------------------------------------------
+
+
+def _uint(owner: str, name: str, value: object, bits: int) -> int:
+    # bool is rejected: a bool in an int field is nearly always two positional arguments swapped.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise AbiError(f"{owner}.{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value < 1 << bits:
+        raise AbiError(f"{owner}.{name} = {value:#x} is outside the unsigned {bits}-bit range")
+    return value
+
+
+def _flag(owner: str, name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise AbiError(f"{owner}.{name} must be a bool, not {type(value).__name__}")
+
+
+def _size(owner: str, value: object, allowed: frozenset[int]) -> int:
+    size = _uint(owner, "size", value, 8)
+    if size not in allowed:
+        raise AbiError(f"{owner}.size = {size} is not one of {', '.join(map(str, sorted(allowed)))}")
+    return size
+
+
+def _data(owner: str, value: object, size: int) -> None:
+    data = _uint(owner, "data", value, 64)
+    if data >> (8 * size):
+        raise AbiError(f"{owner}.data = {data:#x} does not fit in {size} byte(s)")
+
+
+def _check_mmio(owner: str, gpa: object, size: object, is_write: object, data: object) -> None:
+    addr = _uint(owner, "gpa", gpa, 64)
+    nbytes = _size(owner, size, MMIO_SIZES)
+    _flag(owner, "is_write", is_write)
+    if (addr & (PAGE_SIZE - 1)) + nbytes > PAGE_SIZE:
+        raise AbiError(
+            f"{owner}: [{addr:#x}, {addr + nbytes:#x}) crosses a 4 KiB page boundary "
+            "(the kernel splits such accesses into one request per page)"
+        )
+    _data(owner, data, nbytes)
+
+
+def _check_inout(owner: str, port: object, size: object, is_in: object, data: object) -> None:
+    _uint(owner, "port", port, 16)
+    nbytes = _size(owner, size, IO_SIZES)
+    _flag(owner, "is_in", is_in)
+    _data(owner, data, nbytes)
+
+
+# --- exits ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MmioExit:
+    """The guest accessed `size` bytes at `gpa`, which no RAM or in-kernel device claims.
+
+    For a write `data` is the value written (little-endian, low `size` bytes); a read carries 0.
+    """
+
+    KIND: ClassVar[ExitKind] = ExitKind.MMIO
+    gpa: int
+    size: int
+    is_write: bool
+    data: int
+
+    def __post_init__(self) -> None:
+        _check_mmio("MmioExit", self.gpa, self.size, self.is_write, self.data)
+        if not self.is_write and self.data != 0:
+            raise AbiError(f"MmioExit: a read carries no data (data must be 0, got {self.data:#x})")
+
+    def fulfil(self, data: int | None = None, *, exit_consistent: bool = False) -> FulfillMmio:
+        """Build the answer the kernel expects: the value read, or (write) the written data echoed.
+
+        For a write pass nothing (device write handlers return None); passing other data than was
+        written is a caller bug and raises.
+        """
+        if self.is_write:
+            if data is not None and data != self.data:
+                raise AbiError(
+                    f"MmioExit.fulfil: a write fulfilment echoes the written data {self.data:#x}, "
+                    f"not {data!r}"
+                )
+            return FulfillMmio(self.gpa, self.size, True, self.data, exit_consistent)
+        if data is None:
+            raise AbiError("MmioExit.fulfil: a read needs the value read")
+        return FulfillMmio(self.gpa, self.size, False, data, exit_consistent)
+
+    def matches(self, entry: VmEntry) -> bool:
+        """The one definition of "this entry fulfils this request", shared by kernel and tests."""
+        return (
+            isinstance(entry, FulfillMmio)
+            and entry.gpa == self.gpa
+            and entry.size == self.size
+            and entry.is_write == self.is_write
+            and (not self.is_write or entry.data == self.data)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InoutExit:
+    """The guest executed IN/OUT (or one INS/OUTS iteration) on `port`; `data` is 0 for IN."""
+
+    KIND: ClassVar[ExitKind] = ExitKind.INOUT
+    port: int
+    size: int
+    is_in: bool
+    data: int
+
+    def __post_init__(self) -> None:
+        _check_inout("InoutExit", self.port, self.size, self.is_in, self.data)
+        if self.is_in and self.data != 0:
+            raise AbiError(f"InoutExit: an IN carries no data (data must be 0, got {self.data:#x})")
+
+    def fulfil(self, data: int | None = None, *, exit_consistent: bool = False) -> FulfillInout:
+        """Build the answer the kernel expects: the value read for IN, the OUT data echoed for OUT."""
+        if not self.is_in:
+            if data is not None and data != self.data:
+                raise AbiError(
+                    f"InoutExit.fulfil: an OUT fulfilment echoes the written data {self.data:#x}, "
+                    f"not {data!r}"
+                )
+            return FulfillInout(self.port, self.size, False, self.data, exit_consistent)
+        if data is None:
+            raise AbiError("InoutExit.fulfil: an IN needs the value read")
+        return FulfillInout(self.port, self.size, True, data, exit_consistent)
+
+    def matches(self, entry: VmEntry) -> bool:
+        """The one definition of "this entry fulfils this request", shared by kernel and tests."""
+        return (
+            isinstance(entry, FulfillInout)
+            and entry.port == self.port
+            and entry.size == self.size
+            and entry.is_in == self.is_in
+            and (self.is_in or entry.data == self.data)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InstEmulExit:
+    """The kernel could not emulate the instruction at `rip`; nothing of it has been performed.
+
+    `insn` holds the bytes fetched (up to 15; fewer, possibly none, on FETCH_FAILED). Nothing is left
+    pending: RIP still points at the instruction, and `Default` would execute it again.
+    """
+
+    KIND: ClassVar[ExitKind] = ExitKind.INST_EMUL
+    rip: int
+    insn: bytes
+    reason: InstEmulReason
+
+    def __post_init__(self) -> None:
+        _uint("InstEmulExit", "rip", self.rip, 64)
+        if not isinstance(self.insn, bytes):
+            raise AbiError(f"InstEmulExit.insn must be bytes, not {type(self.insn).__name__}")
+        if len(self.insn) > MAX_INSN_LEN:
+            raise AbiError(f"InstEmulExit.insn has {len(self.insn)} bytes; at most {MAX_INSN_LEN}")
+        if not isinstance(self.reason, InstEmulReason):
+            raise AbiError(f"InstEmulExit.reason must be an InstEmulReason, not {self.reason!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class HltExit:
+    """The guest executed HLT; RIP is past it. Userspace waits for an event, then runs `Default`."""
+
+    KIND: ClassVar[ExitKind] = ExitKind.HLT
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownExit:
+    """The vCPU entered shutdown (triple fault); it runs no further until reset."""
+
+    KIND: ClassVar[ExitKind] = ExitKind.SHUTDOWN
+
+
+@dataclass(frozen=True, slots=True)
+class SuspendedExit:
+    """Nothing to service: e.g. the state is now consistent as an entry asked. Call `run` again."""
+
+    KIND: ClassVar[ExitKind] = ExitKind.SUSPENDED
+
+
+# --- entries ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Default:
+    """Nothing to answer: run the guest. Rejected while a request is pending."""
+
+    KIND: ClassVar[EntryKind] = EntryKind.DEFAULT
+    exit_consistent: bool = False
+
+    def __post_init__(self) -> None:
+        _flag("Default", "exit_consistent", self.exit_consistent)
+
+
+@dataclass(frozen=True, slots=True)
+class FulfillMmio:
+    """Answer to the pending `MmioExit`: same gpa/size/direction; `data` is the value read, or the
+    written data echoed for a write."""
+
+    KIND: ClassVar[EntryKind] = EntryKind.FULFILL_MMIO
+    gpa: int
+    size: int
+    is_write: bool
+    data: int
+    exit_consistent: bool = False
+
+    def __post_init__(self) -> None:
+        _check_mmio("FulfillMmio", self.gpa, self.size, self.is_write, self.data)
+        _flag("FulfillMmio", "exit_consistent", self.exit_consistent)
+
+
+@dataclass(frozen=True, slots=True)
+class FulfillInout:
+    """Answer to the pending `InoutExit`: same port/size/direction; `data` is the IN value, or the
+    OUT data echoed."""
+
+    KIND: ClassVar[EntryKind] = EntryKind.FULFILL_INOUT
+    port: int
+    size: int
+    is_in: bool
+    data: int
+    exit_consistent: bool = False
+
+    def __post_init__(self) -> None:
+        _check_inout("FulfillInout", self.port, self.size, self.is_in, self.data)
+        _flag("FulfillInout", "exit_consistent", self.exit_consistent)
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    """Drop the pending request's instruction without completing it (illumos VEC_DISCARD_INSTR).
+
+    RIP stays at the instruction; rejected when no request is pending.
+    """
+
+    KIND: ClassVar[EntryKind] = EntryKind.DISCARD
+    exit_consistent: bool = False
+
+    def __post_init__(self) -> None:
+        _flag("Discard", "exit_consistent", self.exit_consistent)
+
+
+VmExit: TypeAlias = MmioExit | InoutExit | InstEmulExit | HltExit | ShutdownExit | SuspendedExit
+VmEntry: TypeAlias = Default | FulfillMmio | FulfillInout | Discard
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+
+# --- binary encoding --------------------------------------------------------------------------------
+#
+# Record = 16-byte header + 32-byte payload, little-endian, no implicit padding ("<").
+# Header: magic[4], version u16, kind u16, flags u32, reserved u32.
+# Each kind is one table row: its class, its payload layout, and the two functions between them.
+
+_HEADER_FMT = "4sHHII"
+_HEADER = struct.Struct("<" + _HEADER_FMT)
+_ZERO = bytes(PAYLOAD_SIZE)
+_REASONS: Final = {r.value: r for r in InstEmulReason}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Codec(Generic[T]):
+    cls: type[T]
+    kind: int
+    layout: struct.Struct  # the whole record, header included
+    encode: Callable[[T], tuple[Any, ...]]  # value -> payload fields
+    decode: Callable[[tuple[Any, ...], bool], T]  # (payload fields, exit_consistent) -> value
+
+
+def _codec(cls: type[T], payload_fmt: str, encode: Any, decode: Any) -> _Codec[T]:
+    layout = struct.Struct("<" + _HEADER_FMT + payload_fmt)
+    assert layout.size == RECORD_SIZE, (cls, layout.size)
+    kind: int = getattr(cls, "KIND")  # noqa: B009 -- ClassVar on a generic type
+    return _Codec(cls, kind, layout, encode, decode)
+
+
+def _reserved(raw: bytes, where: str) -> None:
+    if any(raw):
+        raise AbiError(f"reserved bytes set in {where}: {raw.hex()}")
+
+
+def _bool(byte: int, name: str) -> bool:
+    if byte > 1:
+        raise AbiError(f"{name} byte is {byte:#x}; only 0 or 1 are defined (bits 1-7 reserved)")
+    return byte == 1
+
+
+# MMIO payload (exits and fulfilments alike): gpa u64, data u64, size u8, is_write u8, reserved[14].
+_MMIO_FMT = "QQBB14s"
+
+
+def _enc_mmio(v: MmioExit | FulfillMmio) -> tuple[Any, ...]:
+    return (v.gpa, v.data, v.size, v.is_write, _ZERO[:14])
+
+
+def _dec_mmio_exit(f: tuple[Any, ...], _: bool) -> MmioExit:
+    _reserved(f[4], "MMIO payload")
+    return MmioExit(f[0], f[2], _bool(f[3], "is_write"), f[1])
+
+
+def _dec_mmio_entry(f: tuple[Any, ...], exit_consistent: bool) -> FulfillMmio:
+    _reserved(f[4], "MMIO payload")
+    return FulfillMmio(f[0], f[2], _bool(f[3], "is_write"), f[1], exit_consistent)
+
+
+# INOUT payload: port u16, size u8, is_in u8, data u32, reserved[24].
+_INOUT_FMT = "HBBI24s"
+
+
+def _enc_inout(v: InoutExit | FulfillInout) -> tuple[Any, ...]:
+    return (v.port, v.size, v.is_in, v.data, _ZERO[:24])
+
+
+def _dec_inout_exit(f: tuple[Any, ...], _: bool) -> InoutExit:
+    _reserved(f[4], "INOUT payload")
+    return InoutExit(f[0], f[1], _bool(f[2], "is_in"), f[3])
+
+
+def _dec_inout_entry(f: tuple[Any, ...], exit_consistent: bool) -> FulfillInout:
+    _reserved(f[4], "INOUT payload")
+    return FulfillInout(f[0], f[1], _bool(f[2], "is_in"), f[3], exit_consistent)
+
+
+# INST_EMUL payload: rip u64, reason u16, insn_len u8, reserved[5], insn[15] (zero past insn_len),
+# reserved[1].
+_INST_FMT = "QHB5s15s1s"
+
+
+def _enc_inst(v: InstEmulExit) -> tuple[Any, ...]:
+    return (v.rip, v.reason, len(v.insn), _ZERO[:5], v.insn.ljust(MAX_INSN_LEN, b"\0"), _ZERO[:1])
+
+
+def _dec_inst(f: tuple[Any, ...], _: bool) -> InstEmulExit:
+    rip, reason, n, rsvd0, insn, rsvd1 = f
+    _reserved(rsvd0 + rsvd1, "INST_EMUL payload")
+    if n > MAX_INSN_LEN:
+        raise AbiError(f"INST_EMUL insn_len is {n}; at most {MAX_INSN_LEN}")
+    _reserved(insn[n:], f"INST_EMUL insn bytes past insn_len={n}")
+    if reason not in _REASONS:
+        raise AbiError(f"unknown InstEmulReason {reason}")
+    return InstEmulExit(rip, insn[:n], _REASONS[reason])
+
+
+# Kinds without fields: the whole payload is reserved.
+_EMPTY_FMT = f"{PAYLOAD_SIZE}s"
+
+
+def _enc_empty(_: object) -> tuple[Any, ...]:
+    return (_ZERO,)
+
+
+def _dec_empty_entry(cls: Callable[[bool], T]) -> Callable[[tuple[Any, ...], bool], T]:
+    def dec(f: tuple[Any, ...], exit_consistent: bool) -> T:
+        _reserved(f[0], f"{getattr(cls, '__name__', '?')} payload")
+        return cls(exit_consistent)
+
+    return dec
+
+
+def _dec_empty_exit(cls: Callable[[], T]) -> Callable[[tuple[Any, ...], bool], T]:
+    def dec(f: tuple[Any, ...], _: bool) -> T:
+        _reserved(f[0], f"{getattr(cls, '__name__', '?')} payload")
+        return cls()
+
+    return dec
+
+
+_EXIT_CODECS: Final[tuple[_Codec[Any], ...]] = (
+    _codec(MmioExit, _MMIO_FMT, _enc_mmio, _dec_mmio_exit),
+    _codec(InoutExit, _INOUT_FMT, _enc_inout, _dec_inout_exit),
+    _codec(InstEmulExit, _INST_FMT, _enc_inst, _dec_inst),
+    _codec(HltExit, _EMPTY_FMT, _enc_empty, _dec_empty_exit(HltExit)),
+    _codec(ShutdownExit, _EMPTY_FMT, _enc_empty, _dec_empty_exit(ShutdownExit)),
+    _codec(SuspendedExit, _EMPTY_FMT, _enc_empty, _dec_empty_exit(SuspendedExit)),
+)
+_ENTRY_CODECS: Final[tuple[_Codec[Any], ...]] = (
+    _codec(Default, _EMPTY_FMT, _enc_empty, _dec_empty_entry(Default)),
+    _codec(FulfillMmio, _MMIO_FMT, _enc_mmio, _dec_mmio_entry),
+    _codec(FulfillInout, _INOUT_FMT, _enc_inout, _dec_inout_entry),
+    _codec(Discard, _EMPTY_FMT, _enc_empty, _dec_empty_entry(Discard)),
+)
+
+# Lookup tables built once from the rows above: by type for packing, by kind code for unpacking.
+_EXIT_BY_TYPE: Final = {c.cls: c for c in _EXIT_CODECS}
+_EXIT_BY_KIND: Final = {c.kind: c for c in _EXIT_CODECS}
+_ENTRY_BY_TYPE: Final = {c.cls: c for c in _ENTRY_CODECS}
+_ENTRY_BY_KIND: Final = {c.kind: c for c in _ENTRY_CODECS}
+assert set(_EXIT_BY_KIND) == set(ExitKind) and set(_ENTRY_BY_KIND) == set(EntryKind)
+
+
+def _pack(codec: _Codec[Any], magic: bytes, flags: int, value: object) -> bytes:
+    return codec.layout.pack(magic, ABI_VERSION, codec.kind, flags, 0, *codec.encode(value))
+
+
+def _unpack(data: object, magic: bytes, what: str, by_kind: dict[int, _Codec[Any]], flag_mask: int) -> Any:
+    if isinstance(data, bytes):
+        raw = data
+    elif isinstance(data, bytearray | memoryview):
+        try:
+            raw = bytes(data)
+        except (ValueError, TypeError) as e:  # e.g. a released memoryview
+            raise AbiError(f"{what} record: unreadable buffer ({e})") from None
+    else:
+        raise AbiError(f"{what} record must be bytes-like, not {type(data).__name__}")
+    if len(raw) != RECORD_SIZE:
+        raise AbiError(f"{what} record is {len(raw)} bytes; expected {RECORD_SIZE}")
+    got_magic, version, kind, flags, reserved = _HEADER.unpack_from(raw)
+    if got_magic != magic:
+        raise AbiError(f"{what} record has magic {got_magic!r}; expected {magic!r}")
+    if version != ABI_VERSION:
+        raise AbiError(f"{what} record has ABI version {version}; this reader knows only {ABI_VERSION}")
+    codec = by_kind.get(kind)
+    if codec is None:
+        raise AbiError(f"{what} record has unknown kind {kind}")
+    if flags & ~flag_mask:
+        raise AbiError(f"{what} record sets reserved flag bits {flags & ~flag_mask:#x}")
+    if reserved:
+        raise AbiError(f"{what} record sets the reserved header word ({reserved:#x})")
+    fields = codec.layout.unpack(raw)[len(_HEADER_FMT) - 1 :]
+    return codec.decode(fields, bool(flags & EntryFlags.EXIT_CONSISTENT))
+
+
+def pack_exit(exit: VmExit) -> bytes:
+    """Encode an exit as one RECORD_SIZE-byte record."""
+    codec = _EXIT_BY_TYPE.get(type(exit))
+    if codec is None:
+        raise TypeError(f"pack_exit needs a VmExit, not {type(exit).__name__}")
+    return _pack(codec, EXIT_MAGIC, 0, exit)
+
+
+def unpack_exit(data: Buffer) -> VmExit:
+    """Decode one exit record; any malformed or invalid input raises AbiError and nothing else."""
+    result: VmExit = _unpack(data, EXIT_MAGIC, "exit", _EXIT_BY_KIND, 0)
+    return result
+
+
+def pack_entry(entry: VmEntry) -> bytes:
+    """Encode an entry as one RECORD_SIZE-byte record."""
+    codec = _ENTRY_BY_TYPE.get(type(entry))
+    if codec is None:
+        raise TypeError(f"pack_entry needs a VmEntry, not {type(entry).__name__}")
+    flags = EntryFlags.EXIT_CONSISTENT if entry.exit_consistent else 0
+    return _pack(codec, ENTRY_MAGIC, flags, entry)
+
+
+def unpack_entry(data: Buffer) -> VmEntry:
+    """Decode one entry record; any malformed or invalid input raises AbiError and nothing else."""
+    result: VmEntry = _unpack(data, ENTRY_MAGIC, "entry", _ENTRY_BY_KIND, int(EntryFlags.EXIT_CONSISTENT))
+    return result
