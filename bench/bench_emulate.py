@@ -1,0 +1,154 @@
+"""Per-instruction cost of decoding and of emulating an MMIO access, against references in the same run.
+
+Reports medians (of repeated timed batches) for:
+  - uncached decode (vmmio.x86.decode.decode) over the emulated MMIO forms,
+  - cached decode (decode_cached, the hot-path call),
+  - iced-x86's Python API decoding the same bytes with the memory-operand fields read,
+  - capstone with detail on, reading the same fields,
+  - a full MMIO round trip on the scripted backend: fault -> MmioExit -> fulfil -> completion.
+
+Usage: .venv/bin/python bench/bench_emulate.py [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from harness import MMIO, Guest  # noqa: E402
+from vmmio.abi import FulfillMmio, HltExit, MmioExit  # noqa: E402
+from vmmio.backends.base import NpfEvent  # noqa: E402
+from vmmio.x86.decode import decode, decode_cached  # noqa: E402
+
+# One representative encoding per emulated form (64-bit mode), as a guest driver would issue them.
+FORMS = [
+    "8b4308",  # mov eax, [rbx+8]
+    "488b03",  # mov rax, [rbx]
+    "8a03",  # mov al, [rbx]
+    "668903",  # mov [rbx], ax
+    "48890425" + "00100000",  # mov [0x1000], rax
+    "c705" + "00100000" + "78563412",  # mov dword [rip+0x1000], imm32
+    "c6037f",  # mov byte [rbx], 0x7f
+    "a10800004000000000",  # mov eax, [moffs64]
+    "0fb607",  # movzx eax, byte [rdi]
+    "0fbf03",  # movsx eax, word [rbx]
+    "486303",  # movsxd rax, [rbx]
+    "f3a5",  # rep movsd
+    "f348ab",  # rep stosq
+    "0103",  # add [rbx], eax
+    "66830f01",  # or word [rdi], 1
+    "812b78563412",  # sub dword [rbx], imm32
+    "3b03",  # cmp eax, [rbx]
+    "f60380",  # test byte [rbx], 0x80
+    "0fba2303",  # bt dword [rbx], 3
+    "ff33",  # push qword [rbx]
+    "8f03",  # pop qword [rbx]
+    "0fae3b",  # clflush [rbx]
+    "46894ca310",  # mov [rbx+r12*4+0x10], r9d
+]
+CODES = [bytes.fromhex(f) + bytes(15) for f in FORMS]  # as fetched: a 15-byte window
+
+
+def per_call(fn: Callable[[], object], calls: int, repeat: int) -> float:
+    """Median seconds per call of `fn` over `repeat` batches of `calls` calls."""
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - t0) / calls)
+    return statistics.median(samples)
+
+
+def over_forms(make: Callable[[bytes], Callable[[], object]], calls: int, repeat: int) -> float:
+    """Median over forms of the per-call median."""
+    return statistics.median(per_call(make(code), calls, repeat) for code in CODES)
+
+
+def vmmio_uncached(code: bytes) -> Callable[[], object]:
+    return lambda: decode(code, 64)
+
+
+def vmmio_cached(code: bytes) -> Callable[[], object]:
+    decode_cached(code, 64)
+    return lambda: decode_cached(code, 64)
+
+
+def iced(code: bytes) -> Callable[[], object]:
+    from iced_x86 import Decoder
+
+    def run() -> object:
+        insn = Decoder(64, code).decode()
+        return (
+            insn.len,
+            insn.memory_base,
+            insn.memory_index,
+            insn.memory_index_scale,
+            insn.memory_displacement,
+            insn.memory_segment,
+            insn.memory_size,
+            insn.code,
+        )
+
+    return run
+
+
+def capstone(code: bytes) -> Callable[[], object]:
+    import capstone as cs
+
+    md = cs.Cs(cs.CS_ARCH_X86, cs.CS_MODE_64)
+    md.detail = True
+
+    def run() -> object:
+        insn = next(md.disasm(code, 0x1000, 1))
+        ops = [(op.type, op.size, op.mem.base, op.mem.index, op.mem.scale, op.mem.disp) for op in insn.operands]
+        return insn.size, insn.id, ops
+
+    return run
+
+
+def mmio_round_trip(calls: int, repeat: int) -> float:
+    """Seconds per `mov eax, [rbx]` from MMIO: fault, exit, fulfil, completion."""
+    g = Guest(bytes.fromhex("8b03") + bytes(13), {3: MMIO})
+    vcpu, backend, regs = g.vcpu, g.backend, g.backend.regs
+    event = NpfEvent(MMIO)
+    fulfil = FulfillMmio(MMIO, 4, False, 0x1234)
+
+    def once() -> None:
+        regs.rip = 0x1000
+        backend.events.append(event)
+        ex = vcpu.run()
+        assert type(ex) is MmioExit
+        assert type(vcpu.run(fulfil)) is HltExit
+
+    once()
+    return per_call(once, calls, repeat)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    r = args.repeat
+    rows = [
+        ("vmmio decode, uncached", over_forms(vmmio_uncached, 2000, r)),
+        ("vmmio decode, cached", over_forms(vmmio_cached, 20000, r)),
+        ("iced-x86 decode + operand fields", over_forms(iced, 2000, r)),
+        ("capstone decode + operand details", over_forms(capstone, 500, r)),
+        ("vmmio MMIO mov round trip (scripted backend)", mmio_round_trip(5000, r)),
+    ]
+    iced_t = rows[2][1]
+    print(f"{'measurement (median per instruction)':48} {'us':>8} {'vs iced-x86':>12}")
+    for name, t in rows:
+        print(f"{name:48} {t * 1e6:8.3f} {t / iced_t:11.2f}x")
+    print(f"\n{len(FORMS)} forms; Python {sys.version.split()[0]}; repeat={r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""A backend with no CPU: registers and control state in Python, events from a script.
+
+It stands in for the hardware in unit tests and benchmarks of the kernel: the test queues the events
+the hardware would report (a nested page fault at a GPA, an I/O exit, HLT) and inspects what the kernel
+wrote back and which exceptions it injected. When the script runs out, the guest "halts".
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from vmmio.backends.base import DIRTY_RFLAGS, DIRTY_RIP, BackendEvent, Control, HltEvent, Regs
+
+Injected = tuple[int, int | None, int | None]
+
+
+class ScriptedBackend:
+    def __init__(
+        self,
+        regs: Regs | None = None,
+        control: Control | None = None,
+        events: Iterable[BackendEvent] = (),
+    ) -> None:
+        self.regs = regs if regs is not None else Regs()
+        self.control = control if control is not None else Control()
+        self.events: deque[BackendEvent] = deque(events)
+        self.injected: list[Injected] = []
+        self.runs = 0
+
+    def run(self) -> BackendEvent:
+        self.runs += 1
+        return self.events.popleft() if self.events else HltEvent()
+
+    def get_regs(self) -> Regs:
+        return self.regs.copy()
+
+    def set_regs(self, regs: Regs, dirty: int) -> None:
+        mine = self.regs
+        for n in range(16):
+            if dirty >> n & 1:
+                mine.gprs[n] = regs.gprs[n]
+        if dirty & DIRTY_RIP:
+            mine.rip = regs.rip
+        if dirty & DIRTY_RFLAGS:
+            mine.rflags = regs.rflags
+
+    def get_control(self) -> Control:
+        return self.control
+
+    def inject_exception(self, vector: int, error_code: int | None, cr2: int | None) -> None:
+        self.injected.append((vector, error_code, cr2))

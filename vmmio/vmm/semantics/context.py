@@ -1,0 +1,101 @@
+"""What an instruction's semantics sees: staged registers and the requests it may yield.
+
+Semantics are generator functions. Each memory or port access is a request tuple yielded to the
+Vcpu, which performs it (RAM, in-kernel handler, or an exit to userspace) and sends back the value
+read (0 for writes). Registers are staged here and committed by the Vcpu only when the instruction
+completes, so a fault or a discard leaves the guest's registers untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+from vmmio.x86.insn import Insn
+from vmmio.x86.regs import MASK
+
+# Request kinds (first element of a request tuple).
+READ = 0  # (READ, seg, offset, size, 0)
+WRITE = 1  # (WRITE, seg, offset, size, value)
+RMW_READ = 2  # (RMW_READ, seg, offset, size, 0): a read checked for write permission
+TOUCH = 3  # (TOUCH, seg, offset, size, 0): translated and checked as a read, nothing transferred
+PORT_IN = 4  # (PORT_IN, port, 0, size, 0)
+PORT_OUT = 5  # (PORT_OUT, port, 0, size, value)
+
+Request = tuple[int, int, int, int, int]
+Steps = Generator[Request, int, None]
+Operand = Generator[Request, int, int]  # a helper that may yield a request and returns a value
+
+
+class Exec:
+    """Staged state of one instruction (or one REP iteration)."""
+
+    __slots__ = ("addr_size", "dirty", "gprs", "insn", "next_rip", "rflags", "stack_size")
+
+    def __init__(self, insn: Insn, gprs: list[int], rflags: int, next_rip: int, stack_size: int) -> None:
+        self.insn = insn
+        self.gprs = gprs
+        self.rflags = rflags
+        self.next_rip = next_rip
+        self.addr_size = insn.addr_size
+        self.stack_size = stack_size
+        self.dirty = 0  # bit n: GPR n changed; bit 17: RFLAGS changed
+
+    def get(self, n: int, width: int) -> int:
+        """Register `n` at `width` bytes; byte registers 4-7 are AH..BH when there is no REX."""
+        if width == 1 and 4 <= n < 8 and not self.insn.rex:
+            return (self.gprs[n - 4] >> 8) & 0xFF
+        return self.gprs[n] & MASK[width]
+
+    def set(self, n: int, width: int, value: int) -> None:
+        """Write as the CPU does: 32-bit writes zero-extend, 8- and 16-bit writes merge."""
+        gprs = self.gprs
+        if width >= 4:
+            gprs[n] = value & MASK[width]
+        elif width == 2:
+            gprs[n] = (gprs[n] & ~0xFFFF) | (value & 0xFFFF)
+        elif 4 <= n < 8 and not self.insn.rex:
+            n -= 4
+            gprs[n] = (gprs[n] & ~0xFF00) | ((value & 0xFF) << 8)
+        else:
+            gprs[n] = (gprs[n] & ~0xFF) | (value & 0xFF)
+        self.dirty |= 1 << n
+
+    def set_flags(self, rflags: int) -> None:
+        self.rflags = rflags
+        self.dirty |= 1 << 17
+
+    def ea(self) -> int:
+        """Offset of the instruction's memory operand within its segment."""
+        mem = self.insn.mem
+        assert mem is not None
+        return mem.effective_address(self.gprs, self.next_rip)
+
+    def load(self, width: int) -> Request:
+        mem = self.insn.mem
+        assert mem is not None
+        return (READ, mem.seg, mem.effective_address(self.gprs, self.next_rip), width, 0)
+
+    def load_for_update(self, width: int) -> Request:
+        mem = self.insn.mem
+        assert mem is not None
+        return (RMW_READ, mem.seg, mem.effective_address(self.gprs, self.next_rip), width, 0)
+
+    def store(self, width: int, value: int) -> Request:
+        mem = self.insn.mem
+        assert mem is not None
+        return (WRITE, mem.seg, mem.effective_address(self.gprs, self.next_rip), width, value & MASK[width])
+
+
+Semantic = Callable[[Exec, Insn], Steps]
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """One emulated instruction form as registered by its semantics module."""
+
+    fn: Semantic
+    string: bool = False  # REP-able string instruction: one call is one iteration
+    rep_zf: bool = False  # REPE/REPNE also test ZF (cmps, scas)
+    mem_only: bool = False  # the register form (mod == 3) is a different instruction
+    mnemonics: frozenset[str] = frozenset()  # if set, only these decoded mnemonics (mandatory prefixes)

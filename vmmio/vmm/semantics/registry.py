@@ -1,0 +1,51 @@
+"""The table of emulated forms, filled by `@emulates` next to each semantic function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from vmmio.vmm.semantics.context import Form, Semantic
+from vmmio.x86.insn import Insn, OpMap
+
+ANY_REG = -1
+
+FORMS: dict[tuple[int, int, int], Form] = {}
+
+
+def emulates(
+    opmap: OpMap,
+    opcodes: Iterable[int],
+    regs: Iterable[int] = (ANY_REG,),
+    *,
+    string: bool = False,
+    rep_zf: bool = False,
+    mem_only: bool = False,
+    mnemonics: Iterable[str] = (),
+) -> Callable[[Semantic], Semantic]:
+    """Register a semantic for opcodes of `opmap` (and, for groups, the ModRM.reg values `regs`)."""
+
+    def register(fn: Semantic) -> Semantic:
+        form = Form(fn, string, rep_zf, mem_only, frozenset(mnemonics))
+        for op in opcodes:
+            for reg in regs:
+                key = (int(opmap), op, reg)
+                if key in FORMS:
+                    raise ValueError(f"form {key} registered twice")
+                FORMS[key] = form
+        return fn
+
+    return register
+
+
+def lookup(insn: Insn) -> Form | None:
+    """The form emulating `insn`, or None when vmmio does not emulate it."""
+    form = FORMS.get((insn.opmap, insn.opcode, ANY_REG))
+    if form is None and insn.reg >= 0:
+        form = FORMS.get((insn.opmap, insn.opcode, insn.reg & 7))
+    if form is None:
+        return None
+    if form.mem_only and insn.mem is None:
+        return None
+    if form.mnemonics and insn.mnemonic not in form.mnemonics:
+        return None
+    return form

@@ -1,0 +1,89 @@
+"""String instructions, one iteration per call; the Vcpu applies REP generically."""
+
+from __future__ import annotations
+
+from vmmio.vmm.semantics.context import PORT_IN, PORT_OUT, READ, WRITE, Exec, Steps
+from vmmio.vmm.semantics.registry import emulates
+from vmmio.x86 import flags
+from vmmio.x86.flags import AluOp
+from vmmio.x86.insn import Insn, OpMap
+from vmmio.x86.regs import DF, Gpr, Seg
+
+_ES = int(Seg.ES)
+_CMP = int(AluOp.CMP)
+
+
+def _source_seg(i: Insn) -> int:
+    """DS unless overridden; the destination ES:rDI cannot be overridden."""
+    return i.seg_override if i.seg_override >= 0 else int(Seg.DS)
+
+
+def _step(x: Exec, reg: int, w: int) -> None:
+    """Move rSI or rDI by one element, backwards when DF is set, at the address size."""
+    delta = -w if x.rflags & DF else w
+    x.set(reg, x.addr_size, x.gprs[reg] + delta)
+
+
+def _addr(x: Exec, reg: int) -> int:
+    return x.get(reg, x.addr_size)
+
+
+def _width(i: Insn) -> int:
+    return 1 if i.opcode & 1 == 0 else i.opsize
+
+
+@emulates(OpMap.ONE, (0xA4, 0xA5), string=True)
+def movs(x: Exec, i: Insn) -> Steps:
+    w = _width(i)
+    v = yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)
+    yield (WRITE, _ES, _addr(x, Gpr.RDI), w, v)
+    _step(x, Gpr.RSI, w)
+    _step(x, Gpr.RDI, w)
+
+
+@emulates(OpMap.ONE, (0xAA, 0xAB), string=True)
+def stos(x: Exec, i: Insn) -> Steps:
+    w = _width(i)
+    yield (WRITE, _ES, _addr(x, Gpr.RDI), w, x.get(Gpr.RAX, w))
+    _step(x, Gpr.RDI, w)
+
+
+@emulates(OpMap.ONE, (0xAC, 0xAD), string=True)
+def lods(x: Exec, i: Insn) -> Steps:
+    w = _width(i)
+    x.set(Gpr.RAX, w, (yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)))
+    _step(x, Gpr.RSI, w)
+
+
+@emulates(OpMap.ONE, (0xA6, 0xA7), string=True, rep_zf=True)
+def cmps(x: Exec, i: Insn) -> Steps:
+    w = _width(i)
+    a = yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)
+    b = yield (READ, _ES, _addr(x, Gpr.RDI), w, 0)
+    x.set_flags(flags.alu(_CMP, w, a, b, x.rflags)[1])
+    _step(x, Gpr.RSI, w)
+    _step(x, Gpr.RDI, w)
+
+
+@emulates(OpMap.ONE, (0xAE, 0xAF), string=True, rep_zf=True)
+def scas(x: Exec, i: Insn) -> Steps:
+    w = _width(i)
+    b = yield (READ, _ES, _addr(x, Gpr.RDI), w, 0)
+    x.set_flags(flags.alu(_CMP, w, x.get(Gpr.RAX, w), b, x.rflags)[1])
+    _step(x, Gpr.RDI, w)
+
+
+@emulates(OpMap.ONE, (0x6C, 0x6D), string=True)
+def ins(x: Exec, i: Insn) -> Steps:
+    w = 1 if i.opcode == 0x6C else min(i.opsize, 4)
+    v = yield (PORT_IN, x.get(Gpr.RDX, 2), 0, w, 0)
+    yield (WRITE, _ES, _addr(x, Gpr.RDI), w, v)
+    _step(x, Gpr.RDI, w)
+
+
+@emulates(OpMap.ONE, (0x6E, 0x6F), string=True)
+def outs(x: Exec, i: Insn) -> Steps:
+    w = 1 if i.opcode == 0x6E else min(i.opsize, 4)
+    v = yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)
+    yield (PORT_OUT, x.get(Gpr.RDX, 2), 0, w, v)
+    _step(x, Gpr.RSI, w)

@@ -1,0 +1,479 @@
+"""The vCPU: the instruction-emulation state machine behind `run(entry) -> exit`.
+
+On a fault the Vcpu fetches and decodes the instruction at CS:RIP and runs its semantics. Each access
+the semantics yields is translated, split at page boundaries and into naturally aligned pieces of at
+most 8 bytes, and performed: RAM and in-kernel handlers directly, anything else as an exit to
+userspace. The instruction's progress stays here until userspace fulfils the request on the next
+entry; registers are committed only when the instruction (or one REP iteration) completes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmmio.abi import (
+    Default,
+    Discard,
+    FulfillInout,
+    FulfillMmio,
+    HltExit,
+    InoutExit,
+    InstEmulExit,
+    InstEmulReason,
+    MmioExit,
+    ShutdownExit,
+    SuspendedExit,
+    VmEntry,
+    VmExit,
+)
+from vmmio.backends.base import (
+    DIRTY_RIP,
+    Backend,
+    BackendEvent,
+    Control,
+    HltEvent,
+    IoEvent,
+    NpfEvent,
+    Regs,
+    ShutdownEvent,
+    StoppedEvent,
+)
+from vmmio.vmm.faults import GP, PFEC_I, PFEC_U, PFEC_W, UD, EmulationAbort, GuestFault
+from vmmio.vmm.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, HandlerRegion, RamRegion
+from vmmio.vmm.paging import apply_updates
+from vmmio.vmm.segmentation import linear_address
+from vmmio.vmm.semantics import lookup
+from vmmio.vmm.semantics.context import PORT_IN, READ, TOUCH, WRITE, Exec, Form, Steps
+from vmmio.vmm.vm import Vm
+from vmmio.x86.decode import decode_cached
+from vmmio.x86.insn import DecodeError, DecodeStatus, Insn
+from vmmio.x86.regs import AC, DF, MASK, ZF, Gpr, Seg
+
+MAX_INSN = 15
+
+# Page-fault error-code bits each request kind checks (RMW reads are checked for write).
+_ACCESS_BITS = (0, PFEC_W, PFEC_W, 0)
+_HLT = HltExit()
+_SHUTDOWN = ShutdownExit()
+_SUSPENDED = SuspendedExit()
+
+
+class EntryError(ValueError):
+    """userspace's entry does not fit the vCPU's state; nothing was changed and it may retry."""
+
+
+# A piece of one access: (byte offset within the access, gpa, size, RAM region / handler / None).
+Piece = tuple[int, int, int, RamRegion | HandlerRegion | None]
+
+
+@dataclass(slots=True)
+class _Inflight:
+    """An instruction between its fault and its completion."""
+
+    insn: Insn
+    form: Form
+    ctl: Control
+    mode: int
+    regs: Regs  # committed register state; its gprs list is the one being staged in `x`
+    x: Exec
+    gen: Steps
+    fault_page: int  # page of the faulting GPA not yet matched by an access, or -1
+    fault_port: int  # port of an I/O exit not yet matched, or -1
+    iterations: int = 0  # REP iterations completed in the kernel since the last exit
+    accesses: int = 0  # accesses performed so far (for the faulting-GPA check)
+    consistent: bool = False  # userspace asked to stop at the next consistent state
+    # The access in progress: its pieces, the next piece, the value assembled so far, write data.
+    pieces: list[Piece] | None = None
+    piece: int = 0
+    value: int = 0
+    data: int = 0
+    is_write: bool = False
+
+
+class Vcpu:
+    """One virtual CPU. `run` is the only way through the kernel/userspace boundary."""
+
+    def __init__(self, vm: Vm, backend: Backend, rep_budget: int = 64) -> None:
+        self.vm = vm
+        self.backend = backend
+        self.memory = vm.memory
+        self.walker = vm.walker
+        self.rep_budget = rep_budget
+        self._cur: _Inflight | None = None
+        self._pending: MmioExit | InoutExit | None = None
+
+    @property
+    def pending(self) -> MmioExit | InoutExit | None:
+        """The request userspace must fulfil on the next entry, if any."""
+        return self._pending
+
+    # -- the boundary -------------------------------------------------------------------------
+
+    def run(self, entry: VmEntry | None = None) -> VmExit:
+        """Apply `entry`, finish what is in flight, run the guest, and return the next exit."""
+        if entry is None:
+            entry = Default()
+        pending = self._pending
+        if pending is None:
+            if type(entry) is not Default:
+                raise EntryError(f"{type(entry).__name__} entry, but no request is pending")
+        elif type(entry) is Discard:
+            self._pending = None
+            self._cur = None
+        else:
+            value = self._check_fulfilment(pending, entry)
+            self._pending = None
+            cur = self._cur
+            assert cur is not None
+            cur.consistent = entry.exit_consistent
+            ex = self._advance(cur, value)
+            if ex is not None:
+                return ex
+        if entry.exit_consistent:
+            return _SUSPENDED
+        return self._run_guest()
+
+    @staticmethod
+    def _check_fulfilment(pending: MmioExit | InoutExit, entry: VmEntry) -> int:
+        if type(pending) is MmioExit:
+            if type(entry) is not FulfillMmio:
+                raise EntryError(f"MMIO request pending, got {type(entry).__name__}")
+            if (entry.gpa, entry.size, entry.is_write) != (pending.gpa, pending.size, pending.is_write):
+                raise EntryError(f"fulfilment {entry} does not match pending {pending}")
+            if pending.is_write and entry.data != pending.data:
+                raise EntryError(f"write fulfilment data {entry.data:#x} differs from {pending.data:#x}")
+            return entry.data
+        assert type(pending) is InoutExit
+        if type(entry) is not FulfillInout:
+            raise EntryError(f"port I/O request pending, got {type(entry).__name__}")
+        if (entry.port, entry.size, entry.is_in) != (pending.port, pending.size, pending.is_in):
+            raise EntryError(f"fulfilment {entry} does not match pending {pending}")
+        if not pending.is_in and entry.data != pending.data:
+            raise EntryError(f"OUT fulfilment data {entry.data:#x} differs from {pending.data:#x}")
+        return entry.data
+
+    def _run_guest(self) -> VmExit:
+        handlers = self._event_handlers
+        while True:
+            event = self.backend.run()
+            ex = handlers[type(event)](self, event)
+            if ex is not None:
+                return ex
+
+    # -- backend events -------------------------------------------------------------------------
+
+    def _on_npf(self, event: BackendEvent) -> VmExit | None:
+        assert type(event) is NpfEvent
+        return self._emulate(event.gpa >> PAGE_SHIFT, -1)
+
+    def _on_io(self, event: BackendEvent) -> VmExit | None:
+        assert type(event) is IoEvent
+        return self._emulate(-1, event.port)
+
+    def _on_hlt(self, event: BackendEvent) -> VmExit | None:
+        return _HLT
+
+    def _on_shutdown(self, event: BackendEvent) -> VmExit | None:
+        return _SHUTDOWN
+
+    def _on_stopped(self, event: BackendEvent) -> VmExit | None:
+        return _SUSPENDED
+
+    _event_handlers = {
+        NpfEvent: _on_npf,
+        IoEvent: _on_io,
+        HltEvent: _on_hlt,
+        ShutdownEvent: _on_shutdown,
+        StoppedEvent: _on_stopped,
+    }
+
+    # -- starting an instruction ----------------------------------------------------------------
+
+    def _emulate(self, fault_page: int, fault_port: int) -> VmExit | None:
+        backend = self.backend
+        ctl = backend.get_control()
+        regs = backend.get_regs()
+        mode = ctl.code_size
+        code = b""
+        try:
+            code, insn = self._fetch(ctl, regs, mode)
+            form = lookup(insn)
+            if form is None:
+                return InstEmulExit(regs.rip, insn.raw, InstEmulReason.NOT_EMULATED)
+            stack = 8 if mode == 64 else (4 if ctl.segs[Seg.SS].db else 2)
+            x = Exec(insn, regs.gprs[:], regs.rflags, (regs.rip + insn.length) & MASK[8], stack)
+            cur = _Inflight(insn, form, ctl, mode, regs, x, form.fn(x, insn), fault_page, fault_port)
+        except GuestFault as fault:
+            self._inject(fault)
+            return None
+        except EmulationAbort as abort:
+            return InstEmulExit(regs.rip, code[:MAX_INSN], InstEmulReason(abort.reason))
+        self._cur = cur
+        if form.string and insn.rep and not x.gprs[Gpr.RCX] & MASK[insn.addr_size]:
+            # REP with a zero count: no iteration, no access; the instruction only advances RIP.
+            return self._complete(cur)
+        return self._advance(cur, None)
+
+    def _fetch(self, ctl: Control, regs: Regs, mode: int) -> tuple[bytes, Insn]:
+        """Read up to 15 bytes at CS:RIP through segmentation and paging, and decode them."""
+        rip = regs.rip
+        access = PFEC_I | (PFEC_U if ctl.cpl == 3 else 0)
+        la = rip if mode == 64 else (ctl.segs[Seg.CS].base + rip) & 0xFFFF_FFFF
+        code = self._read_code(ctl, la, access, MAX_INSN)
+        result = decode_cached(code, mode)
+        if type(result) is DecodeError:
+            status = result.status
+            if status is DecodeStatus.TOO_LONG:
+                raise GuestFault(GP, 0)
+            if status is DecodeStatus.TRUNCATED:
+                raise EmulationAbort(InstEmulReason.FETCH_FAILED, "instruction runs past fetchable code")
+            raise GuestFault(UD)
+        assert type(result) is Insn
+        return code, result
+
+    def _read_code(self, ctl: Control, la: int, access: int, want: int) -> bytes:
+        """Instruction bytes at linear `la`: the first page always, the next only if needed."""
+        gpa = self.walker.translate(ctl, la, access, False)
+        first = min(want, PAGE_SIZE - (la & PAGE_MASK))
+        region = self.memory.ram_at(gpa, first)
+        if region is None:
+            raise EmulationAbort(InstEmulReason.FETCH_FAILED, f"code at {gpa:#x} is not RAM")
+        off = gpa - region.gpa
+        code = bytes(region.view[off : off + first])
+        if first < want:
+            decoded = decode_cached(code, ctl.code_size)
+            if type(decoded) is DecodeError and decoded.status is DecodeStatus.TRUNCATED:
+                gpa2 = self.walker.translate(ctl, la + first, access, False)
+                region2 = self.memory.ram_at(gpa2, want - first)
+                if region2 is None:
+                    raise EmulationAbort(InstEmulReason.FETCH_FAILED, f"code at {gpa2:#x} is not RAM")
+                off2 = gpa2 - region2.gpa
+                code += bytes(region2.view[off2 : off2 + want - first])
+        return code
+
+    # -- driving an instruction -----------------------------------------------------------------
+
+    def _advance(self, cur: _Inflight, value: int | None) -> VmExit | None:
+        """Run `cur` until it needs userspace (an exit is returned) or completes (None)."""
+        try:
+            while True:
+                ex = self._drive(cur, value)
+                if ex is not None:
+                    return ex
+                if not (cur.form.string and cur.insn.rep):
+                    return self._complete(cur)
+                if self._rep_iteration_done(cur):
+                    return self._complete(cur)
+                # Stop between iterations when the budget is spent or userspace wants a consistent
+                # state: RIP still points at the instruction, so the guest re-executes it.
+                cur.iterations += 1
+                if cur.consistent or cur.iterations >= self.rep_budget:
+                    self._cur = None
+                    return None
+                cur.gen = cur.form.fn(cur.x, cur.insn)
+                value = None
+        except GuestFault as fault:
+            self._cur = None
+            self._inject(fault)
+            return None
+        except EmulationAbort as abort:
+            self._cur = None
+            return InstEmulExit(cur.regs.rip, cur.insn.raw, InstEmulReason(abort.reason))
+
+    def _rep_iteration_done(self, cur: _Inflight) -> bool:
+        """Count one REP iteration down and commit it; True when the instruction is finished."""
+        x = cur.x
+        count = (x.gprs[Gpr.RCX] - 1) & MASK[x.addr_size]
+        x.set(Gpr.RCX, x.addr_size, count)
+        done = count == 0
+        if cur.form.rep_zf and not done:
+            zf = bool(x.rflags & ZF)
+            done = zf if cur.insn.rep == 0xF2 else not zf
+        if done:
+            return True
+        self._commit(cur, rip=False)
+        return False
+
+    def _complete(self, cur: _Inflight) -> VmExit | None:
+        self._cur = None
+        if cur.fault_page >= 0 and cur.accesses:
+            # It read RAM but never touched the faulting page: the code or tables changed under us.
+            return InstEmulExit(cur.regs.rip, cur.insn.raw, InstEmulReason.GPA_MISMATCH)
+        self._commit(cur, rip=True)
+        return None
+
+    def _commit(self, cur: _Inflight, rip: bool) -> None:
+        x = cur.x
+        regs = cur.regs
+        regs.gprs = x.gprs
+        dirty = x.dirty & 0xFFFF
+        if x.dirty & (1 << 17):
+            regs.rflags = x.rflags
+            dirty |= 1 << 17
+        if rip:
+            regs.rip = x.next_rip
+            dirty |= DIRTY_RIP
+        if dirty:
+            self.backend.set_regs(regs, dirty)
+        if not rip:
+            # Another REP iteration follows: stage it on a fresh copy.
+            x.gprs = regs.gprs[:]
+            x.dirty = 0
+
+    def _drive(self, cur: _Inflight, value: int | None) -> VmExit | None:
+        """Feed the semantics and perform what it asks, until it ends (None) or needs userspace.
+
+        `value` is None to start the semantics, else the data userspace has just supplied.
+        """
+        gen = cur.gen
+        try:
+            if value is None:
+                req = next(gen)
+            else:
+                if cur.pieces is not None:
+                    # A memory access userspace has served one piece of: finish its other pieces.
+                    ex = self._resume_access(cur, value)
+                    if ex is not None:
+                        return ex
+                    value = cur.value
+                req = gen.send(value)
+            while True:
+                kind, a, b, size, data = req
+                if kind >= PORT_IN:
+                    ex = self._port_access(cur, kind == PORT_IN, a, size, data)
+                else:
+                    ex = self._start_access(cur, kind, a, b, size, data)
+                if ex is not None:
+                    return ex
+                req = gen.send(cur.value)
+        except StopIteration:
+            return None
+
+    # -- memory accesses ------------------------------------------------------------------------
+
+    def _start_access(
+        self, cur: _Inflight, kind: int, seg: int, off: int, size: int, data: int
+    ) -> VmExit | None:
+        ctl = cur.ctl
+        la = linear_address(ctl, cur.mode, seg, off, size)
+        access = _ACCESS_BITS[kind] | (PFEC_U if ctl.cpl == 3 else 0)
+        ac_flag = bool(cur.x.rflags & AC)
+        walker = self.walker
+        # Translate every page of the access before touching any of them.
+        gpa, updates = walker.walk(ctl, la, access, ac_flag)
+        split = PAGE_SIZE - (la & PAGE_MASK)
+        if split >= size:
+            spans = [(0, gpa, size)]
+        else:
+            la2 = (la + split) & (MASK[8] if cur.mode == 64 else 0xFFFF_FFFF)
+            gpa2, updates2 = walker.walk(ctl, la2, access, ac_flag)
+            spans = [(0, gpa, split), (split, gpa2, size - split)]
+            updates = updates + updates2
+        pieces: list[Piece] = []
+        matched = cur.fault_page < 0
+        for start, g, n in spans:
+            if g >> PAGE_SHIFT == cur.fault_page:
+                matched = True
+            target = self.memory.find(g)
+            if type(target) is RamRegion:
+                pieces.append((start, g, n, target))
+            else:
+                _split_pieces(pieces, start, g, n, target)
+        if not matched and (kind != READ or any(type(p[3]) is not RamRegion for p in pieces)):
+            raise EmulationAbort(InstEmulReason.GPA_MISMATCH, f"access at {gpa:#x} before the faulting page")
+        if matched:
+            cur.fault_page = -1
+        apply_updates(updates)
+        cur.accesses += 1
+        cur.value = 0
+        if kind == TOUCH:
+            return None
+        cur.pieces = pieces
+        cur.piece = 0
+        cur.data = data
+        cur.is_write = kind == WRITE
+        return self._resume_access(cur, None)
+
+    def _resume_access(self, cur: _Inflight, fulfilled: int | None) -> VmExit | None:
+        """Perform the pieces of the current access from `cur.piece` on."""
+        pieces = cur.pieces
+        assert pieces is not None
+        i = cur.piece
+        is_write = cur.is_write
+        if fulfilled is not None:
+            if not is_write:
+                cur.value |= fulfilled << (8 * pieces[i][0])
+            i += 1
+        data = cur.data
+        while i < len(pieces):
+            start, gpa, n, target = pieces[i]
+            piece_data = (data >> (8 * start)) & ((1 << (8 * n)) - 1) if is_write else 0
+            if type(target) is RamRegion:
+                o = gpa - target.gpa
+                if is_write:
+                    target.view[o : o + n] = piece_data.to_bytes(n, "little")
+                else:
+                    cur.value |= int.from_bytes(target.view[o : o + n], "little") << (8 * start)
+            elif type(target) is HandlerRegion:
+                if is_write:
+                    target.handler.write(gpa - target.gpa, n, piece_data)
+                else:
+                    cur.value |= (target.handler.read(gpa - target.gpa, n) & MASK[n]) << (8 * start)
+            else:
+                cur.piece = i
+                ex = MmioExit(gpa, n, is_write, piece_data)
+                self._pending = ex
+                return ex
+            i += 1
+        cur.pieces = None
+        return None
+
+    # -- port accesses --------------------------------------------------------------------------
+
+    def _port_access(self, cur: _Inflight, is_in: bool, port: int, size: int, data: int) -> VmExit | None:
+        if cur.fault_port >= 0:
+            if port != cur.fault_port:
+                raise EmulationAbort(InstEmulReason.GPA_MISMATCH, f"port {port:#x} is not the exiting port")
+            cur.fault_port = -1
+        cur.accesses += 1
+        cur.value = 0
+        handler = self.vm.ports.get(port)
+        if handler is not None:
+            if is_in:
+                cur.value = handler.read(port, size) & MASK[size]
+            else:
+                handler.write(port, size, data)
+            return None
+        # Userspace answers; its data comes back through `_drive`'s value (pieces stays None).
+        ex = InoutExit(port, size, is_in, 0 if is_in else data)
+        self._pending = ex
+        return ex
+
+    # -- exceptions -----------------------------------------------------------------------------
+
+    def _inject(self, fault: GuestFault) -> None:
+        self.backend.inject_exception(fault.vector, fault.error_code, fault.cr2)
+
+
+def _split_pieces(
+    pieces: list[Piece], start: int, gpa: int, n: int, target: RamRegion | HandlerRegion | None
+) -> None:
+    """Cut a device span into naturally aligned power-of-two pieces of at most 8 bytes.
+
+    A span of 1, 2, 4 or 8 bytes stays whole even if misaligned, as the CPU issues it; only page
+    crossings and other sizes are cut.
+    """
+    if n in (1, 2, 4, 8):
+        pieces.append((start, gpa, n, target))
+        return
+    end = gpa + n
+    while gpa < end:
+        size = 8
+        while size > end - gpa or gpa & (size - 1):
+            size >>= 1
+        pieces.append((start, gpa, size, target))
+        start += size
+        gpa += size
+
+
+__all__ = ["DF", "EntryError", "Vcpu"]
