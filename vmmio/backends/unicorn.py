@@ -1,0 +1,1111 @@
+"""Unicorn as the "hardware": guest RAM mapped in place, everything else left unmapped.
+
+How each exit is produced (Unicorn 2.1, one UC_MODE_64 engine for every guest mode):
+
+- NpfEvent: every GPA that is not RAM is unmapped, so the first access fires UC_HOOK_MEM_UNMAPPED with
+  the guest-physical address. The hook returns False, which makes Unicorn abandon the instruction before
+  any of its effects (completed REP iterations stay completed) with RIP at the instruction.
+- IoEvent: Unicorn runs in/out/ins/outs itself and only calls UC_HOOK_INSN (port, size, direction) from
+  inside the instruction; emu_stop() takes effect at the end of the translation block, so the rest of the
+  block would still run. The hook therefore snapshots the whole CPU state (uc_context_save: the register
+  file is synced to the instruction's start when the helper runs) and write-protects guest RAM; after the
+  engine stops (at the block's end or at the first store, which the protection turns into a stop), the
+  snapshot is restored and RAM made writable again. Nothing of the instruction or what followed it
+  survives; RIP is at the I/O instruction. No instruction bytes are decoded for this.
+- HltEvent: HLT is intercepted the way an SVM hypervisor does it (HF_GUEST in the TB flags plus the
+  HLT bit of the intercept vector in the CPU state), so Unicorn exits with RIP at the HLT; the backend
+  then steps RIP past the HLT and its prefixes (the instruction length hardware reports for the exit).
+- Guest exceptions raised by the engine (#PF from its page walk, #GP, #DE, #UD, INT n, ...) are not
+  exits: Unicorn has no native delivery (it hands every exception to UC_HOOK_INTR and ignores the IDT),
+  so the backend delivers them through the guest's IDT itself, like `inject_exception`, and keeps
+  running. A fault while delivering escalates to #DF, and one while delivering #DF to ShutdownEvent.
+- StoppedEvent: an instruction-count or time budget given to run(), or request_stop().
+
+Control state (segment caches, hflags, EFER, the exception error code) is not reachable through Unicorn's
+register API, so the backend reads and patches it in the CPU-state blob of uc_context_save/restore. The
+offsets are those of QEMU 5's CPUX86State as built into Unicorn 2.1; they are verified against known
+register values when the module first builds an engine, and the backend refuses to run if they differ.
+
+Where this differs from hardware (all are Unicorn's doing):
+- INS: QEMU stores 0 to the destination element before it reads the port (to be restartable on #PF);
+  that store precedes the I/O hook and stays (the kernel then overwrites it with the port data). For an
+  MMIO destination the same store makes the exit an NpfEvent (write) instead of an IoEvent.
+- OUTS from MMIO: the source read precedes the port access, so the exit is an NpfEvent (read).
+- Unicorn allows every I/O instruction: no #GP for CPL > IOPL without TSS I/O-bitmap permission.
+- Stores to the shared RAM from outside the engine (the kernel's emulation, a loader) do not invalidate
+  code Unicorn already translated from that RAM: call invalidate_code() after changing guest code.
+- SYSCALL/SYSENTER do nothing without a Unicorn hook (they fall through); ICEBP (F1) raises #UD.
+- Delivery: no real mode, no task gates or 16-bit gates, no LDT code selectors, no 32-bit privilege
+  change (64-bit: same privilege, CPL change through TSS.RSPn, IST); such a delivery shuts the vCPU
+  down with `shutdown_reason` saying why. The accessed bit of the loaded CS descriptor is not set.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from unicorn import unicorn_const as ucc
+from unicorn import x86_const as ux
+
+from vmmio.backends.base import (
+    CR0_PE,
+    DIRTY_ALL,
+    DIRTY_RFLAGS,
+    DIRTY_RIP,
+    EFER_LMA,
+    BackendEvent,
+    Control,
+    HltEvent,
+    IoEvent,
+    NpfEvent,
+    Regs,
+    Segment,
+    ShutdownEvent,
+    StoppedEvent,
+)
+from vmmio.vmm.faults import PFEC_I, PFEC_U, PFEC_W, EmulationAbort, GuestFault
+from vmmio.vmm.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, RamRegion
+from vmmio.vmm.paging import Updates, Walker, apply_updates
+
+try:
+    from unicorn.unicorn_py3.unicorn import uclib as _lib
+except ImportError:  # pragma: no cover - older 2.x bindings
+    from unicorn.unicorn import _uc as _lib  # type: ignore[attr-defined,no-redef]
+
+_void_p = ctypes.c_void_p
+_u64 = ctypes.c_uint64
+
+# Native hook signatures (unicorn.h).
+_MEM_CB = ctypes.CFUNCTYPE(
+    ctypes.c_bool, _void_p, ctypes.c_int, ctypes.c_uint64, ctypes.c_int, ctypes.c_int64, _void_p
+)
+_INTR_CB = ctypes.CFUNCTYPE(None, _void_p, ctypes.c_uint32, _void_p)
+_IN_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, _void_p, ctypes.c_uint32, ctypes.c_int, _void_p)
+_OUT_CB = ctypes.CFUNCTYPE(None, _void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, _void_p)
+
+
+class _Msr(ctypes.Structure):
+    _fields_ = (("rid", ctypes.c_uint32), ("value", ctypes.c_uint64))
+
+
+class _Mmr(ctypes.Structure):
+    _fields_ = (
+        ("selector", ctypes.c_uint16),
+        ("base", ctypes.c_uint64),
+        ("limit", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+    )
+
+
+MSR_EFER: Final = 0xC000_0080
+
+# QEMU hflags bits (target/i386/cpu.h).
+_HF_CPL = 3
+_HF_CS32 = 1 << 4
+_HF_SS32 = 1 << 5
+_HF_ADDSEG = 1 << 6
+_HF_PE = 1 << 7
+_HF_LMA = 1 << 14
+_HF_CS64 = 1 << 15
+_HF_GUEST = 1 << 21
+_SEG_HFLAGS = _HF_CPL | _HF_CS32 | _HF_SS32 | _HF_ADDSEG | _HF_PE | _HF_LMA | _HF_CS64
+
+# Descriptor high-dword bits, which QEMU keeps as the segment cache's flags.
+_DESC_S = 1 << 12
+_DESC_P = 1 << 15
+_DESC_L = 1 << 21
+_DESC_B = 1 << 22
+_DESC_G = 1 << 23
+
+# SVM: Unicorn reports a #VMEXIT as interrupt number EXCP_VMEXIT + exit code.
+_EXCP_VMEXIT = 0x100
+_SVM_EXIT_INTR = 0x60
+_SVM_EXIT_HLT = 0x78
+_INTR_HLT = _EXCP_VMEXIT + _SVM_EXIT_HLT
+
+# Exception vectors and classes for double-fault escalation (SDM vol. 3, table 6-5).
+_UD, _DF, _TS, _NP, _SS, _GP, _PF = 6, 8, 10, 11, 12, 13, 14
+_CONTRIBUTORY = frozenset((0, 10, 11, 12, 13))
+_HAS_ERROR_CODE = frozenset((8, 10, 11, 12, 13, 14, 17, 21, 29, 30))
+
+# RFLAGS bits touched by delivery.
+_TF, _IF, _NT, _RF, _VM = 1 << 8, 1 << 9, 1 << 14, 1 << 16, 1 << 17
+
+# Register batch: GPRs in hardware order, then RIP and RFLAGS (Regs and the dirty mask use this order).
+_REG_IDS = (
+    ux.UC_X86_REG_RAX,
+    ux.UC_X86_REG_RCX,
+    ux.UC_X86_REG_RDX,
+    ux.UC_X86_REG_RBX,
+    ux.UC_X86_REG_RSP,
+    ux.UC_X86_REG_RBP,
+    ux.UC_X86_REG_RSI,
+    ux.UC_X86_REG_RDI,
+    *range(ux.UC_X86_REG_R8, ux.UC_X86_REG_R15 + 1),
+    ux.UC_X86_REG_RIP,
+    ux.UC_X86_REG_RFLAGS,
+)
+_NREGS = len(_REG_IDS)
+_ALL_REGS = struct.Struct(f"<{_NREGS}Q")
+
+_LEGACY_PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3))
+_MASK64 = (1 << 64) - 1
+_NO_EXIT = _MASK64  # `until` for emu_start; with exits enabled and an empty exit list it is ignored
+
+
+def _ctl_code(ctl: int, op: int, nargs: int) -> int:
+    return (op << 30) | (nargs << 26) | ctl
+
+
+def _check(err: int, what: str) -> None:
+    if err != ucc.UC_ERR_OK:
+        raise UnicornBackendError(f"{what}: {_lib.uc_strerror(err).decode()}")
+
+
+class UnicornBackendError(RuntimeError):
+    """The engine failed in a way no guest event explains (a bug here or an unsupported Unicorn)."""
+
+
+# -- the CPU-state blob ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Offsets into a uc_context (header included) of the CPUX86State fields the backend uses."""
+
+    size: int
+    eip: int
+    hflags: int
+    segs: int  # SegmentCache[6]: u32 selector, u64 base, u32 limit, u32 flags; 24 bytes each
+    tr: int
+    gdt: int
+    idt: int
+    cr: int
+    efer: int
+    error_code: int  # followed by exception_is_int (both int32)
+    intercept: int
+
+
+_SEG_SIZE = 24
+_layout_cache: _Layout | None = None
+_layout_lock = threading.Lock()
+
+
+def _probe_layout() -> _Layout:
+    """Find and verify the CPUX86State offsets on a scratch engine, once per process.
+
+    Known values are written through the register API and looked for where QEMU 5's struct puts them;
+    the fields with no register (hflags, error code, intercept vector) sit at fixed distances from
+    verified neighbours, and the blob's total size pins the tail of the struct.
+    """
+    global _layout_cache
+    with _layout_lock:
+        if _layout_cache is not None:
+            return _layout_cache
+        eng = _Engine()
+        try:
+            magic = {
+                ux.UC_X86_REG_RAX: 0x1122_3344_5566_7788,
+                ux.UC_X86_REG_RIP: 0x2233_4455_6677_8899,
+                ux.UC_X86_REG_FS_BASE: 0x3344_5566_7788_99AA,
+                ux.UC_X86_REG_CR2: 0x4455_6677_8899_AABB,
+                ux.UC_X86_REG_DR0: 0x5566_7788_99AA_BBCC,
+            }
+            for reg, value in magic.items():
+                eng.reg_write(reg, value)
+            eng.mmr_write(ux.UC_X86_REG_GDTR, 0, 0x6677_8899_AABB_C000, 0xFFF)
+            eng.mmr_write(ux.UC_X86_REG_IDTR, 0, 0x7788_99AA_BBCC_D000, 0xFFF)
+            eng.mmr_write(ux.UC_X86_REG_TR, 0x28, 0x0899_AABB_CCDD_E000, 0x67)
+            eng.save()
+            blob = bytes(eng.ctx_view)
+
+            def at(value: int) -> list[int]:
+                pattern = value.to_bytes(8, "little")
+                hits, i = [], blob.find(pattern)
+                while i >= 0:
+                    hits.append(i)
+                    i = blob.find(pattern, i + 1)
+                return hits
+
+            rax_hits = at(magic[ux.UC_X86_REG_RAX])
+            dr0_hits = at(magic[ux.UC_X86_REG_DR0])
+            if len(rax_hits) != 1 or len(dr0_hits) != 1:
+                raise UnicornBackendError("cannot locate the CPU state in this Unicorn build's context")
+            base = rax_hits[0]  # start of CPUX86State in the context (regs[0] is RAX)
+            dr0 = dr0_hits[0]
+            eng.msr_write(MSR_EFER, eng.msr_read(MSR_EFER) ^ (1 << 11))  # flip NXE: EFER is what changes
+            eng.save()
+            changed = [i for i, (a, b) in enumerate(zip(blob, bytes(eng.ctx_view), strict=True)) if a != b]
+            layout = _Layout(
+                size=len(blob),
+                eip=base + 128,
+                hflags=base + 176,
+                segs=base + 184,
+                tr=base + 184 + 7 * _SEG_SIZE,
+                gdt=base + 184 + 8 * _SEG_SIZE,
+                idt=base + 184 + 9 * _SEG_SIZE,
+                cr=base + 184 + 10 * _SEG_SIZE,
+                efer=(changed[0] & ~7) if changed else -1,
+                error_code=dr0 - 16,  # error_code, exception_is_int, exception_next_eip, dr[8]
+                intercept=dr0 + 120,  # dr[8], 4 breakpoint pointers, old_exception, vm_vmcb, tsc_offset
+            )
+            checks = (
+                at(magic[ux.UC_X86_REG_RIP]) == [layout.eip],
+                at(magic[ux.UC_X86_REG_FS_BASE]) == [layout.segs + 4 * _SEG_SIZE + 8],
+                at(0x0899_AABB_CCDD_E000) == [layout.tr + 8],
+                at(0x6677_8899_AABB_C000) == [layout.gdt + 8],
+                at(0x7788_99AA_BBCC_D000) == [layout.idt + 8],
+                at(magic[ux.UC_X86_REG_CR2]) == [layout.cr + 16],
+                # After dr[0]: dr[8], 4 breakpoint pointers, old_exception, vm_vmcb, tsc_offset,
+                # intercept, 4 x u16, intercept_exceptions, nested_cr3, nested_pg_mode, v_tpr, retaddr.
+                layout.size == dr0 + 168,
+                len(changed) == 1 and layout.cr + 40 < layout.efer < layout.error_code,
+                struct.unpack_from("<I", blob, layout.hflags)[0] & (_HF_LMA | _HF_CS64 | _HF_PE)
+                == _HF_LMA | _HF_CS64 | _HF_PE,
+            )
+            if not all(checks):
+                raise UnicornBackendError(
+                    f"this Unicorn build's CPU state layout is not the one this backend knows ({checks})"
+                )
+            _layout_cache = layout
+            return layout
+        finally:
+            eng.close()
+
+
+class _Engine:
+    """A bare UC_MODE_64 engine through the C API, with one context buffer mapped for reading."""
+
+    def __init__(self) -> None:
+        handle = _void_p()
+        _check(_lib.uc_open(ucc.UC_ARCH_X86, ucc.UC_MODE_64, ctypes.byref(handle)), "uc_open")
+        self.h = handle
+        ctx = _void_p()
+        _check(_lib.uc_context_alloc(handle, ctypes.byref(ctx)), "uc_context_alloc")
+        self.ctx = ctx
+        self._contexts = [ctx]
+        size = _lib.uc_context_size(handle)
+        assert ctx.value is not None
+        self.ctx_view = (ctypes.c_ubyte * size).from_address(ctx.value)
+        self._finalizer = weakref.finalize(self, _Engine._release, handle, self._contexts)
+
+    @staticmethod
+    def _release(handle: ctypes.c_void_p, contexts: list[ctypes.c_void_p]) -> None:
+        for ctx in contexts:
+            _lib.uc_context_free(ctx)
+        _lib.uc_close(handle)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def new_context(self) -> ctypes.c_void_p:
+        """Another context buffer, freed with the engine."""
+        ctx = _void_p()
+        _check(_lib.uc_context_alloc(self.h, ctypes.byref(ctx)), "uc_context_alloc")
+        self._contexts.append(ctx)
+        return ctx
+
+    def save(self) -> None:
+        _check(_lib.uc_context_save(self.h, self.ctx), "uc_context_save")
+
+    def restore(self) -> None:
+        _check(_lib.uc_context_restore(self.h, self.ctx), "uc_context_restore")
+
+    def reg_read(self, reg: int) -> int:
+        value = _u64()
+        _check(_lib.uc_reg_read(self.h, reg, ctypes.byref(value)), "uc_reg_read")
+        return value.value
+
+    def reg_write(self, reg: int, value: int) -> None:
+        _check(_lib.uc_reg_write(self.h, reg, ctypes.byref(_u64(value & _MASK64))), "uc_reg_write")
+
+    def msr_read(self, msr: int) -> int:
+        m = _Msr(msr, 0)
+        _check(_lib.uc_reg_read(self.h, ux.UC_X86_REG_MSR, ctypes.byref(m)), "msr read")
+        return int(m.value)
+
+    def msr_write(self, msr: int, value: int) -> None:
+        _check(_lib.uc_reg_write(self.h, ux.UC_X86_REG_MSR, ctypes.byref(_Msr(msr, value))), "msr write")
+
+    def mmr_write(self, reg: int, selector: int, base: int, limit: int) -> None:
+        m = _Mmr(selector, base, limit, 0)
+        _check(_lib.uc_reg_write(self.h, reg, ctypes.byref(m)), "descriptor-table register write")
+
+    def ctl(self, ctl: int, *args: Any) -> None:
+        _check(_lib.uc_ctl(self.h, _ctl_code(ctl, ucc.UC_CTL_IO_WRITE, len(args)), *args), "uc_ctl")
+
+
+# -- delivery outcomes ---------------------------------------------------------------------------------
+
+
+class _Fault(Exception):
+    """An exception raised while delivering another one."""
+
+    def __init__(self, vector: int, error_code: int | None = None, cr2: int | None = None) -> None:
+        super().__init__(vector, error_code, cr2)
+        self.vector = vector
+        self.error_code = error_code
+        self.cr2 = cr2
+
+
+_Piece = tuple[RamRegion, int, int]  # (region, offset in it, length)
+
+
+class _Unsupported(Exception):
+    """Delivery needs something this backend does not model; the vCPU shuts down with the reason."""
+
+
+def _seg_flags(seg: Segment) -> int:
+    """A Segment as QEMU's cache flags (descriptor high-dword layout); unusable means not present."""
+    return (
+        (seg.type & 0xF) << 8
+        | (_DESC_S if seg.s else 0)
+        | (seg.dpl & 3) << 13
+        | (_DESC_P if seg.present and not seg.unusable else 0)
+        | (_DESC_L if seg.l else 0)
+        | (_DESC_B if seg.db else 0)
+        | (_DESC_G if seg.g else 0)
+    )
+
+
+def _segment(selector: int, base: int, limit: int, flags: int) -> Segment:
+    present = bool(flags & _DESC_P)
+    return Segment(
+        selector=selector & 0xFFFF,
+        base=base,
+        limit=limit,
+        type=(flags >> 8) & 0xF,
+        s=bool(flags & _DESC_S),
+        dpl=(flags >> 13) & 3,
+        present=present,
+        db=bool(flags & _DESC_B),
+        l=bool(flags & _DESC_L),
+        g=bool(flags & _DESC_G),
+        unusable=not present,
+    )
+
+
+def _descriptor_base_limit(e1: int, e2: int) -> tuple[int, int]:
+    base = (e1 >> 16) | ((e2 & 0xFF) << 16) | (e2 & 0xFF00_0000)
+    limit = (e1 & 0xFFFF) | (e2 & 0xF_0000)
+    if e2 & _DESC_G:
+        limit = (limit << 12) | 0xFFF
+    return base, limit
+
+
+# -- the backend -----------------------------------------------------------------------------------------
+
+
+class UnicornBackend:
+    """One vCPU on a Unicorn engine, over the RAM of `memory` (shared, never copied).
+
+    Starts in Unicorn's 64-bit state (long mode, paging off, flat CPL-0 segments) unless `control` is
+    given; set_control() loads any 64-bit or 32-bit protected-mode state. `max_insns`/`timeout_us` are
+    the default budgets of run() (0: none). `walker` translates linear addresses for exception delivery
+    (IDT, GDT, TSS, stack); pass the Vm's so both agree on MAXPHYADDR (default: a Walker over `memory`).
+
+    Costs measured on the development machine (pytest tests/test_backend_unicorn.py -k bench -s): an
+    MMIO exit plus re-entry ~8-12 us, an I/O exit ~25 us (snapshot, RAM protect/unprotect, restore);
+    get_regs ~2 us and set_regs ~2.5 us (one batch call each, against ~3 us per register through the
+    Python binding); get_control ~1.5 us after a run that left control state alone, ~13 us to rebuild.
+    """
+
+    def __init__(
+        self,
+        memory: GuestMemory,
+        regs: Regs | None = None,
+        control: Control | None = None,
+        *,
+        walker: Walker | None = None,
+        max_insns: int = 0,
+        timeout_us: int = 0,
+    ) -> None:
+        self._layout = _probe_layout()
+        self._eng = eng = _Engine()
+        self._h = eng.h
+        self.memory = memory
+        self.walker = walker if walker is not None else Walker(memory)
+        self.max_insns = max_insns
+        self.timeout_us = timeout_us
+        self.shutdown_reason: str | None = None
+
+        self._snap = eng.new_context()  # CPU state at an I/O instruction, restored after the stop
+        self._ctx_bytes = memoryview(eng.ctx_view).cast("B")
+
+        self._mapped: list[tuple[RamRegion, ctypes.Array[ctypes.c_char]]] = []
+        self._map_new_ram()
+
+        # Register batch buffers: read all 18 at once; writes use per-dirty-mask id/pointer arrays.
+        self._vals = (_u64 * _NREGS)()
+        self._ids = (ctypes.c_int * _NREGS)(*_REG_IDS)
+        self._ptrs = (_void_p * _NREGS)(*(ctypes.addressof(self._vals) + 8 * i for i in range(_NREGS)))
+        self._wvals = (_u64 * _NREGS)()
+        self._write_sets: dict[int, tuple[Any, Any, int, tuple[int, ...], struct.Struct]] = {}
+        self._rip_val = _u64()
+        self._rip: int | None = None  # RIP as last written through the API, while the engine is idle
+
+        # Per-run state written by the hooks.
+        self._event: BackendEvent | None = None
+        self._intr: tuple[int, int] | None = None  # (interrupt number, RIP in the hook)
+        self._rolling = False
+        self._hook_error: BaseException | None = None
+        self._stop_requested = False
+        self._running = False
+        self._shutdown = False
+        self._ctl: Control | None = None
+        self._ctl_key = b""  # raw bytes the last Control was built from
+        self._ctl_last: Control | None = None
+
+        self._install_hooks()
+        # Run until an exit or a budget, never to an address.
+        eng.ctl(ucc.UC_CTL_UC_USE_EXITS, ctypes.c_int(1))
+        eng.ctl(ucc.UC_CTL_UC_EXITS, ctypes.cast((_u64 * 1)(), _void_p), ctypes.c_size_t(0))
+        self._init_cpu()
+        if control is not None:
+            self.set_control(control)
+        if regs is not None:
+            self.set_regs(regs, DIRTY_ALL)
+
+    # -- setup ----------------------------------------------------------------------------------------
+
+    def _map_new_ram(self) -> None:
+        """Map RAM regions added to `memory` since the last call, in place (uc_mem_map_ptr)."""
+        known = {id(r) for r, _ in self._mapped}
+        for region in self.memory.ram:
+            if id(region) in known:
+                continue
+            buf = (ctypes.c_char * region.size).from_buffer(region.mem)
+            _check(
+                _lib.uc_mem_map_ptr(self._h, region.gpa, region.size, ucc.UC_PROT_ALL, ctypes.addressof(buf)),
+                f"mapping RAM at {region.gpa:#x}",
+            )
+            self._mapped.append((region, buf))
+
+    def _install_hooks(self) -> None:
+        h = self._h
+        self._callbacks: list[Any] = []
+
+        def add(kind: int, cb: Any, *extra: Any) -> None:
+            handle = ctypes.c_size_t()
+            fptr = ctypes.cast(cb, _void_p)
+            _check(
+                _lib.uc_hook_add(h, ctypes.byref(handle), kind, fptr, None, _u64(1), _u64(0), *extra), "hook"
+            )
+            self._callbacks.append(cb)
+
+        add(ucc.UC_HOOK_MEM_UNMAPPED, _MEM_CB(self._guard(self._on_unmapped, False)))
+        add(ucc.UC_HOOK_MEM_PROT, _MEM_CB(self._guard(self._on_prot, False)))
+        add(ucc.UC_HOOK_INTR, _INTR_CB(self._guard(self._on_intr, None)))
+        add(ucc.UC_HOOK_INSN, _IN_CB(self._guard(self._on_in, 0)), ctypes.c_int(ux.UC_X86_INS_IN))
+        add(ucc.UC_HOOK_INSN, _OUT_CB(self._guard(self._on_out, None)), ctypes.c_int(ux.UC_X86_INS_OUT))
+
+    def _guard(self, fn: Callable[..., Any], default: Any) -> Callable[..., Any]:
+        """Wrap a hook: an exception in it stops the engine and is re-raised by run()."""
+
+        def hook(*args: Any) -> Any:
+            try:
+                return fn(*args)
+            except BaseException as e:
+                if self._hook_error is None:
+                    self._hook_error = e
+                _lib.uc_emu_stop(self._h)
+                return default
+
+        return hook
+
+    def _init_cpu(self) -> None:
+        """Make Unicorn's 64-bit reset state self-consistent and arm the HLT intercept.
+
+        Unicorn starts with EFER.LMA and CS64 in hflags but all-zero segment caches; give them flat
+        present descriptors so that Control describes what the engine runs (64-bit code, CPL 0).
+        """
+        eng, lay = self._eng, self._layout
+        eng.save()
+        v = eng.ctx_view
+        code = Segment(0, 0, 0xFFFF_FFFF, 0xB, True, 0, True, False, True, True)
+        data = Segment(0, 0, 0xFFFF_FFFF, 0x3, True, 0, True, True, False, True)
+        for i in range(6):
+            seg = code if i == 1 else data
+            struct.pack_into("<I", v, lay.segs + i * _SEG_SIZE + 16, 0xFFFF_FFFF)
+            struct.pack_into("<I", v, lay.segs + i * _SEG_SIZE + 20, _seg_flags(seg))
+        hflags = struct.unpack_from("<I", v, lay.hflags)[0]
+        struct.pack_into("<I", v, lay.hflags, hflags | _HF_GUEST)
+        intercept = struct.unpack_from("<Q", v, lay.intercept)[0]
+        struct.pack_into("<Q", v, lay.intercept, intercept | 1 << (_SVM_EXIT_HLT - _SVM_EXIT_INTR))
+        eng.restore()
+
+    def close(self) -> None:
+        """Release the engine; the RAM stays with `memory`."""
+        self._eng.close()
+        self._mapped.clear()
+
+    # -- hooks (run inside uc_emu_start) --------------------------------------------------------------
+
+    def _on_unmapped(self, _h: Any, access: int, address: int, size: int, value: int, _ud: Any) -> bool:
+        if self._event is None and not self._rolling:
+            self._event = NpfEvent(address, access == ucc.UC_MEM_WRITE_UNMAPPED)
+        return False
+
+    def _on_prot(self, _h: Any, access: int, address: int, size: int, value: int, _ud: Any) -> bool:
+        # RAM is only ever protected while an I/O instruction is being rolled back: stop there.
+        return False
+
+    def _on_intr(self, _h: Any, intno: int, _ud: Any) -> None:
+        if self._intr is None and self._event is None and not self._rolling:
+            _lib.uc_reg_read(self._h, ux.UC_X86_REG_RIP, ctypes.byref(self._rip_val))
+            self._intr = (intno, self._rip_val.value)
+        _lib.uc_emu_stop(self._h)
+
+    def _on_in(self, _h: Any, port: int, size: int, _ud: Any) -> int:
+        self._io_exit(port, size, True)
+        return 0
+
+    def _on_out(self, _h: Any, port: int, size: int, value: int, _ud: Any) -> None:
+        self._io_exit(port, size, False)
+
+    def _io_exit(self, port: int, size: int, is_in: bool) -> None:
+        if self._rolling or self._event is not None or self._intr is not None:
+            return
+        h = self._h
+        # The helper runs with the register file synced to the instruction's start: snapshot it, stop at
+        # the end of the block, and make RAM read-only so no store of the rest of the block lands.
+        _lib.uc_context_save(h, self._snap)
+        self._rolling = True
+        self._event = IoEvent(port, size, is_in)
+        _lib.uc_emu_stop(h)
+        for region, _ in self._mapped:
+            _lib.uc_mem_protect(h, region.gpa, region.size, ucc.UC_PROT_READ | ucc.UC_PROT_EXEC)
+
+    # -- run ------------------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Make the current (or next) run() return StoppedEvent; callable from another thread."""
+        self._stop_requested = True
+        if self._running:
+            _lib.uc_emu_stop(self._h)
+
+    def run(self, *, max_insns: int | None = None, timeout_us: int | None = None) -> BackendEvent:
+        """Run the guest until the next exit or until the budget is spent (StoppedEvent).
+
+        Guest exceptions the engine raises are delivered here without an exit; under a budget the
+        run then ends with StoppedEvent (the budget cannot be carried over into a new engine run).
+        """
+        if self._shutdown:
+            return ShutdownEvent()
+        count = self.max_insns if max_insns is None else max_insns
+        timeout = self.timeout_us if timeout_us is None else timeout_us
+        if len(self._mapped) != len(self.memory.ram):
+            self._map_new_ram()
+        h = self._h
+        rip_val = self._rip_val
+        while True:
+            if self._stop_requested:
+                self._stop_requested = False
+                return StoppedEvent()
+            self._event = None
+            self._intr = None
+            self._hook_error = None
+            self._ctl = None
+            rip = self._rip
+            if rip is None:
+                _lib.uc_reg_read(h, ux.UC_X86_REG_RIP, ctypes.byref(rip_val))
+                rip = rip_val.value
+            self._running = True
+            err = _lib.uc_emu_start(h, rip, _NO_EXIT, timeout, count)
+            self._running = False
+            self._rip = None
+            if self._rolling:
+                _check(_lib.uc_context_restore(h, self._snap), "uc_context_restore")
+                for region, _ in self._mapped:
+                    _lib.uc_mem_protect(h, region.gpa, region.size, ucc.UC_PROT_ALL)
+                self._rolling = False
+            if self._hook_error is not None:
+                error, self._hook_error = self._hook_error, None
+                raise error
+            event = self._event
+            if event is not None:
+                return event
+            intr = self._intr
+            if intr is not None:
+                intno, rip = intr
+                if intno == _INTR_HLT:
+                    self._write_rip(rip + self._hlt_length(rip))
+                    return HltEvent()
+                if intno >= 256:
+                    raise UnicornBackendError(f"unexpected engine event {intno:#x} at {rip:#x}")
+                # A guest exception: Unicorn moved RIP to exception_next_eip; the hook saw the right one.
+                self._write_rip(rip)
+                self._engine_exception(intno, rip)
+            elif err == ucc.UC_ERR_INSN_INVALID:
+                # Unicorn stops on #UD instead of reporting it; RIP is at the instruction.
+                _lib.uc_reg_read(h, ux.UC_X86_REG_RIP, ctypes.byref(rip_val))
+                self._raise_event(_UD, None, 0, rip_val.value)
+            elif err != ucc.UC_ERR_OK:
+                raise UnicornBackendError(f"uc_emu_start: {_lib.uc_strerror(err).decode()}")
+            else:
+                # Nothing of ours stopped it: a budget ran out, or request_stop().
+                self._stop_requested = False
+                return StoppedEvent()
+            if self._shutdown:
+                return ShutdownEvent()
+            if count or timeout:
+                # Delivery happened inside this budget; give control back rather than start a new one.
+                return StoppedEvent()
+
+    def _write_rip(self, rip: int) -> None:
+        self._rip = self._rip_val.value = rip & _MASK64
+        _lib.uc_reg_write(self._h, ux.UC_X86_REG_RIP, ctypes.byref(self._rip_val))
+
+    def _hlt_length(self, rip: int) -> int:
+        """Length of the HLT at RIP (prefixes included), as hardware reports it with the exit.
+
+        The engine decoded a HLT there, so the bytes are prefixes up to an F4; the next page is read
+        only if the prefixes run into it.
+        """
+        ctl = self.get_control()
+        la = self._code_la(ctl, rip)
+        rex = ctl.code_size == 64
+        n = 0
+        while n < 15:
+            try:
+                chunk = self._read_code(ctl, la + n, min(15 - n, PAGE_SIZE - ((la + n) & PAGE_MASK)))
+            except (_Fault, _Unsupported):
+                break
+            for byte in chunk:
+                n += 1
+                if byte == 0xF4:
+                    return n
+                if byte not in _LEGACY_PREFIXES and not (rex and 0x40 <= byte <= 0x4F):
+                    return 1
+        return 1
+
+    @staticmethod
+    def _code_la(ctl: Control, rip: int) -> int:
+        return rip if ctl.code_size == 64 else (ctl.segs[1].base + rip) & 0xFFFF_FFFF
+
+    def _read_code(self, ctl: Control, la: int, size: int) -> bytes:
+        return self._read_linear(ctl, la, size, PFEC_I | (PFEC_U if ctl.cpl == 3 else 0))
+
+    def _engine_exception(self, vector: int, rip: int) -> None:
+        """Deliver an exception the engine raised, with the error code QEMU recorded for it."""
+        eng, lay = self._eng, self._layout
+        eng.save()
+        error_code, is_int = struct.unpack_from("<iI", eng.ctx_view, lay.error_code)
+        if is_int:
+            # INT n / INT3 / INTO: Unicorn already moved RIP past the instruction (the return address);
+            # a fault while delivering it must point back at it.
+            self._raise_event(vector, None, self._soft_int_length(vector, rip), rip)
+        else:
+            ec = error_code & 0xFFFF_FFFF if vector in _HAS_ERROR_CODE else None
+            self._raise_event(vector, ec, 0, rip)
+
+    def _soft_int_length(self, vector: int, next_rip: int) -> int:
+        """Length of the software interrupt ending at `next_rip`: CC (INT3), CE (INTO) or CD ib."""
+        if vector in (3, 4):
+            ctl = self.get_control()
+            try:
+                last = self._read_code(ctl, self._code_la(ctl, next_rip - 1), 1)[0]
+            except (_Fault, _Unsupported):
+                last = -1
+            if last == (0xCC if vector == 3 else 0xCE):
+                return 1
+        return 2
+
+    # -- registers ------------------------------------------------------------------------------------
+
+    def get_regs(self) -> Regs:
+        """All GPRs, RIP and RFLAGS in one uc_reg_read_batch call."""
+        _lib.uc_reg_read_batch(self._h, self._ids, self._ptrs, _NREGS)
+        vals = _ALL_REGS.unpack_from(self._vals)
+        return Regs(list(vals[:16]), vals[16], vals[17])
+
+    def set_regs(self, regs: Regs, dirty: int) -> None:
+        """Write the registers in `dirty` in one uc_reg_write_batch call."""
+        dirty &= DIRTY_ALL
+        if not dirty:
+            return
+        entry = self._write_sets.get(dirty)
+        if entry is None:
+            idx = tuple(n for n in range(_NREGS) if dirty >> n & 1)
+            ids = (ctypes.c_int * len(idx))(*(_REG_IDS[n] for n in idx))
+            base = ctypes.addressof(self._wvals)
+            ptrs = (_void_p * len(idx))(*(base + 8 * i for i in range(len(idx))))
+            entry = (ids, ptrs, len(idx), idx, struct.Struct(f"<{len(idx)}Q"))
+            if len(self._write_sets) < 512:
+                self._write_sets[dirty] = entry
+        ids, ptrs, n, idx, packer = entry
+        values = [*regs.gprs, regs.rip, regs.rflags]
+        if n != _NREGS:
+            values = [values[i] for i in idx]
+        try:
+            packer.pack_into(self._wvals, 0, *values)
+        except struct.error:  # a value outside 0..2^64-1: store it modulo 2^64 like the CPU would
+            packer.pack_into(self._wvals, 0, *(v & _MASK64 for v in values))
+        _lib.uc_reg_write_batch(self._h, ids, ptrs, n)
+        if dirty & DIRTY_RIP:
+            self._rip = regs.rip & _MASK64
+
+    # -- control state --------------------------------------------------------------------------------
+
+    def get_control(self) -> Control:
+        """CRs, EFER, CPL and segment caches, read from one uc_context_save.
+
+        Cached until the next run() (or a change made here). After a run the blob is saved again
+        (~1 us) and the previous Control object is returned if none of its bytes changed, so the common
+        exit costs no rebuild. Callers must not mutate it (set_control() copies what it needs).
+        """
+        ctl = self._ctl
+        if ctl is None:
+            # The blob is saved anyway; rebuild the Control only if its bytes changed since last time.
+            eng, lay = self._eng, self._layout
+            eng.save()
+            raw = self._ctx_bytes
+            key = raw[lay.hflags : lay.cr + 40].tobytes() + raw[lay.efer : lay.efer + 8].tobytes()
+            ctl = self._ctl_last
+            if key != self._ctl_key or ctl is None:
+                ctl = self._ctl_last = self._read_control()
+                self._ctl_key = key
+            self._ctl = ctl
+        return ctl
+
+    def _forget_control(self) -> None:
+        """Control state changed from here (or a caller may hold the last Control mutated): rebuild."""
+        self._ctl = self._ctl_last = None
+        self._ctl_key = b""
+
+    def _read_control(self) -> Control:
+        """Build a Control from the saved blob."""
+        v, lay = self._eng.ctx_view, self._layout
+        cr0, _cr1, cr2, cr3, cr4 = struct.unpack_from("<5Q", v, lay.cr)
+        segs = [_segment(*struct.unpack_from("<I4xQII", v, lay.segs + i * _SEG_SIZE)) for i in range(6)]
+        return Control(
+            cr0=cr0,
+            cr2=cr2,
+            cr3=cr3,
+            cr4=cr4,
+            efer=struct.unpack_from("<Q", v, lay.efer)[0],
+            cpl=struct.unpack_from("<I", v, lay.hflags)[0] & _HF_CPL,
+            segs=segs,
+        )
+
+    def descriptor_tables(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int]]:
+        """((GDT base, limit), (IDT base, limit), (TR selector, base, limit))."""
+        eng, lay = self._eng, self._layout
+        eng.save()
+        v = eng.ctx_view
+        gdt = struct.unpack_from("<Q", v, lay.gdt + 8)[0], struct.unpack_from("<I", v, lay.gdt + 16)[0]
+        idt = struct.unpack_from("<Q", v, lay.idt + 8)[0], struct.unpack_from("<I", v, lay.idt + 16)[0]
+        tr_sel, tr_base, tr_limit, _ = struct.unpack_from("<I4xQII", v, lay.tr)
+        return gdt, idt, (tr_sel, tr_base, tr_limit)
+
+    def set_control(
+        self,
+        ctl: Control,
+        *,
+        gdtr: tuple[int, int] | None = None,
+        idtr: tuple[int, int] | None = None,
+        tr: tuple[int, int, int] | None = None,
+    ) -> None:
+        """Load CRs, EFER, CPL and the six segment caches (and GDTR/IDTR/TR if given).
+
+        CR4, CR3, EFER and CR0 go through Unicorn's register API first so that QEMU flushes its TLB and
+        derives its CR-dependent flags (and enters long mode on CR0.PG with EFER.LME, as the CPU does);
+        then the blob gets the exact EFER (LMA is not writable through WRMSR), the segment caches and the
+        flags QEMU derives from them (CS32/SS32/CS64/ADDSEG/CPL). `tr` is (selector, base, limit).
+        """
+        eng, lay = self._eng, self._layout
+        eng.msr_write(MSR_EFER, ctl.efer)
+        eng.reg_write(ux.UC_X86_REG_CR4, ctl.cr4)
+        eng.reg_write(ux.UC_X86_REG_CR3, ctl.cr3)
+        eng.reg_write(ux.UC_X86_REG_CR0, ctl.cr0)
+        eng.reg_write(ux.UC_X86_REG_CR2, ctl.cr2)
+        if gdtr is not None:
+            eng.mmr_write(ux.UC_X86_REG_GDTR, 0, gdtr[0], gdtr[1])
+        if idtr is not None:
+            eng.mmr_write(ux.UC_X86_REG_IDTR, 0, idtr[0], idtr[1])
+        if tr is not None:
+            tss = _Mmr(tr[0], tr[1], tr[2], (0xB << 8) | _DESC_P)
+            _check(_lib.uc_reg_write(self._h, ux.UC_X86_REG_TR, ctypes.byref(tss)), "TR write")
+        eng.save()
+        v = eng.ctx_view
+        struct.pack_into("<Q", v, lay.efer, ctl.efer)
+        struct.pack_into("<Q", v, lay.cr, ctl.cr0)
+        struct.pack_into("<Q", v, lay.cr + 32, ctl.cr4)
+        for i, seg in enumerate(ctl.segs):
+            struct.pack_into(
+                "<I4xQII", v, lay.segs + i * _SEG_SIZE, seg.selector, seg.base, seg.limit, _seg_flags(seg)
+            )
+        self._fix_hflags(ctl.cpl)
+        eng.restore()
+        eng.ctl(ucc.UC_CTL_TLB_FLUSH)
+        self._forget_control()
+
+    def _fix_hflags(self, cpl: int) -> None:
+        """Recompute the hflags QEMU derives from CR0, EFER and the segment caches in the saved blob."""
+        v, lay = self._eng.ctx_view, self._layout
+        cr0 = struct.unpack_from("<Q", v, lay.cr)[0]
+        efer = struct.unpack_from("<Q", v, lay.efer)[0]
+        eflags = struct.unpack_from("<Q", v, lay.eip + 8)[0]
+        flags = [struct.unpack_from("<I", v, lay.segs + i * _SEG_SIZE + 20)[0] for i in range(6)]
+        bases = [struct.unpack_from("<Q", v, lay.segs + i * _SEG_SIZE + 8)[0] for i in range(6)]
+        hf = struct.unpack_from("<I", v, lay.hflags)[0] & ~_SEG_HFLAGS
+        hf |= cpl & _HF_CPL
+        if cr0 & CR0_PE:
+            hf |= _HF_PE
+        if efer & EFER_LMA:
+            hf |= _HF_LMA
+        if flags[2] & _DESC_B:
+            hf |= _HF_SS32
+        if hf & _HF_LMA and flags[1] & _DESC_L:
+            hf |= _HF_CS32 | _HF_CS64
+        else:
+            if flags[1] & _DESC_B:
+                hf |= _HF_CS32
+            if not cr0 & CR0_PE or eflags & _VM or not hf & _HF_CS32 or bases[0] | bases[2] | bases[3]:
+                hf |= _HF_ADDSEG
+        struct.pack_into("<I", v, lay.hflags, hf)
+
+    def invalidate_code(self) -> None:
+        """Drop all translated code: needed after guest code in RAM was changed from outside the engine.
+
+        Unicorn does not see stores to the shared mmap (by the kernel's emulation, a loader, a test), and
+        uc_mem_write does not invalidate translations either.
+        """
+        self._eng.ctl(ucc.UC_CTL_TB_FLUSH)
+
+    # -- exception delivery ---------------------------------------------------------------------------
+
+    def inject_exception(self, vector: int, error_code: int | None, cr2: int | None) -> None:
+        """Deliver `vector` through the guest's IDT now, with RIP (the faulting instruction) as return."""
+        if self._shutdown:
+            return
+        if cr2 is not None:
+            self._eng.reg_write(ux.UC_X86_REG_CR2, cr2)
+            self._ctl = None
+        _lib.uc_reg_read(self._h, ux.UC_X86_REG_RIP, ctypes.byref(self._rip_val))
+        self._raise_event(vector, error_code, 0, self._rip_val.value)
+
+    def _raise_event(self, vector: int, error_code: int | None, soft_len: int, rip: int) -> None:
+        """Deliver an event, escalating faults during delivery as the CPU does (#DF, then shutdown).
+
+        `soft_len` is the length of a software interrupt (INT n) whose return address `rip` is past
+        it, 0 for exceptions; a fault while delivering INT n is reported at the INT instruction.
+        """
+        while True:
+            try:
+                self._deliver(vector, error_code, soft_len > 0, rip)
+                return
+            except _Fault as f:
+                second = f.vector
+                if f.cr2 is not None:
+                    self._eng.reg_write(ux.UC_X86_REG_CR2, f.cr2)
+                if vector == _DF:
+                    self._shut(f"triple fault: #{second} while delivering #DF")
+                    return
+                if not soft_len and (
+                    (vector in _CONTRIBUTORY and second in _CONTRIBUTORY)
+                    or (vector == _PF and (second in _CONTRIBUTORY or second == _PF))
+                ):
+                    vector, error_code = _DF, 0
+                else:
+                    vector, error_code = second, f.error_code
+                rip -= soft_len
+                soft_len = 0
+            except _Unsupported as u:
+                self._shut(str(u))
+                return
+            finally:
+                self._ctl = None
+
+    def _shut(self, reason: str) -> None:
+        self._shutdown = True
+        self.shutdown_reason = reason
+
+    def _deliver(self, vector: int, error_code: int | None, soft: bool, rip: int) -> None:
+        ctl = self.get_control()
+        if not ctl.cr0 & CR0_PE:
+            raise _Unsupported("exception delivery in real mode is not implemented")
+        (_gdt, (idt_base, idt_limit), _tr) = self.descriptor_tables()
+        ext = 0 if soft else 1
+        idt_ec = vector * 8 + 2 + ext
+        long_mode = bool(ctl.efer & EFER_LMA)
+        size = 16 if long_mode else 8
+        if vector * size + size - 1 > idt_limit:
+            raise _Fault(_GP, idt_ec)
+        raw = self._read_linear(ctl, idt_base + vector * size, size, 0)
+        lo, hi = struct.unpack_from("<II", raw)
+        gate_type = (hi >> 8) & 0x1F  # type with the S bit, which must be 0
+        if long_mode:
+            if gate_type not in (0xE, 0xF):
+                raise _Fault(_GP, idt_ec)
+        elif gate_type in (0x5, 0x6, 0x7):
+            raise _Unsupported(f"IDT entry {vector}: task gates and 16-bit gates are not implemented")
+        elif gate_type not in (0xE, 0xF):
+            raise _Fault(_GP, idt_ec)
+        if soft and (hi >> 13) & 3 < ctl.cpl:
+            raise _Fault(_GP, vector * 8 + 2)
+        if not hi & _DESC_P:
+            raise _Fault(_NP, idt_ec)
+        selector = lo >> 16
+        offset = (lo & 0xFFFF) | (hi & 0xFFFF_0000)
+        if long_mode:
+            offset |= struct.unpack_from("<I", raw, 8)[0] << 32
+        e1, e2, new_cpl = self._code_segment(ctl, selector, ext)
+        regs = self.get_regs()
+        rflags = regs.rflags
+        ec = [] if error_code is None else [error_code]
+        if long_mode:
+            if not e2 & _DESC_L or e2 & _DESC_B:
+                raise _Fault(_GP, (selector & 0xFFFC) + ext)
+            ist = hi & 7
+            rsp = regs.gprs[4]
+            if ist or new_cpl < ctl.cpl:
+                rsp = self._tss_stack(ctl, ist, new_cpl, ext)
+            rsp &= ~0xF & _MASK64
+            frame = [*ec, rip, ctl.segs[1].selector, rflags, regs.gprs[4], ctl.segs[2].selector]
+            slots = [((rsp - 8 * (k + 1)) & _MASK64, w & _MASK64) for k, w in enumerate(reversed(frame))]
+            if not all(_canonical(la) for la, _ in slots):
+                raise _Fault(_SS, ext)
+            self._push(ctl, slots, 8)
+            new_rsp = slots[-1][0]
+        else:
+            if new_cpl != ctl.cpl:
+                raise _Unsupported("32-bit delivery with a privilege change is not implemented")
+            ss = ctl.segs[2]
+            frame = [*ec, rip & 0xFFFF_FFFF, ctl.segs[1].selector, rflags & 0xFFFF_FFFF]
+            width = 0xFFFF_FFFF if ss.db else 0xFFFF
+            esp = regs.gprs[4] & width
+            new_esp = (esp - 4 * len(frame)) & width
+            if not _stack_ok(ss, new_esp, 4 * len(frame), width):
+                raise _Fault(_SS, ext)
+            _base, cs_limit = _descriptor_base_limit(e1, e2)
+            if offset > cs_limit:
+                raise _Fault(_GP, 0)
+            slots = [
+                ((ss.base + ((esp - 4 * (k + 1)) & width)) & 0xFFFF_FFFF, w)
+                for k, w in enumerate(reversed(frame))
+            ]
+            self._push(ctl, slots, 4)
+            new_rsp = (regs.gprs[4] & ~width) | new_esp
+
+        # Commit: CS (and SS on a privilege change) in the blob, then RSP/RIP/RFLAGS.
+        self._load_cs(selector, e1, e2, new_cpl, long_mode and new_cpl != ctl.cpl)
+        regs.gprs[4] = new_rsp
+        regs.rip = offset
+        rflags &= ~(_TF | _NT | _RF | _VM)
+        if gate_type == 0xE:
+            rflags &= ~_IF
+        regs.rflags = rflags
+        self.set_regs(regs, (1 << 4) | DIRTY_RIP | DIRTY_RFLAGS)
+
+    def _code_segment(self, ctl: Control, selector: int, ext: int) -> tuple[int, int, int]:
+        """The gate's target code descriptor (e1, e2) and the CPL it runs at, with the CPU's checks."""
+        err = (selector & 0xFFFC) + ext
+        if not selector & 0xFFFC:
+            raise _Fault(_GP, ext)
+        if selector & 4:
+            raise _Unsupported("gate selector in the LDT is not implemented")
+        (gdt_base, gdt_limit), _idt, _tr = self.descriptor_tables()
+        index = selector & 0xFFF8
+        if index + 7 > gdt_limit:
+            raise _Fault(_GP, err)
+        e1, e2 = struct.unpack("<II", self._read_linear(ctl, gdt_base + index, 8, 0))
+        if not e2 & _DESC_S or not e2 & (1 << 11):
+            raise _Fault(_GP, err)
+        dpl = (e2 >> 13) & 3
+        if dpl > ctl.cpl:
+            raise _Fault(_GP, err)
+        if not e2 & _DESC_P:
+            raise _Fault(_NP, err)
+        conforming = bool(e2 & (1 << 10))
+        return e1, e2, ctl.cpl if conforming else dpl
+
+    def _tss_stack(self, ctl: Control, ist: int, cpl: int, ext: int) -> int:
+        """RSP for a 64-bit delivery from the TSS: IST entry `ist` if non-zero, else RSP[cpl]."""
+        _gdt, _idt, (tr_sel, tr_base, tr_limit) = self.descriptor_tables()
+        offset = 36 + 8 * (ist - 1) if ist else 4 + 8 * cpl
+        if offset + 7 > tr_limit:
+            raise _Fault(_TS, (tr_sel & 0xFFFC) + ext)
+        rsp: int = struct.unpack("<Q", self._read_linear(ctl, tr_base + offset, 8, 0))[0]
+        return rsp
+
+    def _load_cs(self, selector: int, e1: int, e2: int, cpl: int, null_ss: bool) -> None:
+        eng, lay = self._eng, self._layout
+        base, limit = _descriptor_base_limit(e1, e2)
+        eng.save()
+        v = eng.ctx_view
+        struct.pack_into("<I4xQII", v, lay.segs + _SEG_SIZE, (selector & 0xFFFC) | cpl, base, limit, e2)
+        if null_ss:
+            struct.pack_into("<I4xQII", v, lay.segs + 2 * _SEG_SIZE, cpl, 0, 0, cpl << 13)
+        self._fix_hflags(cpl)
+        eng.restore()
+
+    # -- guest-linear memory for delivery -------------------------------------------------------------
+
+    def _translate(self, ctl: Control, la: int, access: int) -> tuple[int, Updates]:
+        try:
+            return self.walker.walk(ctl, la & _MASK64, access, False)
+        except GuestFault as f:
+            raise _Fault(f.vector, f.error_code, f.cr2) from None
+        except EmulationAbort as a:
+            raise _Unsupported(f"delivery: {a.detail}") from None
+
+    def _pieces(self, ctl: Control, la: int, size: int, access: int) -> tuple[list[_Piece], Updates]:
+        """(region, offset, length) for each page of an access, and its A/D updates (not yet applied)."""
+        pieces: list[_Piece] = []
+        updates: Updates = []
+        while size:
+            n = min(size, PAGE_SIZE - (la & PAGE_MASK))
+            gpa, upd = self._translate(ctl, la, access)
+            region = self.memory.ram_at(gpa, n)
+            if region is None:
+                raise _Unsupported(f"delivery touches {gpa:#x}, which is not RAM")
+            pieces.append((region, gpa - region.gpa, n))
+            updates += upd
+            la, size = la + n, size - n
+        return pieces, updates
+
+    def _read_linear(self, ctl: Control, la: int, size: int, access: int) -> bytes:
+        pieces, updates = self._pieces(ctl, la, size, access)
+        apply_updates(updates)
+        return b"".join(bytes(r.view[o : o + n]) for r, o, n in pieces)
+
+    def _push(self, ctl: Control, slots: list[tuple[int, int]], width: int) -> None:
+        """Write a frame in push order (highest slot first), all or nothing.
+
+        Every slot is translated before anything is written, so the first slot that faults decides
+        the exception and CR2, as the CPU's successive pushes would.
+        """
+        planned: list[tuple[list[_Piece], bytes]] = []
+        updates: Updates = []
+        for la, word in slots:
+            data = word.to_bytes(width, "little")
+            pieces, upd = self._pieces(ctl, la, width, PFEC_W)
+            planned.append((pieces, data))
+            updates += upd
+        apply_updates(updates)
+        for pieces, data in planned:
+            pos = 0
+            for region, off, n in pieces:
+                region.view[off : off + n] = data[pos : pos + n]
+                pos += n
+
+
+def _canonical(la: int) -> bool:
+    return ((la + (1 << 47)) & _MASK64) < (1 << 48)
+
+
+def _stack_ok(ss: Segment, offset: int, size: int, width: int) -> bool:
+    """Whether [offset, offset+size) fits SS's limit (expand-up or expand-down data segment)."""
+    last = offset + size - 1
+    if last > width:
+        return False
+    if ss.type & 4:  # expand-down: valid offsets are (limit, top]
+        return offset > ss.limit
+    return last <= ss.limit
