@@ -107,7 +107,9 @@ def capstone(code: bytes) -> Callable[[], object]:
 
     def run() -> object:
         insn = next(md.disasm(code, 0x1000, 1))
-        ops = [(op.type, op.size, op.mem.base, op.mem.index, op.mem.scale, op.mem.disp) for op in insn.operands]
+        ops = [
+            (op.type, op.size, op.mem.base, op.mem.index, op.mem.scale, op.mem.disp) for op in insn.operands
+        ]
         return insn.size, insn.id, ops
 
     return run
@@ -132,7 +134,9 @@ def mmio_round_trip(calls: int, repeat: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     r = args.repeat

@@ -107,6 +107,8 @@ class InstEmulReason(IntEnum):
     TRANSLATION_FAILED = 6  # a page walk needed a paging-structure entry that is not in guest RAM
 
 
+_U64_LIMIT = 1 << 64
+
 # --- field checks -----------------------------------------------------------------------------------
 
 
@@ -138,6 +140,18 @@ def _data(owner: str, value: object, size: int) -> None:
 
 
 def _check_mmio(owner: str, gpa: object, size: object, is_write: object, data: object) -> None:
+    # Fast path for the valid case (every exit the kernel builds); the checks below explain a failure.
+    if (
+        type(gpa) is int
+        and type(size) is int
+        and type(data) is int
+        and type(is_write) is bool
+        and size in MMIO_SIZES
+        and 0 <= gpa < _U64_LIMIT
+        and (gpa & (PAGE_SIZE - 1)) + size <= PAGE_SIZE
+        and 0 <= data < 1 << (8 * size)
+    ):
+        return
     addr = _uint(owner, "gpa", gpa, 64)
     nbytes = _size(owner, size, MMIO_SIZES)
     _flag(owner, "is_write", is_write)
@@ -150,6 +164,16 @@ def _check_mmio(owner: str, gpa: object, size: object, is_write: object, data: o
 
 
 def _check_inout(owner: str, port: object, size: object, is_in: object, data: object) -> None:
+    if (
+        type(port) is int
+        and type(size) is int
+        and type(data) is int
+        and type(is_in) is bool
+        and size in IO_SIZES
+        and 0 <= port <= 0xFFFF
+        and 0 <= data < 1 << (8 * size)
+    ):
+        return
     _uint(owner, "port", port, 16)
     nbytes = _size(owner, size, IO_SIZES)
     _flag(owner, "is_in", is_in)

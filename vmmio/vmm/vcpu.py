@@ -50,9 +50,11 @@ from vmmio.x86.insn import DecodeError, DecodeStatus, Insn
 from vmmio.x86.regs import AC, DF, MASK, ZF, Gpr, Seg
 
 MAX_INSN = 15
+DECODE_CACHE_LIMIT = 16384
 
 # Page-fault error-code bits each request kind checks (RMW reads are checked for write).
 _ACCESS_BITS = (0, PFEC_W, PFEC_W, 0)
+_CS = int(Seg.CS)
 _HLT = HltExit()
 _SHUTDOWN = ShutdownExit()
 _SUSPENDED = SuspendedExit()
@@ -74,7 +76,7 @@ class _Inflight:
     form: Form
     ctl: Control
     mode: int
-    regs: Regs  # committed register state; its gprs list is the one being staged in `x`
+    rip: int  # RIP of the instruction
     x: Exec
     gen: Steps
     fault_page: int  # page of the faulting GPA not yet matched by an access, or -1
@@ -101,6 +103,8 @@ class Vcpu:
         self.rep_budget = rep_budget
         self._cur: _Inflight | None = None
         self._pending: MmioExit | InoutExit | None = None
+        # (instruction bytes, mode) -> (decoded instruction, its semantics or None).
+        self._decoded: dict[tuple[bytes, int], tuple[Insn, Form | None]] = {}
 
     @property
     def pending(self) -> MmioExit | InoutExit | None:
@@ -196,13 +200,19 @@ class Vcpu:
         mode = ctl.code_size
         code = b""
         try:
-            code, insn = self._fetch(ctl, regs, mode)
-            form = lookup(insn)
+            code = self._fetch(ctl, regs.rip, mode)
+            decoded = self._decoded.get((code, mode))
+            if decoded is None:
+                decoded = self._decode(code, mode)
+            insn, form = decoded
+            if mode != 64:
+                linear_address(ctl, mode, _CS, regs.rip, insn.length, PFEC_I, 0)  # CS limit
             if form is None:
                 return InstEmulExit(regs.rip, insn.raw, InstEmulReason.NOT_EMULATED)
             stack = 8 if mode == 64 else (4 if ctl.segs[Seg.SS].db else 2)
-            x = Exec(insn, regs.gprs[:], regs.rflags, (regs.rip + insn.length) & MASK[8], stack)
-            cur = _Inflight(insn, form, ctl, mode, regs, x, form.fn(x, insn), fault_page, fault_port)
+            # The backend handed us a private copy of the registers: stage on it directly.
+            x = Exec(insn, regs.gprs, regs.rflags, (regs.rip + insn.length) & MASK[8], stack)
+            cur = _Inflight(insn, form, ctl, mode, regs.rip, x, form.fn(x, insn), fault_page, fault_port)
         except GuestFault as fault:
             self._inject(fault)
             return None
@@ -214,12 +224,8 @@ class Vcpu:
             return self._complete(cur)
         return self._advance(cur, None)
 
-    def _fetch(self, ctl: Control, regs: Regs, mode: int) -> tuple[bytes, Insn]:
-        """Read up to 15 bytes at CS:RIP through segmentation and paging, and decode them."""
-        rip = regs.rip
-        access = PFEC_I | (PFEC_U if ctl.cpl == 3 else 0)
-        la = rip if mode == 64 else (ctl.segs[Seg.CS].base + rip) & 0xFFFF_FFFF
-        code = self._read_code(ctl, la, access, MAX_INSN)
+    def _decode(self, code: bytes, mode: int) -> tuple[Insn, Form | None]:
+        """Decode `code` and find its semantics; remember both for the next fault at this code."""
         result = decode_cached(code, mode)
         if type(result) is DecodeError:
             status = result.status
@@ -229,26 +235,35 @@ class Vcpu:
                 raise EmulationAbort(InstEmulReason.FETCH_FAILED, "instruction runs past fetchable code")
             raise GuestFault(UD)
         assert type(result) is Insn
-        return code, result
+        decoded = (result, lookup(result))
+        if len(self._decoded) >= DECODE_CACHE_LIMIT:
+            self._decoded.clear()
+        self._decoded[code, mode] = decoded
+        return decoded
 
-    def _read_code(self, ctl: Control, la: int, access: int, want: int) -> bytes:
-        """Instruction bytes at linear `la`: the first page always, the next only if needed."""
-        gpa = self.walker.translate(ctl, la, access, False)
-        first = min(want, PAGE_SIZE - (la & PAGE_MASK))
-        region = self.memory.ram_at(gpa, first)
-        if region is None:
+    def _fetch(self, ctl: Control, rip: int, mode: int) -> bytes:
+        """Up to 15 instruction bytes at CS:RIP: the first page always, the next only if needed."""
+        access = PFEC_I | (PFEC_U if ctl.cpl == 3 else 0)
+        la = linear_address(ctl, mode, _CS, rip, 1, PFEC_I, 0)
+        walker = self.walker
+        gpa, updates = walker.walk(ctl, la, access, False)
+        if updates:
+            apply_updates(updates)
+        first = min(MAX_INSN, PAGE_SIZE - (la & PAGE_MASK))
+        region = self.memory.find(gpa)
+        if type(region) is not RamRegion:
             raise EmulationAbort(InstEmulReason.FETCH_FAILED, f"code at {gpa:#x} is not RAM")
         off = gpa - region.gpa
         code = bytes(region.view[off : off + first])
-        if first < want:
-            decoded = decode_cached(code, ctl.code_size)
+        if first < MAX_INSN:
+            decoded = decode_cached(code, mode)
             if type(decoded) is DecodeError and decoded.status is DecodeStatus.TRUNCATED:
-                gpa2 = self.walker.translate(ctl, la + first, access, False)
-                region2 = self.memory.ram_at(gpa2, want - first)
+                gpa2 = walker.translate(ctl, la + first, access, False)
+                region2 = self.memory.ram_at(gpa2, MAX_INSN - first)
                 if region2 is None:
                     raise EmulationAbort(InstEmulReason.FETCH_FAILED, f"code at {gpa2:#x} is not RAM")
                 off2 = gpa2 - region2.gpa
-                code += bytes(region2.view[off2 : off2 + want - first])
+                code += bytes(region2.view[off2 : off2 + MAX_INSN - first])
         return code
 
     # -- driving an instruction -----------------------------------------------------------------
@@ -278,7 +293,7 @@ class Vcpu:
             return None
         except EmulationAbort as abort:
             self._cur = None
-            return InstEmulExit(cur.regs.rip, cur.insn.raw, InstEmulReason(abort.reason))
+            return InstEmulExit(cur.rip, cur.insn.raw, InstEmulReason(abort.reason))
 
     def _rep_iteration_done(self, cur: _Inflight) -> bool:
         """Count one REP iteration down and commit it; True when the instruction is finished."""
@@ -298,27 +313,19 @@ class Vcpu:
         self._cur = None
         if cur.fault_page >= 0 and cur.accesses:
             # It read RAM but never touched the faulting page: the code or tables changed under us.
-            return InstEmulExit(cur.regs.rip, cur.insn.raw, InstEmulReason.GPA_MISMATCH)
+            return InstEmulExit(cur.rip, cur.insn.raw, InstEmulReason.GPA_MISMATCH)
         self._commit(cur, rip=True)
         return None
 
     def _commit(self, cur: _Inflight, rip: bool) -> None:
+        """Write the staged registers back; the backend copies them, so staging may go on after."""
         x = cur.x
-        regs = cur.regs
-        regs.gprs = x.gprs
-        dirty = x.dirty & 0xFFFF
-        if x.dirty & (1 << 17):
-            regs.rflags = x.rflags
-            dirty |= 1 << 17
+        dirty = x.dirty
         if rip:
-            regs.rip = x.next_rip
             dirty |= DIRTY_RIP
         if dirty:
-            self.backend.set_regs(regs, dirty)
-        if not rip:
-            # Another REP iteration follows: stage it on a fresh copy.
-            x.gprs = regs.gprs[:]
-            x.dirty = 0
+            self.backend.set_regs(Regs(x.gprs, x.next_rip, x.rflags), dirty)
+        x.dirty = 0
 
     def _drive(self, cur: _Inflight, value: int | None) -> VmExit | None:
         """Feed the semantics and perform what it asks, until it ends (None) or needs userspace.
@@ -355,8 +362,10 @@ class Vcpu:
         self, cur: _Inflight, kind: int, seg: int, off: int, size: int, data: int
     ) -> VmExit | None:
         ctl = cur.ctl
-        la = linear_address(ctl, cur.mode, seg, off, size)
-        access = _ACCESS_BITS[kind] | (PFEC_U if ctl.cpl == 3 else 0)
+        access = _ACCESS_BITS[kind]
+        la = linear_address(ctl, cur.mode, seg, off, size, access, cur.x.rflags)
+        if ctl.cpl == 3:
+            access |= PFEC_U
         ac_flag = bool(cur.x.rflags & AC)
         walker = self.walker
         # Translate every page of the access before touching any of them.

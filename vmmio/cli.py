@@ -1,0 +1,209 @@
+"""The `vmmio` command: run guest images, show the demo, decode instruction bytes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from vmmio.abi import InoutExit, InstEmulExit, MmioExit, VmExit
+
+EPILOG = """\
+examples:
+  vmmio demo                         run the built-in hello guest
+  vmmio run guest.bin --trace        run a flat 64-bit image, printing every exit
+  vmmio run guest.elf --backend kvm  the same guest under KVM (Linux's emulator)
+  vmmio decode 8b4308 f3a5           decode instruction bytes (64-bit mode)
+  vmmio decode --mode 16 8b07 --json
+"""
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _int(text: str) -> int:
+    """An integer in any base (0x.., 0o.., decimal) with an optional K/M/G suffix."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    scale = units.get(text[-1:].lower(), 1)
+    body = text[:-1] if scale != 1 else text
+    try:
+        return int(body, 0) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def describe_exit(ex: VmExit) -> dict[str, Any]:
+    """One exit as a JSON-friendly dict (the --trace-json line format)."""
+    if isinstance(ex, MmioExit):
+        return {"kind": "mmio", "gpa": ex.gpa, "size": ex.size, "write": ex.is_write, "data": ex.data}
+    if isinstance(ex, InoutExit):
+        return {"kind": "inout", "port": ex.port, "size": ex.size, "in": ex.is_in, "data": ex.data}
+    if isinstance(ex, InstEmulExit):
+        return {"kind": "inst_emul", "rip": ex.rip, "bytes": ex.insn.hex(), "reason": ex.reason.name}
+    return {"kind": type(ex).__name__.removesuffix("Exit").lower()}
+
+
+def format_exit(ex: VmExit) -> str:
+    """One exit as a trace line."""
+    d = describe_exit(ex)
+    if d["kind"] == "mmio":
+        rw = f"write {d['data']:#x}" if d["write"] else "read"
+        return f"mmio  {d['gpa']:#x} size {d['size']} {rw}"
+    if d["kind"] == "inout":
+        io = "in" if d["in"] else f"out {d['data']:#x}"
+        return f"inout port {d['port']:#x} size {d['size']} {io}"
+    if d["kind"] == "inst_emul":
+        return f"inst_emul rip {d['rip']:#x} bytes {d['bytes']} ({d['reason']})"
+    return str(d["kind"])
+
+
+def _tracer(text: bool, json_file: IO[str] | None) -> Callable[[VmExit], None] | None:
+    if not text and json_file is None:
+        return None
+
+    def trace(ex: VmExit) -> None:
+        if text:
+            print(f"[exit] {format_exit(ex)}", file=sys.stderr)
+        if json_file is not None:
+            json_file.write(json.dumps(describe_exit(ex)) + "\n")
+
+    return trace
+
+
+def run_image(args: argparse.Namespace, data: bytes) -> int:
+    from vmmio.machine import Machine
+
+    machine = Machine(ram_size=args.ram)
+    image = machine.load(data, args.load_addr)
+    try:
+        vcpu = machine.vcpu(image, args.backend)
+    except OSError as err:
+        raise CliError(f"cannot start the {args.backend} backend: {err}") from None
+    json_file = open(args.trace_json, "w") if args.trace_json else None  # noqa: SIM115
+    try:
+        result = machine.run(vcpu, _tracer(args.trace, json_file), args.max_exits)
+    finally:
+        if json_file is not None:
+            json_file.close()
+    if result.reason not in ("exit", "hlt"):
+        print(f"vmmio: guest stopped: {result.reason} {result.detail}".rstrip(), file=sys.stderr)
+    if args.trace:
+        print(f"[vmmio] {result.exits} exits, status {result.status}", file=sys.stderr)
+    return result.status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        data = Path(args.image).read_bytes()
+    except OSError as err:
+        raise CliError(f"cannot read {args.image}: {err.strerror}") from None
+    if not data:
+        raise CliError(f"{args.image} is empty")
+    return run_image(args, data)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vmmio import guests
+
+    args.load_addr = 0x10_0000
+    return run_image(args, guests.load("hello"))
+
+
+def decode_one(text: str, mode: int) -> dict[str, Any]:
+    """Decode one hex string: length, mnemonic, whether vmmio emulates it, operand details."""
+    from vmmio.vmm.semantics import lookup
+    from vmmio.x86.decode import decode
+    from vmmio.x86.format import format_insn
+    from vmmio.x86.insn import Insn
+
+    try:
+        code = bytes.fromhex(text.replace(" ", "").replace(":", ""))
+    except ValueError:
+        raise CliError(f"not hex bytes: {text!r}") from None
+    if not code:
+        raise CliError("empty instruction")
+    result = decode(code, mode)
+    out: dict[str, Any] = {"bytes": code.hex(), "mode": mode}
+    if not isinstance(result, Insn):
+        out.update(length=None, mnemonic=None, emulated=False, error=result.status.name, detail=result.detail)
+        return out
+    mem = result.mem
+    out.update(
+        length=result.length,
+        mnemonic=result.mnemonic,
+        emulated=lookup(result) is not None,
+        text=format_insn(result),
+        opsize=result.opsize,
+        addr_size=result.addr_size,
+        memory=None
+        if mem is None
+        else {"seg": mem.seg, "base": mem.base, "index": mem.index, "scale": mem.scale, "disp": mem.disp},
+    )
+    if result.length < len(code):
+        out["trailing"] = code[result.length :].hex()
+    return out
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    rows = [decode_one(text, args.mode) for text in args.hex]
+    for row in rows:
+        if args.json:
+            print(json.dumps(row))
+        elif row["length"] is None:
+            print(f"{row['bytes']:30} cannot decode: {row['error'].lower()} ({row['detail']})")
+        else:
+            emulated = "emulated" if row["emulated"] else "not emulated"
+            print(f"{row['bytes']:30} {row['text']:34} len {row['length']:2}  {emulated}")
+    return 0 if all(row["length"] is not None for row in rows) else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vmmio",
+        description="x86 MMIO and port-I/O instruction emulation for VMMs: run guests, decode instructions.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def run_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--backend", choices=["unicorn", "kvm"], default="unicorn", help="execution backend")
+        sp.add_argument("--ram", type=_int, default=32 << 20, help="guest RAM size, e.g. 64M (default 32M)")
+        sp.add_argument("--trace", action="store_true", help="print every exit to stderr")
+        sp.add_argument("--trace-json", metavar="FILE", help="write every exit as one JSON line to FILE")
+        sp.add_argument("--max-exits", type=_int, default=0, help="stop after this many exits (0: no limit)")
+
+    r = sub.add_parser("run", help="run a guest image (flat 64-bit binary, ELF32 or ELF64)")
+    r.add_argument("image", help="path of the image")
+    r.add_argument("--load-addr", type=_int, default=0x10_0000, help="load address of a flat image")
+    run_options(r)
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="run the built-in hello guest")
+    run_options(d)
+    d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("decode", help="decode instruction bytes given in hex")
+    c.add_argument("hex", nargs="+", help="instruction bytes, e.g. 8b4308 or '8b 43 08'")
+    c.add_argument("--mode", type=int, choices=[16, 32, 64], default=64, help="code size (default 64)")
+    c.add_argument("--json", action="store_true", help="one JSON object per argument")
+    c.set_defaults(func=cmd_decode)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except CliError as err:
+        print(f"vmmio: {err}", file=sys.stderr)
+        return 2
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
