@@ -21,10 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from harness import MMIO, Guest  # noqa: E402
-from vmmio.abi import FulfillMmio, HltExit, MmioExit  # noqa: E402
-from vmmio.backends.base import NpfEvent  # noqa: E402
-from vmmio.x86.decode import decode, decode_cached  # noqa: E402
+from harness import MMIO, Guest
+
+from vmmio.abi import FulfillMmio, HltExit, MmioExit
+from vmmio.backends.base import NpfEvent
+from vmmio.x86.decode import decode, decode_cached
 
 # One representative encoding per emulated form (64-bit mode), as a guest driver would issue them.
 FORMS = [

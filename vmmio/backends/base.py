@@ -60,6 +60,9 @@ class Control:
     efer: int = 0
     cpl: int = 0
     segs: list[Segment] = field(default_factory=_default_segments)
+    # PAE paging: the four PDPTEs as loaded with CR3 (VMX keeps them in the VMCS); None: read at CR3.
+    pdptes: tuple[int, int, int, int] | None = None
+    pkru: int = 0  # protection-key rights for user pages (CR4.PKE)
 
     @property
     def code_size(self) -> int:

@@ -200,13 +200,13 @@ class Vcpu:
         mode = ctl.code_size
         code = b""
         try:
-            code = self._fetch(ctl, regs.rip, mode)
+            code = self._fetch(ctl, regs.rip, regs.rflags, mode)
             decoded = self._decoded.get((code, mode))
             if decoded is None:
                 decoded = self._decode(code, mode)
             insn, form = decoded
             if mode != 64:
-                linear_address(ctl, mode, _CS, regs.rip, insn.length, PFEC_I, 0)  # CS limit
+                linear_address(ctl, mode, _CS, regs.rip, insn.length, PFEC_I, regs.rflags)  # CS limit
             if form is None:
                 return InstEmulExit(regs.rip, insn.raw, InstEmulReason.NOT_EMULATED)
             stack = 8 if mode == 64 else (4 if ctl.segs[Seg.SS].db else 2)
@@ -241,10 +241,10 @@ class Vcpu:
         self._decoded[code, mode] = decoded
         return decoded
 
-    def _fetch(self, ctl: Control, rip: int, mode: int) -> bytes:
+    def _fetch(self, ctl: Control, rip: int, rflags: int, mode: int) -> bytes:
         """Up to 15 instruction bytes at CS:RIP: the first page always, the next only if needed."""
         access = PFEC_I | (PFEC_U if ctl.cpl == 3 else 0)
-        la = linear_address(ctl, mode, _CS, rip, 1, PFEC_I, 0)
+        la = linear_address(ctl, mode, _CS, rip, 1, PFEC_I, rflags)
         walker = self.walker
         gpa, updates = walker.walk(ctl, la, access, False)
         if updates:
