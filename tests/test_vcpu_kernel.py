@@ -323,9 +323,10 @@ def test_fetch_fault_on_the_second_code_page() -> None:
         ("8b03", {RBX: 0xFFFF_7FFF_FFFF_FFFF}, GP),
         ("8b041c", {RBX: 0x0000_8000_0000_0000, RSP: 0}, SS),
         ("8b4500", {RBP: 0x0000_8000_0000_0000}, SS),
+        ("3e8b4500", {RBP: 0x0000_8000_0000_0000}, SS),  # a DS override is ignored in 64-bit mode
         ("488b03", {RBX: 0x0000_7FFF_FFFF_FFFC}, GP),  # last byte is non-canonical
     ],
-    ids=["gp", "gp-high", "ss-rsp-base", "ss-rbp-base", "gp-straddles"],
+    ids=["gp", "gp-high", "ss-rsp-base", "ss-rbp-base", "ss-rbp-ds-override", "gp-straddles"],
 )
 def test_non_canonical_addresses(code: str, gprs: dict[int, int], vector: int) -> None:
     g = Guest(bytes.fromhex(code), gprs)

@@ -6,10 +6,10 @@ vCPU must never be left half-changed.
 
 from __future__ import annotations
 
+from harness import CODE, DATA, MMIO, Guest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from harness import CODE, DATA, MMIO, Guest
 from vmmio.abi import (
     Default,
     Discard,
@@ -113,7 +113,9 @@ def entries(draw: st.DrawFn) -> VmEntry:
         return _fulfil_mmio(draw)
     size = draw(st.sampled_from([1, 2, 4]))
     port = draw(st.integers(0, 0xFFFF))
-    return FulfillInout(port, size, draw(st.booleans()), draw(st.integers(0, (1 << (8 * size)) - 1)), consistent)
+    return FulfillInout(
+        port, size, draw(st.booleans()), draw(st.integers(0, (1 << (8 * size)) - 1)), consistent
+    )
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)

@@ -48,7 +48,7 @@ from vmmio.backends.base import (
 )
 from vmmio.devices import AddressMap, DebugExit, Device, GuestExit, MemoryDevice, Uart16550
 from vmmio.vmm.vm import Vm
-from vmmio.x86.pagetables import PAGE_2M, P, PageTables, RW
+from vmmio.x86.pagetables import PAGE_2M, RW, P, PageTables
 
 PT_BASE = 0x1000
 GDT_BASE = 0x800

@@ -9,13 +9,16 @@ from vmmio.x86.flags import AluOp
 from vmmio.x86.insn import Insn, OpMap
 from vmmio.x86.regs import DF, Gpr, Seg
 
-_ES = int(Seg.ES)
+_ES, _DS, _FS = int(Seg.ES), int(Seg.DS), int(Seg.FS)
 _CMP = int(AluOp.CMP)
 
 
 def _source_seg(i: Insn) -> int:
-    """DS unless overridden; the destination ES:rDI cannot be overridden."""
-    return i.seg_override if i.seg_override >= 0 else int(Seg.DS)
+    """DS unless overridden (in 64-bit mode only FS/GS overrides count); ES:rDI cannot be overridden."""
+    seg = i.seg_override
+    if seg < 0 or (i.mode == 64 and seg < _FS):
+        return _DS
+    return seg
 
 
 def _step(x: Exec, reg: int, w: int) -> None:

@@ -1,0 +1,557 @@
+"""x86 instruction decoder: bytes and a code size in, an `Insn` or a `DecodeError` out, never an exception.
+
+The hot path is one function: a prefix loop over a 256-entry prefix table, direct indexing into the
+lists built by `tables`, and ModRM/SIB tables indexed by REX bits + byte, so the common forms run without
+bitwise operators (CPython 3.11 does not specialise them; a list index is cheaper). Displacements and
+immediates are read with precompiled `struct` unpackers. VEX/EVEX/XOP, 16-bit addressing and the other
+rare shapes leave the hot path through helper functions.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from vmmio.x86 import tables as T
+from vmmio.x86.insn import DecodeError, DecodeStatus, Encoding, Insn, MemOperand, OpMap
+from vmmio.x86.regs import NO_REG, RIP_REG, Seg
+
+__all__ = ["CACHE_LIMIT", "MAX_INSN_LEN", "decode", "decode_cached"]
+
+MAX_INSN_LEN = 15
+CACHE_LIMIT = 65536
+
+_TRUNCATED = DecodeStatus.TRUNCATED
+_TOO_LONG = DecodeStatus.TOO_LONG
+_BAD_LOCK = DecodeStatus.BAD_LOCK
+_UNDEFINED = DecodeStatus.UNDEFINED
+_LEGACY = Encoding.LEGACY
+_M3DNOW = OpMap.M3DNOW
+_SS = int(Seg.SS)
+_DS = int(Seg.DS)
+_FS = int(Seg.FS)
+
+_S16 = struct.Struct("<h").unpack_from
+_S32 = struct.Struct("<i").unpack_from
+_S64 = struct.Struct("<q").unpack_from
+_U16 = struct.Struct("<H").unpack_from
+_U32 = struct.Struct("<I").unpack_from
+_U64 = struct.Struct("<Q").unpack_from
+_WB = struct.Struct("<hb").unpack_from
+_FAR16 = struct.Struct("<hH").unpack_from
+_FAR32 = struct.Struct("<iH").unpack_from
+_BB = struct.Struct("<bb").unpack_from
+
+_F_LOCK = T.F_LOCK
+_F_SPECIAL = T.F_SPECIAL
+_F_3DNOW = T.F_3DNOW
+_F_SIZED = T.F_SIZED
+_F_ASIZED = T.F_ASIZED
+_F_NOMOD = T.F_NOMOD
+_F_A32 = T.F_A32
+_F_NO66 = T.F_NO66
+
+_S_MODRM = T.S_MODRM
+_S_PLUSR = T.S_PLUSR
+_S_NOMOD = T.S_NOMOD
+
+_I_B = T.I_B
+_I_W = T.I_W
+_I_Z = T.I_Z
+_I_V = T.I_V
+_I_MOFFS = T.I_MOFFS
+_I_WB = T.I_WB
+_I_FAR = T.I_FAR
+_I_D = T.I_D
+_I_BB = T.I_BB
+
+_GK = T.GROUP_KEY
+_R_SIZED = T.R_SIZED
+_SIZE_INDEX = (0, 0, 0, 0, 1, 0, 0, 0, 2)  # operand size -> index of a (16, 32, 64) mnemonic tuple
+
+# Prefix kinds: 0 not a prefix, 1 = 66, 2 = 67, 3 = F0, 4 = F2/F3, 5 = REX, 16 + n = segment n, and in
+# 64-bit mode 24 + n for ES/CS/SS/DS: those are null prefixes there, so they never displace FS/GS.
+_P_OSZ, _P_ASZ, _P_LOCK, _P_REP, _P_REX, _P_SEG, _P_SEG_NULL = 1, 2, 3, 4, 5, 16, 24
+
+
+def _prefix_table(mode: int) -> list[int]:
+    t = [0] * 256
+    t[0x66], t[0x67], t[0xF0], t[0xF2], t[0xF3] = _P_OSZ, _P_ASZ, _P_LOCK, _P_REP, _P_REP
+    for b, s in zip((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65), Seg, strict=True):
+        t[b] = _P_SEG + s
+    if mode == 64:
+        for b in range(0x40, 0x50):
+            t[b] = _P_REX
+        for b, s in zip((0x26, 0x2E, 0x36, 0x3E), list(Seg)[:4], strict=True):
+            t[b] = _P_SEG_NULL + s
+    return t
+
+
+# ModRM/SIB tables for 32/64-bit addressing, indexed by (REX & 7) << 8 | byte ("rx + byte" below).
+_REG = [(m >> 3 & 7) | (x & 4) << 1 for x in range(8) for m in range(256)]  # ModRM.reg + REX.R
+_RM = [(m & 7) | (x & 1) << 3 for x in range(8) for m in range(256)]  # ModRM.rm + REX.B (register form)
+_REX_ROW = [(b & 7) << 8 for b in range(256)]
+_REX_W2 = [(b >> 2) & 2 for b in range(256)]
+_SEG_FOR_BASE = [_DS] * 17
+_SEG_FOR_BASE[4] = _SEG_FOR_BASE[5] = _SS  # rSP/rBP-based forms use SS (R12/R13 do not)
+
+# A SIB entry: (base, index, scale, default segment, displacement size forced by "no base" or 0).
+_Sib = tuple[int, int, int, int, int]
+
+
+def _sib_table(mod: int) -> list[_Sib]:
+    out: list[_Sib] = []
+    for x in range(8):
+        for sib in range(256):
+            base = sib & 7
+            index = (sib >> 3 & 7) | (x & 2) << 2
+            scale = 1 << (sib >> 6)
+            if index == 4:  # no index (only without REX.X)
+                index, scale = NO_REG, 1
+            if base == 5 and mod == 0:
+                out.append((NO_REG, index, scale, _DS, 4))
+            else:
+                base |= (x & 1) << 3
+                out.append((base, index, scale, _SEG_FOR_BASE[base], 0))
+    return out
+
+
+_SIB_MOD0 = _sib_table(0)
+_SIB_MOD12 = _sib_table(1)
+
+# A memory-form ModRM entry: (SIB table or None, base, displacement size, default segment).
+_Mem = tuple["list[_Sib] | None", int, int, int]
+
+
+def _modrm_table(rip_base: int) -> list[_Mem]:
+    out: list[_Mem] = []
+    for x in range(8):
+        for m in range(256):
+            mod, rm = m >> 6, m & 7
+            dsz = (0, 1, 4, 0)[mod]
+            if mod == 3:
+                out.append((None, NO_REG, 0, _DS))  # register form: never used
+            elif rm == 4:
+                out.append((_SIB_MOD0 if mod == 0 else _SIB_MOD12, NO_REG, dsz, _DS))
+            elif rm == 5 and mod == 0:
+                out.append((None, rip_base, 4, _DS))
+            else:
+                base = rm | (x & 1) << 3
+                out.append((None, base, dsz, _SEG_FOR_BASE[base]))
+    return out
+
+
+# Per mode: (prefix table, 32/64-bit ModRM table, addr size without 67, with 67, the four legacy maps).
+_MODES: dict[int, tuple[list[int], list[_Mem], int, int, Any, Any, Any, Any]] = {}
+for _m, _a, _a67 in ((16, 2, 4), (32, 4, 2), (64, 8, 4)):
+    _t = T.LEGACY[_m]
+    _MODES[_m] = (
+        _prefix_table(_m),
+        _modrm_table(RIP_REG if _m == 64 else NO_REG),
+        _a,
+        _a67,
+        _t[OpMap.ONE],
+        _t[OpMap.M0F],
+        _t[OpMap.M0F38],
+        _t[OpMap.M0F3A],
+    )
+
+# Records are built through mutable twins of the frozen classes and then re-labelled: a frozen
+# dataclass __init__ goes through object.__setattr__ per field (about 4 us for Insn), the twin stores
+# slots directly. The twins add no slots, so the layouts are identical and __class__ may be assigned.
+_TWIN = {"__slots__": (), "__setattr__": object.__setattr__, "__delattr__": object.__delattr__}
+_InsnBuilder: Any = type("_InsnBuilder", (Insn,), {**_TWIN, "__init__": object.__init__})
+_MemBuilder: Any = type("_MemBuilder", (MemOperand,), {**_TWIN, "__init__": object.__init__})
+
+
+def _err(status: DecodeStatus, length: int, detail: str) -> DecodeError:
+    if length > MAX_INSN_LEN and status != _TRUNCATED:
+        # The CPU gives up with #GP as soon as decoding crosses byte 15, before it can see more.
+        return DecodeError(_TOO_LONG, MAX_INSN_LEN, "instruction longer than 15 bytes")
+    return DecodeError(status, length, detail)
+
+
+def decode(code: bytes, mode: int) -> Insn | DecodeError:
+    """Decode the instruction at the start of `code` for a 16, 32 or 64-bit code segment."""
+    try:
+        ptab, mtab, asz_default, asz_67, t1, t0f, t38, t3a = _MODES[mode]
+    except KeyError:
+        raise ValueError(f"mode must be 16, 32 or 64, not {mode!r}") from None
+    i = 0
+    rex = 0
+    osz = 0  # 1 when 66 is present
+    asz = False
+    lock = False
+    rep = 0
+    seg = -1  # the last segment prefix, as recorded in `seg_override`
+    mseg = -1  # the override that applies to the memory operand (64-bit mode ignores ES/CS/SS/DS)
+    rx = 0  # (REX & 7) << 8: row of the ModRM/SIB tables
+    szk = 0  # index into an entry's operand sizes: 66 + 2 * REX.W
+    pidx = 0  # mandatory-prefix row of a dispatch list: none, 66, F3, F2 (times 72)
+    try:
+        b = code[0]
+        k = ptab[b]
+        if k:
+            while k:
+                if k == _P_REX:
+                    rex = b
+                else:
+                    rex = 0
+                    if k >= _P_SEG_NULL:
+                        if seg < _FS:
+                            seg = k - _P_SEG_NULL
+                    elif k >= _P_SEG:
+                        seg = mseg = k - _P_SEG
+                    elif k == _P_OSZ:
+                        osz = 1
+                    elif k == _P_ASZ:
+                        asz = True
+                    elif k == _P_LOCK:
+                        lock = True
+                    else:
+                        rep = b
+                i += 1
+                if i == MAX_INSN_LEN:
+                    return _err(_TOO_LONG, MAX_INSN_LEN, "more than 15 bytes of prefixes")
+                b = code[i]
+                k = ptab[b]
+            rx = _REX_ROW[rex]
+            szk = _REX_W2[rex] + osz
+            pidx = 216 if rep == 0xF2 else 144 if rep == 0xF3 else 72 * osz
+        op = b
+        i += 1
+        if op == 0x0F:
+            op = code[i]
+            i += 1
+            if op == 0x38:
+                op = code[i]
+                i += 1
+                e = t38[op]
+            elif op == 0x3A:
+                op = code[i]
+                i += 1
+                e = t3a[op]
+            else:
+                e = t0f[op]
+        else:
+            e = t1[op]
+        if e is None:
+            return _err(_UNDEFINED, i, "undefined opcode")
+        flags, immk, mnemonic, opmap, sub, shape, rare, osizes = e
+        encoding = _LEGACY
+        vex_l = 0
+        if sub is not None:
+            if flags & _F_SPECIAL:
+                r = _special(code, i, mode, sub[0], rex, osz, rep, lock)
+                if r.__class__ is DecodeError:
+                    return r
+                i, op, e, rx, szk, encoding, vex_l = r  # type: ignore[misc]
+                flags, immk, mnemonic, opmap, sub, shape, rare, osizes = e
+            if sub is not None:
+                e = sub[pidx + _GK[code[i]]] if shape else sub[pidx]
+                if e is None:
+                    return _err(_UNDEFINED, i + (shape > 0), "undefined opcode/ModRM/prefix form")
+                flags, immk, mnemonic, opmap, sub, shape, rare, osizes = e
+        opsize = osizes[szk]
+        addr_size = asz_67 if asz else asz_default
+        modrm = -1
+        reg = -1
+        rm = -1
+        mem = None
+        if shape == _S_MODRM:
+            modrm = code[i]
+            i += 1
+            reg = _REG[rx + modrm]
+            if modrm >= 0xC0:
+                rm = _RM[rx + modrm]
+            elif addr_size != 2:
+                sibt, base, dsz, dseg = mtab[rx + modrm]
+                if sibt is None:
+                    index = NO_REG
+                    scale = 1
+                else:
+                    base, index, scale, dseg, nobase = sibt[rx + code[i]]
+                    i += 1
+                    if nobase:
+                        dsz = nobase
+                if dsz == 1:
+                    disp = code[i]
+                    if disp > 127:
+                        disp -= 256
+                    i += 1
+                elif dsz:
+                    disp = _S32(code, i)[0]
+                    i += 4
+                else:
+                    disp = 0
+                mem = _MemBuilder()
+                mem.seg = mseg if mseg >= 0 else dseg
+                mem.base = base
+                mem.index = index
+                mem.scale = scale
+                mem.disp = disp
+                mem.addr_size = addr_size
+                mem.__class__ = MemOperand
+            else:
+                mem, i = _modrm16(code, i, modrm, mseg)
+        elif shape == _S_PLUSR:
+            reg = _RM[rx + op]
+        elif shape == _S_NOMOD:
+            modrm = code[i]
+            i += 1
+            reg = _REG[rx + modrm]
+            rm = _RM[rx + modrm]
+        imm = 0
+        imm_size = 0
+        if immk:
+            if immk == _I_B:
+                imm = code[i]
+                if imm > 127:
+                    imm -= 256
+                imm_size = 1
+            elif immk == _I_Z:
+                if opsize == 2:
+                    imm = _S16(code, i)[0]
+                    imm_size = 2
+                else:
+                    imm = _S32(code, i)[0]
+                    imm_size = 4
+            elif immk == _I_MOFFS:
+                mem = _moffs(code, i, addr_size, mseg)
+                i += addr_size
+            else:
+                imm, imm_size, extra = _rare_imm(code, i, immk, opsize)
+                i += extra
+            i += imm_size
+        if rare == _R_SIZED:
+            mnemonic = mnemonic[_SIZE_INDEX[opsize]]
+        elif rare:
+            r2 = _rare(code, i, flags, mnemonic, opmap, op, reg, opsize, addr_size, osz, rx)
+            if r2.__class__ is DecodeError:
+                return r2
+            i, mnemonic, opmap, op = r2  # type: ignore[misc]
+        if i > MAX_INSN_LEN:
+            return _err(_TOO_LONG, MAX_INSN_LEN, "instruction longer than 15 bytes")
+        if lock and (mem is None or not flags & _F_LOCK):
+            return _err(_BAD_LOCK, i, "LOCK prefix on a form that does not allow it")
+    except (IndexError, struct.error):
+        if len(code) >= MAX_INSN_LEN:
+            return _err(_TOO_LONG, MAX_INSN_LEN, "instruction longer than 15 bytes")
+        return _err(_TRUNCATED, len(code), "instruction continues past the end of the bytes")
+    insn = _InsnBuilder()
+    insn.length = i
+    insn.mode = mode
+    insn.encoding = encoding
+    insn.opmap = opmap
+    insn.opcode = op
+    insn.mnemonic = mnemonic
+    insn.opsize = opsize
+    insn.addr_size = addr_size
+    insn.modrm = modrm
+    insn.reg = reg
+    insn.rm = rm
+    insn.mem = mem
+    insn.imm = imm
+    insn.imm_size = imm_size
+    insn.rex = rex
+    insn.rep = rep
+    insn.lock = lock
+    insn.opsize_prefix = osz > 0
+    insn.seg_override = seg
+    insn.vex_l = vex_l
+    insn.raw = code[:i]
+    insn.__class__ = Insn
+    return insn  # type: ignore[no-any-return]
+
+
+# 16-bit ModRM.rm -> base, index, default segment.
+_RM16_BASE = (3, 3, 5, 5, 6, 7, 5, 3)
+_RM16_INDEX = (6, 7, 6, 7, NO_REG, NO_REG, NO_REG, NO_REG)
+_RM16_SEG = (_DS, _DS, _SS, _SS, _DS, _DS, _SS, _DS)
+
+
+def _modrm16(code: bytes, i: int, modrm: int, seg: int) -> tuple[MemOperand, int]:
+    """A 16-bit addressing form: BX/BP plus SI/DI plus disp8/disp16; BP-based forms default to SS."""
+    rmb = modrm & 7
+    mod = modrm >> 6
+    base = _RM16_BASE[rmb]
+    dseg = _RM16_SEG[rmb]
+    if mod == 0:
+        if rmb == 6:
+            base = NO_REG
+            dseg = _DS
+            disp = _S16(code, i)[0]
+            i += 2
+        else:
+            disp = 0
+    elif mod == 1:
+        disp = code[i]
+        if disp > 127:
+            disp -= 256
+        i += 1
+    else:
+        disp = _S16(code, i)[0]
+        i += 2
+    mem = _MemBuilder()
+    mem.seg = seg if seg >= 0 else dseg
+    mem.base = base
+    mem.index = _RM16_INDEX[rmb]
+    mem.scale = 1
+    mem.disp = disp
+    mem.addr_size = 2
+    mem.__class__ = MemOperand
+    return mem, i
+
+
+def _moffs(code: bytes, i: int, addr_size: int, seg: int) -> MemOperand:
+    """A0-A3: the operand is an absolute offset as wide as the address size."""
+    if addr_size == 8:
+        disp = _U64(code, i)[0]
+    elif addr_size == 4:
+        disp = _U32(code, i)[0]
+    else:
+        disp = _U16(code, i)[0]
+    return MemOperand(seg if seg >= 0 else _DS, NO_REG, NO_REG, 1, disp, addr_size)
+
+
+def _rare_imm(code: bytes, i: int, immk: int, opsize: int) -> tuple[int, int, int]:
+    """Immediates outside the hot path: returns (value, size of the first immediate, extra bytes)."""
+    if immk == _I_V:
+        if opsize == 8:
+            return _S64(code, i)[0], 8, 0
+        if opsize == 4:
+            return _S32(code, i)[0], 4, 0
+        return _S16(code, i)[0], 2, 0
+    if immk == _I_W:
+        return _S16(code, i)[0], 2, 0
+    if immk == _I_WB:  # ENTER: imm16, imm8
+        return _WB(code, i)[0], 2, 1
+    if immk == _I_FAR:  # offset (imm16/imm32 by operand size), then a 16-bit selector
+        if opsize == 2:
+            return _FAR16(code, i)[0], 2, 2
+        return _FAR32(code, i)[0], 4, 2
+    if immk == _I_D:
+        return _S32(code, i)[0], 4, 0
+    if immk == _I_BB:  # EXTRQ/INSERTQ: imm8, imm8
+        return _BB(code, i)[0], 1, 1
+    raise AssertionError(immk)
+
+
+def _rare(
+    code: bytes,
+    i: int,
+    flags: int,
+    mnemonic: Any,
+    opmap: OpMap,
+    op: int,
+    reg: int,
+    opsize: int,
+    addr_size: int,
+    osz: int,
+    rx: int,
+) -> DecodeError | tuple[int, str, OpMap, int]:
+    """Forms flagged `rare` in the table: returns (length so far, mnemonic, opmap, opcode) or an error."""
+    if flags & _F_3DNOW:
+        op = code[i]
+        i += 1
+        name = T.AMD_3DNOW.get(op)
+        if name is None:
+            return _err(_UNDEFINED, i, "undefined 3DNow! opcode")
+        return i, name, _M3DNOW, op
+    if flags & _F_SIZED:
+        mnemonic = mnemonic[opsize >> 2]
+    elif flags & _F_ASIZED:
+        mnemonic = mnemonic[addr_size >> 2]
+    elif flags & _F_NOMOD:
+        if rx & 0x400 and (op & 1 or reg != 8):
+            return _err(_UNDEFINED, i, "no such control/debug register")
+    elif flags & _F_A32:
+        if addr_size != 4:
+            return _err(_UNDEFINED, i, "needs 32-bit addressing")
+    elif flags & _F_NO66:
+        if osz:
+            return _err(_UNDEFINED, i, "66 prefix not allowed")
+    elif reg == 8:
+        mnemonic = "xchg"  # 90 with REX.B is xchg r8, rax, not nop
+    return i, mnemonic, opmap, op
+
+
+def _special(
+    code: bytes, i: int, mode: int, legacy: T.Entry | None, rex: int, osz: int, rep: int, lock: bool
+) -> DecodeError | tuple[int, int, T.Entry, int, int, Encoding, int]:
+    """C4/C5/62/8F: a VEX/EVEX/XOP prefix, or the legacy LES/LDS/BOUND/POP when the next byte says so.
+
+    Returns (index after the opcode, opcode, entry, ModRM table row, operand-size index, encoding,
+    vector length).
+    """
+    first = code[i - 1]
+    b1 = code[i]
+    if (b1 & 0x1F < 8) if first == 0x8F else (mode != 64 and b1 < 0xC0):
+        if legacy is None:
+            return _err(_UNDEFINED, i, "undefined opcode")
+        return i, first, legacy, (rex & 7) << 8, osz + (rex >> 2 & 2), _LEGACY, 0
+    if rex or osz or rep or lock:
+        status = _BAD_LOCK if lock else _UNDEFINED
+        return _err(status, i, "VEX/EVEX/XOP after a 66/F2/F3/LOCK/REX prefix")
+    if first == 0xC5:
+        rxb = ~b1 >> 5 & 4
+        w = 0
+        vmap = 1
+        vex_l = b1 >> 2 & 1
+        i += 1
+        encoding = Encoding.VEX
+    elif first == 0xC4:
+        b2 = code[i + 1]
+        rxb = ~b1 >> 5 & 7
+        w = b2 >> 7
+        vmap = b1 & 0x1F
+        vex_l = b2 >> 2 & 1
+        i += 2
+        encoding = Encoding.VEX
+    elif first == 0x62:
+        p1 = code[i + 1]
+        p2 = code[i + 2]
+        if b1 & 0x08 or not p1 & 0x04:
+            return _err(_UNDEFINED, i + 3, "reserved EVEX bits")
+        rxb = ~b1 >> 5 & 7
+        w = p1 >> 7
+        vmap = b1 & 7
+        vex_l = p2 >> 5 & 3
+        i += 3
+        encoding = Encoding.EVEX
+    else:
+        b2 = code[i + 1]
+        rxb = ~b1 >> 5 & 7
+        w = b2 >> 7
+        vmap = b1 & 0x1F
+        vex_l = b2 >> 2 & 1
+        i += 2
+        encoding = Encoding.XOP
+    if mode != 64:
+        rxb = 0  # R, X and B are ignored outside 64-bit mode
+    table = T.VECTOR[mode][encoding].get(vmap)
+    if table is None:
+        return _err(_UNDEFINED, i, "undefined VEX/EVEX/XOP map")
+    op = code[i]
+    i += 1
+    entry = table[op]
+    if entry is None:
+        return _err(_UNDEFINED, i, "undefined VEX/EVEX/XOP opcode")
+    return i, op, entry, rxb << 8, 2 * w, encoding, vex_l
+
+
+_CACHES: dict[int, dict[bytes, Insn | DecodeError]] = {16: {}, 32: {}, 64: {}}
+
+
+def decode_cached(code: bytes, mode: int) -> Insn | DecodeError:
+    """`decode` memoised on (bytes, mode); the records are immutable, so sharing them is safe."""
+    try:
+        return _CACHES[mode][code]
+    except KeyError:
+        pass
+    r = decode(code, mode)
+    cache = _CACHES[mode]
+    if len(cache) >= CACHE_LIMIT:
+        cache.clear()
+    cache[code] = r
+    return r

@@ -1,0 +1,962 @@
+"""The opcode table: one declarative row per instruction form, and the lookup lists built from it.
+
+Rows are plain text (`_LEGACY_ROWS`, one form per line) so the table reads like an opcode map and a new
+form costs one line. At import time the rows are compiled into direct-indexed lists (`LEGACY[mode][map]`,
+256 entries each) so the decoder's hot path is list indexing and integer tests only.
+
+Row syntax: ``<opcode>[/<reg>|=<modrm>] [<pfx>] <mnemonic> <flag>...``
+
+- ``<opcode>``: hex bytes joined by dots (``0f.38.f0``); the last byte may be a range (``50-57``), in which
+  case the mnemonic may be a comma list with one name per opcode.
+- ``/N`` or ``/N-M`` restricts ModRM.reg (comma list of mnemonics for a range); ``=XX`` or ``=XX-YY``
+  gives exact register-form ModRM bytes.
+- ``<pfx>``: mandatory prefix ``np``, ``66``, ``f3`` or ``f2`` (the last F2/F3 wins, then 66). Without it
+  the row applies to every prefix not claimed by a more specific row. ``*`` is shorthand for four rows:
+  it is followed by the np/66/f3/f2 mnemonics, ``-`` where that prefix has no form.
+- A mnemonic ``a|b|c`` is chosen by operand size 16/32/64 (by address size with flag ``asz``).
+- Flags: ``r`` ModRM follows; ``b`` byte operand; ``lock`` LOCK allowed (memory destination only);
+  ``d64``/``f64`` 64-bit default/forced operand size in 64-bit mode; ``i64`` invalid in 64-bit mode;
+  ``o64`` only in 64-bit mode; ``a32`` only with 32-bit addressing; ``no66`` #UD with 66;
+  ``mem``/``reg`` restrict ModRM.mod; ``nomod`` mod is ignored (always a register operand: mov to/from
+  CR/DR); ``plusr`` register in the opcode's low 3 bits; ``xchg90`` 90 with REX.B is xchg; immediates
+  ``ib iw iz iv moffs iwib far i32 ibib``; ``3dnow`` the 0F 0F form (ModRM, then the opcode byte).
+
+Undefined encodings are simply absent. VEX, EVEX and XOP opcode spaces are described coarsely (which
+opcode bytes exist per map and which take an immediate): enough for exact lengths, not for full #UD
+checking of every vector length and W combination.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from vmmio.x86.insn import OpMap
+
+# Flag bits kept in compiled entries (the hot path tests these).
+F_MODRM = 1 << 0
+F_BYTE = 1 << 1
+F_LOCK = 1 << 2
+F_PLUSR = 1 << 3
+F_NOMOD = 1 << 4
+F_D64 = 1 << 5
+F_F64 = 1 << 6
+F_SPECIAL = 1 << 7  # C4/C5/62/8F: may start a VEX/EVEX/XOP prefix; the decoder looks further
+F_3DNOW = 1 << 8
+F_SIZED = 1 << 9  # mnemonic is a (16, 32, 64) tuple chosen by operand size
+F_ASIZED = 1 << 10  # ... chosen by address size
+F_A32 = 1 << 11  # only with 32-bit addressing (VIA MONTMUL)
+F_SUB = 1 << 12  # dispatch entry: the form depends on the mandatory prefix and/or ModRM
+F_XCHG = 1 << 13  # 90: xchg rather than nop when REX.B names r8
+F_NO66 = 1 << 14  # #UD with a 66 prefix (PTWRITE)
+# Build-time only.
+F_I64 = 1 << 16
+F_O64 = 1 << 17
+F_MEM = 1 << 18
+F_REG = 1 << 19
+
+# Immediate kinds.
+I_NONE = 0
+I_B = 1  # imm8
+I_W = 2  # imm16
+I_Z = 3  # imm16 or imm32 by operand size (imm32 sign-extended with REX.W)
+I_V = 4  # imm16/32/64 by operand size (B8+r)
+I_MOFFS = 5  # offset of address size (A0-A3), stored as the memory operand
+I_WB = 6  # imm16 then imm8 (ENTER)
+I_FAR = 7  # ptr16:16 / ptr16:32 (offset by operand size, then a 16-bit selector)
+I_D = 8  # imm32 whatever the operand size (XOP map A)
+I_BB = 9  # imm8 then imm8 (EXTRQ/INSERTQ)
+
+_FLAG_NAMES = {
+    "r": F_MODRM,
+    "b": F_BYTE,
+    "lock": F_LOCK,
+    "d64": F_D64,
+    "f64": F_F64,
+    "plusr": F_PLUSR,
+    "nomod": F_NOMOD | F_MODRM,
+    "3dnow": F_3DNOW | F_MODRM,
+    "i64": F_I64,
+    "o64": F_O64,
+    "mem": F_MEM,
+    "reg": F_REG,
+    "asz": F_ASIZED,
+    "a32": F_A32,
+    "xchg90": F_XCHG,
+    "no66": F_NO66,
+}
+_IMM_NAMES = {
+    "ib": I_B,
+    "iw": I_W,
+    "iz": I_Z,
+    "iv": I_V,
+    "moffs": I_MOFFS,
+    "iwib": I_WB,
+    "far": I_FAR,
+    "i32": I_D,
+    "ibib": I_BB,
+}
+_PFX_NAMES = {"np": 0, "66": 1, "f3": 2, "f2": 3}
+
+_CC = "o,no,b,ae,e,ne,be,a,s,ns,p,np,l,ge,le,g"
+
+
+def _cc(prefix: str) -> str:
+    return ",".join(prefix + c for c in _CC.split(","))
+
+
+_LEGACY_ROWS = f"""
+# ---- one-byte map ----
+00 add r b lock
+01 add r lock
+02 add r b
+03 add r
+04 add ib b
+05 add iz
+06 push i64
+07 pop i64
+08 or r b lock
+09 or r lock
+0a or r b
+0b or r
+0c or ib b
+0d or iz
+0e push i64
+10 adc r b lock
+11 adc r lock
+12 adc r b
+13 adc r
+14 adc ib b
+15 adc iz
+16 push i64
+17 pop i64
+18 sbb r b lock
+19 sbb r lock
+1a sbb r b
+1b sbb r
+1c sbb ib b
+1d sbb iz
+1e push i64
+1f pop i64
+20 and r b lock
+21 and r lock
+22 and r b
+23 and r
+24 and ib b
+25 and iz
+27 daa i64
+28 sub r b lock
+29 sub r lock
+2a sub r b
+2b sub r
+2c sub ib b
+2d sub iz
+2f das i64
+30 xor r b lock
+31 xor r lock
+32 xor r b
+33 xor r
+34 xor ib b
+35 xor iz
+37 aaa i64
+38 cmp r b
+39 cmp r
+3a cmp r b
+3b cmp r
+3c cmp ib b
+3d cmp iz
+3f aas i64
+40-47 inc plusr i64
+48-4f dec plusr i64
+50-57 push plusr d64
+58-5f pop plusr d64
+60 pusha|pushad|pusha i64
+61 popa|popad|popa i64
+62 bound r mem i64
+63 arpl r i64
+63 movsxd r o64
+68 push iz d64
+69 imul r iz
+6a push ib d64
+6b imul r ib
+6c insb b
+6d insw|insd|insd
+6e outsb b
+6f outsw|outsd|outsd
+70-7f {_cc("j")} ib f64
+80/0-6 add,or,adc,sbb,and,sub,xor r ib b lock
+80/7 cmp r ib b
+81/0-6 add,or,adc,sbb,and,sub,xor r iz lock
+81/7 cmp r iz
+82/0-6 add,or,adc,sbb,and,sub,xor r ib b lock i64
+82/7 cmp r ib b i64
+83/0-6 add,or,adc,sbb,and,sub,xor r ib lock
+83/7 cmp r ib
+84 test r b
+85 test r
+86 xchg r b lock
+87 xchg r lock
+88 mov r b
+89 mov r
+8a mov r b
+8b mov r
+8c/0-5 mov r
+8d lea r mem
+8e/0 mov r
+8e/2-5 mov r
+8f/0 pop r d64
+90 nop plusr xchg90
+90 f3 pause plusr
+91-97 xchg plusr
+98 cbw|cwde|cdqe
+99 cwd|cdq|cqo
+9a call far i64
+9b wait
+9c pushf|pushfd|pushfq d64
+9d popf|popfd|popfq d64
+9e sahf
+9f lahf
+a0 mov moffs b
+a1 mov moffs
+a2 mov moffs b
+a3 mov moffs
+a4 movsb b
+a5 movsw|movsd|movsq
+a6 cmpsb b
+a7 cmpsw|cmpsd|cmpsq
+a8 test ib b
+a9 test iz
+aa stosb b
+ab stosw|stosd|stosq
+ac lodsb b
+ad lodsw|lodsd|lodsq
+ae scasb b
+af scasw|scasd|scasq
+b0-b7 mov ib b plusr
+b8-bf mov iv plusr
+c0/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r ib b
+c1/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r ib
+c2 ret iw f64
+c3 ret f64
+c4 les r mem i64
+c5 lds r mem i64
+c6/0 mov r ib b
+c6=f8 xabort r ib
+c7/0 mov r iz
+c7=f8 xbegin r iz
+c8 enter iwib d64
+c9 leave d64
+ca retf iw
+cb retf
+cc int3
+cd int ib
+ce into i64
+cf iret|iretd|iretq
+d0/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r b
+d1/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r
+d2/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r b
+d3/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r
+d4 aam ib i64
+d5 aad ib i64
+d6 salc i64
+d7 xlatb
+e0 loopne ib f64
+e1 loope ib f64
+e2 loop ib f64
+e3 jcxz|jecxz|jrcxz ib f64 asz
+e4 in ib b
+e5 in ib
+e6 out ib b
+e7 out ib
+e8 call iz f64
+e9 jmp iz f64
+ea jmp far i64
+eb jmp ib f64
+ec in b
+ed in
+ee out b
+ef out
+f1 int1
+f4 hlt
+f5 cmc
+f6/0-1 test r ib b
+f6/2-3 not,neg r b lock
+f6/4-7 mul,imul,div,idiv r b
+f7/0-1 test r iz
+f7/2-3 not,neg r lock
+f7/4-7 mul,imul,div,idiv r
+f8 clc
+f9 stc
+fa cli
+fb sti
+fc cld
+fd std
+fe/0-1 inc,dec r b lock
+ff/0-1 inc,dec r lock
+ff/2 call r f64
+ff/3 call r mem
+ff/4 jmp r f64
+ff/5 jmp r mem
+ff/6 push r d64
+
+# ---- x87 (D8-DF): memory forms by ModRM.reg, register forms by ModRM ----
+d8/0-7 fadd,fmul,fcom,fcomp,fsub,fsubr,fdiv,fdivr r
+d9/0 fld r mem
+d9/2-7 fst,fstp,fldenv,fldcw,fnstenv,fnstcw r mem
+d9/0-1 fld,fxch r reg
+d9=d0 fnop r
+d9/3 fstpnce r reg
+d9=e0-e1 fchs,fabs r
+d9=e4-e5 ftst,fxam r
+d9=e8-ee fld1,fldl2t,fldl2e,fldpi,fldlg2,fldln2,fldz r
+d9=f0-f7 f2xm1,fyl2x,fptan,fpatan,fxtract,fprem1,fdecstp,fincstp r
+d9=f8-ff fprem,fyl2xp1,fsqrt,fsincos,frndint,fscale,fsin,fcos r
+da/0-7 fiadd,fimul,ficom,ficomp,fisub,fisubr,fidiv,fidivr r mem
+da/0-3 fcmovb,fcmove,fcmovbe,fcmovu r reg
+da=e9 fucompp r
+db/0-3 fild,fisttp,fist,fistp r mem
+db/5 fld r mem
+db/7 fstp r mem
+db/0-3 fcmovnb,fcmovne,fcmovnbe,fcmovnu r reg
+db=e0-e4 fneni,fndisi,fnclex,fninit,fnsetpm r
+db/5-6 fucomi,fcomi r reg
+dc/0-7 fadd,fmul,fcom,fcomp,fsub,fsubr,fdiv,fdivr r mem
+dc/0-7 fadd,fmul,fcom,fcomp,fsubr,fsub,fdivr,fdiv r reg
+dd/0-4 fld,fisttp,fst,fstp,frstor r mem
+dd/6-7 fnsave,fnstsw r mem
+dd/0-5 ffree,fxch,fst,fstp,fucom,fucomp r reg
+de/0-7 fiadd,fimul,ficom,ficomp,fisub,fisubr,fidiv,fidivr r mem
+de/0-2 faddp,fmulp,fcomp r reg
+de=d9 fcompp r
+de/4-7 fsubrp,fsubp,fdivrp,fdivp r reg
+df/0-7 fild,fisttp,fist,fistp,fbld,fild,fbstp,fistp r mem
+df/0-3 ffreep,fxch,fstp,fstp r reg
+df=e0 fnstsw r
+df/5-6 fucomip,fcomip r reg
+
+# ---- 0F map ----
+0f.00/0-5 sldt,str,lldt,ltr,verr,verw r
+0f.00/6 f2 lkgs r o64
+0f.01/0-4 sgdt,sidt,lgdt,lidt,smsw r mem
+0f.01/5 f3 rstorssp r mem
+0f.01/6-7 lmsw,invlpg r mem
+0f.01=c0-c6 np enclv,vmcall,vmlaunch,vmresume,vmxoff,pconfig,wrmsrns r
+0f.01=c7 np pbndkb r o64
+0f.01=c6 f3 wrmsrlist r o64
+0f.01=c6 f2 rdmsrlist r o64
+0f.01=c8-cb np monitor,mwait,clac,stac r
+0f.01=ca f3 eretu r o64
+0f.01=ca f2 erets r o64
+0f.01=cc 66 tdcall r
+0f.01=cd-cf 66 seamret,seamops,seamcall r o64
+0f.01=cf np encls r
+0f.01=d0-d1 np xgetbv,xsetbv r
+0f.01=d4-d7 np vmfunc,xend,xtest,enclu r
+0f.01=d8-df vmrun,vmmcall,vmload,vmsave,stgi,clgi,skinit,invlpga r
+0f.01=d9 f3 vmgexit r
+0f.01=d9 f2 vmgexit r
+0f.01/4 smsw r reg
+0f.01=e8 np serialize r
+0f.01=e8 f3 setssbsy r
+0f.01=e8-e9 f2 xsusldtrk,xresldtrk r
+0f.01=ea f3 saveprevssp r
+0f.01=ec-ef f3 uiret,testui,clui,stui r o64
+0f.01=ee-ef np rdpkru,wrpkru r
+0f.01/6 lmsw r reg
+0f.01=f8 swapgs r o64
+0f.01=f9 rdtscp r
+0f.01=fa-fb np monitorx,mwaitx r
+0f.01=fa f3 mcommit r
+0f.01=fc clzero r
+0f.01=fd np rdpru r
+0f.01=fd-ff f3 rmpquery,rmpadjust,psmash r o64
+0f.01=fe-ff np invlpgb,tlbsync r
+0f.01=fe f2 rmpupdate r o64
+0f.01=ff f2 pvalidate r
+0f.02 lar r
+0f.03 lsl r
+0f.05 syscall
+0f.06 clts
+0f.07 sysret|sysret|sysretq
+0f.08 invd
+0f.09 wbinvd
+0f.09 f3 wbnoinvd
+0f.0b ud2
+0f.0d/0-7 prefetch,prefetchw,prefetchwt1,prefetchw,prefetch,prefetch,prefetch,prefetch r mem
+0f.0d nop r reg
+0f.0e femms
+0f.0f 3dnow 3dnow  # mnemonic comes from the suffix byte
+0f.10 * movups,movupd,movss,movsd r
+0f.11 * movups,movupd,movss,movsd r
+0f.12 np movlps r mem
+0f.12 np movhlps r reg
+0f.12 66 movlpd r mem
+0f.12 f3 movsldup r
+0f.12 f2 movddup r
+0f.13 np movlps r mem
+0f.13 66 movlpd r mem
+0f.14 * unpcklps,unpcklpd,-,- r
+0f.15 * unpckhps,unpckhpd,-,- r
+0f.16 np movhps r mem
+0f.16 np movlhps r reg
+0f.16 66 movhpd r mem
+0f.16 f3 movshdup r
+0f.17 np movhps r mem
+0f.17 66 movhpd r mem
+0f.18/0-3 prefetchnta,prefetcht0,prefetcht1,prefetcht2 r mem
+0f.18/6-7 prefetchit1,prefetchit0 r mem
+0f.18 nop r
+0f.19-1f nop r
+0f.1c/0 np cldemote r mem
+0f.1e/1 f3 rdsspd|rdsspd|rdsspq r reg
+0f.1e=fa-fb f3 endbr64,endbr32 r
+0f.20/0 mov nomod
+0f.20/2-4 mov nomod
+0f.21 mov nomod
+0f.22/0 mov nomod
+0f.22/2-4 mov nomod
+0f.23 mov nomod
+0f.28 * movaps,movapd,-,- r
+0f.29 * movaps,movapd,-,- r
+0f.2a * cvtpi2ps,cvtpi2pd,cvtsi2ss,cvtsi2sd r
+0f.2b * movntps,movntpd,movntss,movntsd r mem
+0f.2c * cvttps2pi,cvttpd2pi,cvttss2si,cvttsd2si r
+0f.2d * cvtps2pi,cvtpd2pi,cvtss2si,cvtsd2si r
+0f.2e * ucomiss,ucomisd,-,- r
+0f.2f * comiss,comisd,-,- r
+0f.30-34 wrmsr,rdtsc,rdmsr,rdpmc,sysenter
+0f.35 sysexit|sysexit|sysexitq
+0f.37 np getsec
+0f.40-4f {_cc("cmov")} r
+0f.50 * movmskps,movmskpd,-,- r reg
+0f.51 * sqrtps,sqrtpd,sqrtss,sqrtsd r
+0f.52 * rsqrtps,-,rsqrtss,- r
+0f.53 * rcpps,-,rcpss,- r
+0f.54 * andps,andpd,-,- r
+0f.55 * andnps,andnpd,-,- r
+0f.56 * orps,orpd,-,- r
+0f.57 * xorps,xorpd,-,- r
+0f.58 * addps,addpd,addss,addsd r
+0f.59 * mulps,mulpd,mulss,mulsd r
+0f.5a * cvtps2pd,cvtpd2ps,cvtss2sd,cvtsd2ss r
+0f.5b * cvtdq2ps,cvtps2dq,cvttps2dq,- r
+0f.5c * subps,subpd,subss,subsd r
+0f.5d * minps,minpd,minss,minsd r
+0f.5e * divps,divpd,divss,divsd r
+0f.5f * maxps,maxpd,maxss,maxsd r
+0f.60-67 np punpcklbw,punpcklwd,punpckldq,packsswb,pcmpgtb,pcmpgtw,pcmpgtd,packuswb r
+0f.60-67 66 punpcklbw,punpcklwd,punpckldq,packsswb,pcmpgtb,pcmpgtw,pcmpgtd,packuswb r
+0f.68-6b np punpckhbw,punpckhwd,punpckhdq,packssdw r
+0f.68-6d 66 punpckhbw,punpckhwd,punpckhdq,packssdw,punpcklqdq,punpckhqdq r
+0f.6e * movd|movd|movq,movd|movd|movq,-,- r
+0f.6f * movq,movdqa,movdqu,- r
+0f.70 * pshufw,pshufd,pshufhw,pshuflw r ib
+0f.71/2 np psrlw r reg ib
+0f.71/4 np psraw r reg ib
+0f.71/6 np psllw r reg ib
+0f.71/2 66 psrlw r reg ib
+0f.71/4 66 psraw r reg ib
+0f.71/6 66 psllw r reg ib
+0f.72/2 np psrld r reg ib
+0f.72/4 np psrad r reg ib
+0f.72/6 np pslld r reg ib
+0f.72/2 66 psrld r reg ib
+0f.72/4 66 psrad r reg ib
+0f.72/6 66 pslld r reg ib
+0f.73/2 np psrlq r reg ib
+0f.73/6 np psllq r reg ib
+0f.73/2-3 66 psrlq,psrldq r reg ib
+0f.73/6-7 66 psllq,pslldq r reg ib
+0f.74 * pcmpeqb,pcmpeqb,-,- r
+0f.75 * pcmpeqw,pcmpeqw,-,- r
+0f.76 * pcmpeqd,pcmpeqd,-,- r
+0f.77 np emms
+0f.78 np vmread r f64
+0f.78/0 66 extrq r reg ibib
+0f.78 f2 insertq r reg ibib
+0f.79 np vmwrite r f64
+0f.79 66 extrq r reg
+0f.79 f2 insertq r reg
+0f.7c * -,haddpd,-,haddps r
+0f.7d * -,hsubpd,-,hsubps r
+0f.7e * movd|movd|movq,movd|movd|movq,movq,- r
+0f.7f * movq,movdqa,movdqu,- r
+0f.80-8f {_cc("j")} iz f64
+0f.90-9f {_cc("set")} r b
+0f.a0 push d64
+0f.a1 pop d64
+0f.a2 cpuid
+0f.a3 bt r
+0f.a4 shld r ib
+0f.a5 shld r
+0f.a6/0 f3 montmul r reg a32
+0f.a6/1-7 f3 xsha1,xsha256,xsha512_alt,xsha512,ccs_hash,via_undoc,via_undoc r reg
+0f.a7/0 xstore r reg
+0f.a7/1-7 f3 xcryptecb,xcryptcbc,xcryptctr,xcryptcfb,xcryptofb,ccs_encrypt,xstore_alt r reg
+0f.a8 push d64
+0f.a9 pop d64
+0f.aa rsm
+0f.ab bts r lock
+0f.ac shrd r ib
+0f.ad shrd r
+0f.ae/0-1 np fxsave|fxsave|fxsave64,fxrstor|fxrstor|fxrstor64 r mem
+0f.ae/2-3 np ldmxcsr,stmxcsr r mem
+0f.ae/4-6 np xsave|xsave|xsave64,xrstor|xrstor|xrstor64,xsaveopt|xsaveopt|xsaveopt64 r mem
+0f.ae/7 np clflush r mem
+0f.ae/6-7 66 clwb,clflushopt r mem
+0f.ae/4 f3 ptwrite r no66
+0f.ae/6 f3 clrssbsy r mem
+0f.ae/5-7 np lfence,mfence,sfence r reg
+0f.ae/6 66 tpause r reg
+0f.ae/0-3 f3 rdfsbase,rdgsbase,wrfsbase,wrgsbase r reg o64
+0f.ae/5-6 f3 incsspd|incsspd|incsspq,umonitor r reg
+0f.ae/6 f2 umwait r reg
+0f.af imul r
+0f.b0 cmpxchg r b lock
+0f.b1 cmpxchg r lock
+0f.b2 lss r mem
+0f.b3 btr r lock
+0f.b4 lfs r mem
+0f.b5 lgs r mem
+0f.b6-b7 movzx r
+0f.b8 f3 popcnt r
+0f.b9 ud1 r
+0f.ba/4 bt r ib
+0f.ba/5-7 bts,btr,btc r ib lock
+0f.bb btc r lock
+0f.bc bsf r
+0f.bc f3 tzcnt r
+0f.bd bsr r
+0f.bd f3 lzcnt r
+0f.be-bf movsx r
+0f.c0 xadd r b lock
+0f.c1 xadd r lock
+0f.c2 * cmpps,cmppd,cmpss,cmpsd r ib
+0f.c3 np movnti r mem
+0f.c4 * pinsrw,pinsrw,-,- r ib
+0f.c5 * pextrw,pextrw,-,- r reg ib
+0f.c6 * shufps,shufpd,-,- r ib
+0f.c7/1 cmpxchg8b|cmpxchg8b|cmpxchg16b r mem lock
+0f.c7/3-5 np xrstors|xrstors|xrstors64,xsavec|xsavec|xsavec64,xsaves|xsaves|xsaves64 r mem
+0f.c7/6 np vmptrld r mem
+0f.c7/6 66 vmclear r mem
+0f.c7/6 f3 vmxon r mem
+0f.c7/7 np vmptrst r mem
+0f.c7/6-7 np rdrand,rdseed r reg
+0f.c7/6-7 66 rdrand,rdseed r reg
+0f.c7/6 f3 senduipi r reg o64
+0f.c7/7 f3 rdpid r reg
+0f.c8-cf bswap plusr
+0f.d0 * -,addsubpd,-,addsubps r
+0f.d1-d5 np psrlw,psrld,psrlq,paddq,pmullw r
+0f.d1-d5 66 psrlw,psrld,psrlq,paddq,pmullw r
+0f.d6 66 movq r
+0f.d6 f3 movq2dq r reg
+0f.d6 f2 movdq2q r reg
+0f.d7 * pmovmskb,pmovmskb,-,- r reg
+0f.d8-df np psubusb,psubusw,pminub,pand,paddusb,paddusw,pmaxub,pandn r
+0f.d8-df 66 psubusb,psubusw,pminub,pand,paddusb,paddusw,pmaxub,pandn r
+0f.e0-e5 np pavgb,psraw,psrad,pavgw,pmulhuw,pmulhw r
+0f.e0-e5 66 pavgb,psraw,psrad,pavgw,pmulhuw,pmulhw r
+0f.e6 * -,cvttpd2dq,cvtdq2pd,cvtpd2dq r
+0f.e7 * movntq,movntdq,-,- r mem
+0f.e8-ef np psubsb,psubsw,pminsw,por,paddsb,paddsw,pmaxsw,pxor r
+0f.e8-ef 66 psubsb,psubsw,pminsw,por,paddsb,paddsw,pmaxsw,pxor r
+0f.f0 f2 lddqu r mem
+0f.f1-f6 np psllw,pslld,psllq,pmuludq,pmaddwd,psadbw r
+0f.f1-f6 66 psllw,pslld,psllq,pmuludq,pmaddwd,psadbw r
+0f.f7 * maskmovq,maskmovdqu,-,- r reg
+0f.f8-fe np psubb,psubw,psubd,psubq,paddb,paddw,paddd r
+0f.f8-fe 66 psubb,psubw,psubd,psubq,paddb,paddw,paddd r
+0f.ff ud0 r
+
+# ---- 0F 38 map (always ModRM, no immediate) ----
+0f.38.00-0b np pshufb,phaddw,phaddd,phaddsw,pmaddubsw,phsubw,phsubd,phsubsw,psignb,psignw,psignd,pmulhrsw r
+0f.38.00-0b 66 pshufb,phaddw,phaddd,phaddsw,pmaddubsw,phsubw,phsubd,phsubsw,psignb,psignw,psignd,pmulhrsw r
+0f.38.10 66 pblendvb r
+0f.38.14-15 66 blendvps,blendvpd r
+0f.38.17 66 ptest r
+0f.38.1c-1e np pabsb,pabsw,pabsd r
+0f.38.1c-1e 66 pabsb,pabsw,pabsd r
+0f.38.20-25 66 pmovsxbw,pmovsxbd,pmovsxbq,pmovsxwd,pmovsxwq,pmovsxdq r
+0f.38.28-29 66 pmuldq,pcmpeqq r
+0f.38.2a 66 movntdqa r mem
+0f.38.2b 66 packusdw r
+0f.38.30-35 66 pmovzxbw,pmovzxbd,pmovzxbq,pmovzxwd,pmovzxwq,pmovzxdq r
+0f.38.37-41 66 pcmpgtq,pminsb,pminsd,pminuw,pminud,pmaxsb,pmaxsd,pmaxuw,pmaxud,pmulld,phminposuw r
+0f.38.80-82 66 invept,invvpid,invpcid r mem
+0f.38.c8-cd np sha1nexte,sha1msg1,sha1msg2,sha256rnds2,sha256msg1,sha256msg2 r
+0f.38.cf 66 gf2p8mulb r
+0f.38.db-df 66 aesimc,aesenc,aesenclast,aesdec,aesdeclast r
+0f.38.f0 np movbe r mem
+0f.38.f0 66 movbe r mem
+0f.38.f0 f2 crc32 r b
+0f.38.f1 np movbe r mem
+0f.38.f1 66 movbe r mem
+0f.38.f1 f2 crc32 r
+0f.38.f5 66 wrussd|wrussd|wrussq r mem
+0f.38.f6 np wrssd|wrssd|wrssq r mem
+0f.38.f6 66 adcx r
+0f.38.f6 f3 adox r
+0f.38.f8 66 movdir64b r mem
+0f.38.f8 f3 enqcmds r mem
+0f.38.f8 f2 enqcmd r mem
+0f.38.f9 np movdiri r mem
+0f.38.fa-fb f3 encodekey128,encodekey256 r reg
+0f.38.fc * aadd,aand,axor,aor r mem
+0f.38.d8/0-3 f3 aesencwide128kl,aesdecwide128kl,aesencwide256kl,aesdecwide256kl r mem
+0f.38.dc-df f3 aesenc128kl,aesdec128kl,aesenc256kl,aesdec256kl r mem
+0f.38.dc f3 loadiwkey r reg
+
+# ---- 0F 3A map (always ModRM and imm8) ----
+0f.3a.08-0e 66 roundps,roundpd,roundss,roundsd,blendps,blendpd,pblendw r ib
+0f.3a.0f np palignr r ib
+0f.3a.0f 66 palignr r ib
+0f.3a.14-17 66 pextrb,pextrw,pextrd|pextrd|pextrq,extractps r ib
+0f.3a.20-22 66 pinsrb,insertps,pinsrd|pinsrd|pinsrq r ib
+0f.3a.40-42 66 dpps,dppd,mpsadbw r ib
+0f.3a.44 66 pclmulqdq r ib
+0f.3a.60-63 66 pcmpestrm,pcmpestri,pcmpistrm,pcmpistri r ib
+0f.3a.cc np sha1rnds4 r ib
+0f.3a.ce-cf 66 gf2p8affineqb,gf2p8affineinvqb r ib
+0f.3a.df 66 aeskeygenassist r ib
+0f.3a.f0=c0 f3 hreset r ib
+"""
+
+# 3DNow! opcodes (the byte after ModRM/SIB/displacement of 0F 0F).
+AMD_3DNOW: dict[int, str] = {
+    0x0C: "pi2fw",
+    0x0D: "pi2fd",
+    0x1C: "pf2iw",
+    0x1D: "pf2id",
+    0x8A: "pfnacc",
+    0x8E: "pfpnacc",
+    0x90: "pfcmpge",
+    0x94: "pfmin",
+    0x96: "pfrcp",
+    0x97: "pfrsqrt",
+    0x9A: "pfsub",
+    0x9E: "pfadd",
+    0xA0: "pfcmpgt",
+    0xA4: "pfmax",
+    0xA6: "pfrcpit1",
+    0xA7: "pfrsqit1",
+    0xAA: "pfsubr",
+    0xAE: "pfacc",
+    0xB0: "pfcmpeq",
+    0xB4: "pfmul",
+    0xB6: "pfrcpit2",
+    0xB7: "pmulhrw",
+    0xBB: "pswapd",
+    0xBF: "pavgusb",
+}
+
+
+def _hexset(text: str) -> frozenset[int]:
+    """Parse "10-17 28 2a" into a set of byte values."""
+    out: set[int] = set()
+    for tok in text.split():
+        lo, _, hi = tok.partition("-")
+        out.update(range(int(lo, 16), int(hi or lo, 16) + 1))
+    return frozenset(out)
+
+
+# Opcode bytes that exist in each VEX/EVEX/XOP map (in some vector length / W / pp combination), and the
+# bytes that take an imm8 (every opcode of VEX/EVEX map 3 and XOP map 8 does).
+VEX_OPCODES: dict[int, frozenset[int]] = {
+    1: _hexset("10-17 28-2f 41-42 44-47 4a-4b 50-77 7c-7f 90-93 98-99 ae c2 c4-c6 d0-fe"),
+    2: _hexset(
+        "00-0f 13 16-1a 1c-1e 20-25 28-41 45-47 49 4b 50-53 58-5a 5c 5e 6c 72 78-79 8c 8e 90-93 96-9f a6-b1"
+        " b4-bf cb-cd cf d2-d3 da-ef f2-f3 f5-f7"
+    ),
+    3: _hexset(
+        "00-02 04-06 08-0f 14-19 1d 20-22 30-33 38-39 40-42 44 46 48-4c 5c-5f 60-63 68-6f 78-7f ce-cf"
+        " de-df f0"
+    ),
+}
+VEX_IMM8: dict[int, frozenset[int]] = {1: _hexset("70-73 c2 c4-c6"), 2: frozenset(), 3: _hexset("00-ff")}
+VEX_NO_MODRM = {(1, 0x77)}  # vzeroupper / vzeroall
+
+EVEX_OPCODES: dict[int, frozenset[int]] = {
+    1: _hexset("10-17 28-2f 51 54-76 78-7b 7e-7f c2 c4-c6 d1-d6 d8-ef f1-f6 f8-fe"),
+    2: _hexset(
+        "00 04 0b-0d 10-16 18-2d 30-40 42-47 4c-55 58-5b 62-66 68 70-73 75-7f 83 88-8b 8d 8f-93 96-a3 a6-af"
+        " b4-bf c4 c6-c8 ca-cd cf dc-df"
+    ),
+    3: _hexset("00-01 03-05 08-0b 0f 14-1b 1d-23 25-27 38-3b 3e-3f 42-44 50-51 54-57 66-67 70-73 c2 ce-cf"),
+    5: _hexset("10-11 1d 2a 2c-2f 51 58-5f 6e 78-7e"),
+    6: _hexset("13 2c-2d 42-43 4c-4f 56-57 96-9f a6-af b6-bf d6-d7"),
+}
+EVEX_IMM8: dict[int, frozenset[int]] = {
+    1: _hexset("70-73 c2 c4-c6"),
+    2: frozenset(),
+    3: _hexset("00-ff"),
+    5: frozenset(),
+    6: frozenset(),
+}
+
+XOP_OPCODES: dict[int, frozenset[int]] = {
+    8: _hexset("85-87 8e-8f 95-97 9e-9f a2-a3 a6 b6 c0-c3 cc-cf ec-ef"),
+    9: _hexset("01-02 12 80-83 90-9b c1-c3 c6-c7 cb d1-d3 d6-d7 db e1-e3"),
+    10: _hexset("10 12"),
+}
+XOP_IMM: dict[int, int] = {8: I_B, 9: I_NONE, 10: I_D}
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """One row of the table after parsing (one mnemonic, one opcode, one prefix/ModRM selection)."""
+
+    opmap: OpMap
+    opcode: int
+    mnemonic: str  # "a|b|c" for size-dependent names
+    pfx: int | None  # 0 none, 1 66, 2 F3, 3 F2 (mandatory prefix), or None for any
+    reg: int | None  # ModRM.reg restriction
+    modrm: int | None  # exact ModRM byte (register form)
+    flags: int
+    imm: int
+
+
+_MAP_BY_ESCAPE = {(): OpMap.ONE, (0x0F,): OpMap.M0F, (0x0F, 0x38): OpMap.M0F38, (0x0F, 0x3A): OpMap.M0F3A}
+
+
+def _span(text: str) -> list[int]:
+    lo, _, hi = text.partition("-")
+    return list(range(int(lo, 16), int(hi or lo, 16) + 1))
+
+
+def _parse_line(line: str) -> list[Form]:
+    """Expand one text row into Forms: one per opcode, ModRM selection and mandatory prefix."""
+    head, *rest = line.split()
+    regs: list[int | None] = [None]
+    modrms: list[int | None] = [None]
+    if "/" in head:
+        head, sel = head.split("/")
+        regs = [r for r in _span(sel)]
+    elif "=" in head:
+        head, sel = head.split("=")
+        modrms = [m for m in _span(sel)]
+    *escape, last = head.split(".")
+    opmap = _MAP_BY_ESCAPE[tuple(int(b, 16) for b in escape)]
+    shapes = list(itertools.product(_span(last), regs, modrms))
+    variants: list[tuple[int | None, str]]
+    if rest[0] == "*":
+        variants = list(zip((0, 1, 2, 3), rest[1].split(","), strict=True))
+        flag_toks = rest[2:]
+    elif rest[0] in _PFX_NAMES:
+        variants = [(_PFX_NAMES[rest[0]], rest[1])]
+        flag_toks = rest[2:]
+    else:
+        variants = [(None, rest[0])]
+        flag_toks = rest[1:]
+    flags = F_REG if modrms != [None] else 0
+    imm = I_NONE
+    for t in flag_toks:
+        if t in _IMM_NAMES:
+            imm = _IMM_NAMES[t]
+        else:
+            flags |= _FLAG_NAMES[t]
+    forms: list[Form] = []
+    for pfx, names in variants:
+        if names == "-":
+            continue
+        mnemonics = names.split(",")
+        if len(mnemonics) == 1:
+            mnemonics *= len(shapes)
+        if len(mnemonics) != len(shapes):
+            raise ValueError(f"one mnemonic, or one per opcode/ModRM selection: {line!r}")
+        for mn, (op, reg, modrm) in zip(mnemonics, shapes, strict=True):
+            if modrm is not None:
+                reg = modrm >> 3 & 7
+            forms.append(Form(opmap, op, mn, pfx, reg, modrm, flags, imm))
+    return forms
+
+
+def _parse(text: str) -> tuple[Form, ...]:
+    forms: list[Form] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            forms.extend(_parse_line(line))
+    return tuple(forms)
+
+
+FORMS: tuple[Form, ...] = _parse(_LEGACY_ROWS)
+"""Every legacy-encoded form, in table order (also the reference list of what the decoder knows)."""
+
+# ---- compiled lookup structures ----
+
+# Entry shapes: how the bytes after the opcode start.
+S_NONE = 0  # no ModRM
+S_MODRM = 1  # ModRM (and SIB/displacement for memory forms)
+S_PLUSR = 2  # no ModRM, register in the opcode's low bits
+S_NOMOD = 3  # ModRM whose mod is ignored: always register operands
+_RARE = F_3DNOW | F_SIZED | F_ASIZED | F_NOMOD | F_A32 | F_XCHG | F_NO66
+# Rare-flag classes: none, only a size-chosen mnemonic (string ops: kept on the hot path), anything else.
+R_NONE, R_SIZED, R_OTHER = 0, 1, 2
+
+# An entry is (flags, imm_kind, mnemonic, opmap, sub, shape, rare, opsizes), all precomputed so the
+# decoder's hot path needs no bitwise operations (unspecialised in CPython 3.11, they cost more than a
+# tuple field):
+# - `mnemonic` is a str, or a (16, 32, 64) tuple when flags has F_SIZED/F_ASIZED;
+# - `sub` is None for a leaf; else a list of 4 * 72 entries (None: undefined) indexed by
+#   mandatory-prefix index * 72 + GROUP_KEY[modrm], or for F_SPECIAL [the legacy entry];
+# - `rare` is R_NONE, R_SIZED (mnemonic by operand size) or R_OTHER (flags handled off the hot path);
+# - `opsizes` is the operand size for this mode indexed by (66 ? 1 : 0) + (REX.W ? 2 : 0).
+Entry = tuple[int, int, "str | tuple[str, str, str]", OpMap, "list[Entry | None] | None", int, int, list[int]]
+
+# ModRM -> 0..7 for memory forms (by reg), 8..71 for register forms (by reg and rm).
+GROUP_KEY: list[int] = [(m >> 3 & 7) if m < 0xC0 else 8 + (m & 0x3F) for m in range(256)]
+_NKEYS = 72
+
+
+def opsizes(mode: int, flags: int) -> list[int]:
+    """Operand size by (66, REX.W) for one mode and the form's d64/f64 flags."""
+    if mode == 16:
+        return [2, 4, 2, 4]
+    if mode == 32:
+        return [4, 2, 4, 2]
+    if flags & F_F64:
+        return [8, 8, 8, 8]
+    return [8 if flags & F_D64 else 4, 2, 8, 8]
+
+
+def _keys(form: Form) -> list[int]:
+    """The GROUP_KEY values (ModRM classes) a row applies to."""
+    if form.modrm is not None:
+        return [8 + (form.modrm & 0x3F)]
+    regs = range(8) if form.reg is None else [form.reg]
+    keys: list[int] = []
+    if not form.flags & F_REG:
+        keys.extend(regs)
+    if not form.flags & F_MEM:
+        keys.extend(8 + r * 8 + rm for r in regs for rm in range(8))
+    return keys
+
+
+def _specificity(form: Form) -> int:
+    return (
+        (8 if form.modrm is not None else 0)
+        + (4 if form.pfx is not None else 0)
+        + (2 if form.reg is not None else 0)
+        + (1 if form.flags & (F_MEM | F_REG) else 0)
+    )
+
+
+def _shape(flags: int) -> int:
+    if flags & F_NOMOD:
+        return S_NOMOD
+    if flags & F_MODRM:
+        return S_MODRM
+    return S_PLUSR if flags & F_PLUSR else S_NONE
+
+
+def make_entry(flags: int, imm: int, mnemonic: str, opmap: OpMap, mode: int) -> Entry:
+    """A leaf entry; "a|b|c" mnemonics become a size-indexed tuple."""
+    mn: str | tuple[str, str, str] = mnemonic
+    if "|" in mnemonic:
+        a, b, c = mnemonic.split("|")
+        mn = (a, b, c)
+        flags |= F_ASIZED if flags & F_ASIZED else F_SIZED
+    flags &= 0xFFFF
+    rare = R_NONE if not flags & _RARE else R_SIZED if flags & _RARE == F_SIZED else R_OTHER
+    return (flags, imm, mn, opmap, None, _shape(flags), rare, opsizes(mode, flags))
+
+
+def _leaf(form: Form, mode: int) -> Entry:
+    opmap = OpMap.X87 if form.opmap == OpMap.ONE and 0xD8 <= form.opcode <= 0xDF else form.opmap
+    return make_entry(form.flags, form.imm, form.mnemonic, opmap, mode)
+
+
+def _compile(forms: list[Form], mode: int) -> Entry | None:
+    """Turn the rows of one opcode into a leaf or a dispatch entry for one mode."""
+    live = [f for f in forms if not (mode == 64 and f.flags & F_I64) and not (mode != 64 and f.flags & F_O64)]
+    if not live:
+        return None
+    first = live[0]
+    has_modrm = bool(first.flags & F_MODRM)
+    if any(bool(f.flags & F_MODRM) != has_modrm for f in live):
+        raise ValueError(f"rows disagree on ModRM for {first}")
+    simple = first.pfx is None and first.reg is None and first.modrm is None
+    if len(live) == 1 and simple and not first.flags & (F_MEM | F_REG):
+        return _leaf(first, mode)
+    best: list[Form | None] = [None] * (4 * _NKEYS)
+    for f in live:
+        spec = _specificity(f)
+        keys = _keys(f) if has_modrm else list(range(_NKEYS))
+        for pfx in range(4) if f.pfx is None else [f.pfx]:
+            for key in keys:
+                slot = pfx * _NKEYS + key
+                old = best[slot]
+                if old is None or _specificity(old) < spec:
+                    best[slot] = f
+                elif _specificity(old) == spec:
+                    raise ValueError(f"ambiguous rows {old} and {f}")
+    leaves = {id(f): _leaf(f, mode) for f in live}
+    sub: list[Entry | None] = [None if f is None else leaves[id(f)] for f in best]
+    flags = first.flags & F_MODRM | F_SUB
+    return (flags, I_NONE, "", first.opmap, sub, _shape(flags), R_NONE, opsizes(mode, 0))
+
+
+def _build(mode: int) -> dict[OpMap, list[Entry | None]]:
+    by_op: dict[tuple[OpMap, int], list[Form]] = {}
+    for f in FORMS:
+        by_op.setdefault((f.opmap, f.opcode), []).append(f)
+    tables: dict[OpMap, list[Entry | None]] = {}
+    for m in (OpMap.ONE, OpMap.M0F, OpMap.M0F38, OpMap.M0F3A):
+        tables[m] = [_compile(by_op.get((m, op), []), mode) for op in range(256)]
+    one = tables[OpMap.ONE]
+    # Bytes that may start VEX/EVEX/XOP: the decoder's special path looks at the next byte.
+    for op in (0xC4, 0xC5, 0x62, 0x8F):
+        one[op] = (F_SPECIAL, I_NONE, "", OpMap.ONE, [one[op]], S_NONE, R_NONE, opsizes(mode, 0))
+    return tables
+
+
+LEGACY: dict[int, dict[OpMap, list[Entry | None]]] = {m: _build(m) for m in (16, 32, 64)}
+"""Per mode, per legacy map: 256 entries indexed by opcode (None: undefined)."""
+
+
+_VEC_OPMAP = {
+    (1, 1): OpMap.M0F,
+    (1, 2): OpMap.M0F38,
+    (1, 3): OpMap.M0F3A,
+    (2, 1): OpMap.M0F,
+    (2, 2): OpMap.M0F38,
+    (2, 3): OpMap.M0F3A,
+    (2, 5): OpMap.EVEX_MAP5,
+    (2, 6): OpMap.EVEX_MAP6,
+    (3, 8): OpMap.XOP8,
+    (3, 9): OpMap.XOP9,
+    (3, 10): OpMap.XOPA,
+}
+_VEC_MAP_NAMES = {1: "0f", 2: "0f38", 3: "0f3a", 5: "map5", 6: "map6", 8: "8", 9: "9", 10: "a"}
+
+
+def _vector_map(
+    enc: int, vmap: int, opcodes: frozenset[int], immk: dict[int, int], mode: int
+) -> list[Entry | None]:
+    name = f"{('', 'vex', 'evex', 'xop')[enc]}.{_VEC_MAP_NAMES[vmap]}"
+    out: list[Entry | None] = [None] * 256
+    for op in opcodes:
+        flags = 0 if enc == 1 and (vmap, op) in VEX_NO_MODRM else F_MODRM
+        out[op] = make_entry(flags, immk.get(op, I_NONE), f"{name}.{op:02x}", _VEC_OPMAP[enc, vmap], mode)
+    return out
+
+
+def _build_vector(mode: int) -> dict[int, dict[int, list[Entry | None]]]:
+    return {
+        1: {
+            m: _vector_map(1, m, ops, dict.fromkeys(VEX_IMM8[m], I_B), mode) for m, ops in VEX_OPCODES.items()
+        },
+        2: {
+            m: _vector_map(2, m, ops, dict.fromkeys(EVEX_IMM8[m], I_B), mode)
+            for m, ops in EVEX_OPCODES.items()
+        },
+        3: {
+            m: _vector_map(3, m, ops, dict.fromkeys(ops, XOP_IMM[m]), mode) for m, ops in XOP_OPCODES.items()
+        },
+    }
+
+
+VECTOR: dict[int, dict[int, dict[int, list[Entry | None]]]] = {m: _build_vector(m) for m in (16, 32, 64)}
+"""Per mode, per encoding (Encoding value), per map number: 256 entries indexed by opcode."""
