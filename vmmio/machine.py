@@ -191,7 +191,7 @@ class Machine:
         if backend == "kvm":
             from vmmio.backends.kvm import KvmVcpu
 
-            return KvmVcpu(self.vm.memory, regs, ctl, gdtr=gdtr)
+            return KvmVcpu(self.vm.memory, regs, ctl, gdtr=gdtr, idtr=(0, 0xFFF), ports=self.vm.ports)
         raise ValueError(f"unknown backend {backend!r} (choose unicorn or kvm)")
 
     def service(self, ex: MmioExit | InoutExit) -> VmEntry:

@@ -1,0 +1,745 @@
+"""KVM as a reference vCPU: the same guest and devices, with Linux's own instruction emulator in the loop.
+
+This is not an execution backend for vmmio's kernel. KVM decodes and emulates the faulting instruction
+itself and reports only the device accesses, so there are no raw faults to hand over. `KvmVcpu` instead
+speaks vmmio's boundary directly (`run(entry) -> exit`, the same exit and entry types), which lets the
+machine run one guest on both and compare the MMIO/port traces: that comparison is what it is for.
+
+Exit mapping (KVM_RUN's exit_reason -> vmmio exit):
+
+- KVM_EXIT_MMIO -> `MmioExit`. For a read, the fulfilment's data is copied into kvm_run.mmio.data before
+  the next KVM_RUN, which completes the instruction. Linux splits a page-crossing access at the page
+  boundary (and anything wider than 8 bytes into 8-byte fragments), so it can report 3-, 5-, 6- or
+  7-byte accesses, which vmmio's ABI does not have. Such a piece is *presented* as the naturally aligned
+  power-of-two pieces vmmio's kernel would emit (one `MmioExit` each, in address order) and answered to
+  KVM as the one piece it asked for; `raw_exits` (opt-in, `record_raw=True`) keeps what Linux really reported.
+- An MMIO exit in a region the `GuestMemory` serves with an in-kernel handler is served in place and
+  never reaches the caller, as with vmmio's kernel.
+- KVM_EXIT_IO -> one `InoutExit` per element: string I/O arrives as one exit with `count` > 1 (e.g. INS
+  with KVM's read-ahead); the elements are handed out one per `run` call, in order, and KVM is
+  re-entered once all are answered.
+- KVM_EXIT_HLT -> `HltExit`; KVM_EXIT_SHUTDOWN (triple fault) -> `ShutdownExit`.
+- KVM_EXIT_INTERNAL_ERROR / KVM_INTERNAL_ERROR_EMULATION -> `InstEmulExit(rip, bytes at CS:RIP read
+  from guest RAM, NOT_EMULATED)` (FETCH_FAILED when no byte at RIP is RAM). KVM says only that its
+  emulator failed, not why.
+- KVM_RUN interrupted (EINTR: a signal, or `immediate_exit`), KVM_EXIT_INTR, KVM_EXIT_IRQ_WINDOW_OPEN
+  -> `SuspendedExit`.
+- Anything else (FAIL_ENTRY, UNKNOWN, EXCEPTION, other internal errors such as an exception delivery
+  that hit MMIO, SYSTEM_EVENT, ...) raises `KvmExitError` with the raw fields: vmmio's ABI has no honest
+  exit for them.
+
+Entries follow `vmmio.vmm.vcpu.Vcpu.run`: a fulfilment must match the pending request (gpa/port, size,
+direction, written data echoed); a mismatch, a fulfilment with nothing pending, or `Default` while a
+request is pending raises `KvmEntryError` (an `EntryError`) and changes nothing. Where KVM differs:
+
+- exit_consistent: KVM's documented way is KVM_RUN with kvm_run.immediate_exit = 1, which completes the
+  pending operation and returns before running more guest code. If the instruction needs another device
+  access first (the write of a read-modify-write, the next element of a REP string instruction, which
+  Linux keeps emulating), that arrives as a normal exit; once KVM stops, `run` returns `SuspendedExit`.
+  `Default(exit_consistent=True)` with nothing pending returns `SuspendedExit` without entering KVM.
+- Discard: not possible. Linux's emulator holds the instruction's progress in the kernel and completes
+  it on the next KVM_RUN whatever userspace does (for a write the exit is only reported once the
+  instruction has retired). `Discard` raises `KvmEntryError`, leaving the request pending.
+- In-kernel port handlers (`Vm.ports`) are served only when passed as `ports=`.
+
+What Linux does that vmmio's kernel does not (tests/test_backend_kvm.py pins each down):
+- The write exit of an instruction comes after it has retired (RIP already past it); reads stop with
+  RIP at the instruction.
+- INS reads ahead: all port reads of a REP INS first (one KVM_EXIT_IO with count), then, for an MMIO
+  destination, the buffered data as merged writes of up to 8 bytes.
+- CLFLUSH of an MMIO address reads one byte from the device.
+- KVM_INTERNAL_ERROR_EMULATION does not give the instruction length: `InstEmulExit.insn` is 15 bytes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+import struct
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from vmmio.abi import (
+    MAX_INSN_LEN,
+    Default,
+    Discard,
+    FulfillInout,
+    FulfillMmio,
+    HltExit,
+    InoutExit,
+    InstEmulExit,
+    InstEmulReason,
+    MmioExit,
+    ShutdownExit,
+    SuspendedExit,
+    VmEntry,
+    VmExit,
+)
+from vmmio.backends.base import CR0_PE, Control, Regs, Segment
+from vmmio.vmm.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, HandlerRegion, PortHandler, RamRegion
+from vmmio.vmm.vcpu import EntryError
+
+__all__ = [
+    "KvmEntryError",
+    "KvmError",
+    "KvmExitError",
+    "KvmIo",
+    "KvmMmio",
+    "KvmSregs",
+    "KvmUnavailable",
+    "KvmVcpu",
+    "kvm_usable",
+]
+
+KVM_DEVICE: Final = "/dev/kvm"
+KVM_API_VERSION: Final = 12
+
+
+# --- ioctl numbers (asm-generic _IOC encoding; facts from include/uapi/linux/kvm.h) -----------------
+
+
+def _ioc(direction: int, nr: int, size: int) -> int:
+    return direction << 30 | size << 16 | 0xAE << 8 | nr  # KVMIO = 0xAE
+
+
+_NONE, _WRITE, _READ = 0, 1, 2
+
+KVM_GET_API_VERSION: Final = _ioc(_NONE, 0x00, 0)
+KVM_CREATE_VM: Final = _ioc(_NONE, 0x01, 0)
+KVM_CHECK_EXTENSION: Final = _ioc(_NONE, 0x03, 0)
+KVM_GET_VCPU_MMAP_SIZE: Final = _ioc(_NONE, 0x04, 0)
+KVM_GET_SUPPORTED_CPUID: Final = _ioc(_READ | _WRITE, 0x05, 8)
+KVM_CREATE_VCPU: Final = _ioc(_NONE, 0x41, 0)
+KVM_SET_USER_MEMORY_REGION: Final = _ioc(_WRITE, 0x46, 32)
+KVM_RUN: Final = _ioc(_NONE, 0x80, 0)
+KVM_GET_REGS: Final = _ioc(_READ, 0x81, 144)
+KVM_SET_REGS: Final = _ioc(_WRITE, 0x82, 144)
+KVM_GET_SREGS: Final = _ioc(_READ, 0x83, 312)
+KVM_SET_SREGS: Final = _ioc(_WRITE, 0x84, 312)
+KVM_TRANSLATE: Final = _ioc(_READ | _WRITE, 0x85, 24)
+KVM_SET_CPUID2: Final = _ioc(_WRITE, 0x90, 8)
+
+KVM_CAP_USER_MEMORY: Final = 3
+KVM_CAP_EXT_CPUID: Final = 7
+KVM_CAP_IMMEDIATE_EXIT: Final = 136
+REQUIRED_CAPS: Final = {
+    "KVM_CAP_USER_MEMORY": KVM_CAP_USER_MEMORY,
+    "KVM_CAP_EXT_CPUID": KVM_CAP_EXT_CPUID,
+    "KVM_CAP_IMMEDIATE_EXIT": KVM_CAP_IMMEDIATE_EXIT,
+}
+
+# Exit reasons and sub-codes.
+KVM_EXIT_UNKNOWN: Final = 0
+KVM_EXIT_EXCEPTION: Final = 1
+KVM_EXIT_IO: Final = 2
+KVM_EXIT_HLT: Final = 5
+KVM_EXIT_MMIO: Final = 6
+KVM_EXIT_IRQ_WINDOW_OPEN: Final = 7
+KVM_EXIT_SHUTDOWN: Final = 8
+KVM_EXIT_FAIL_ENTRY: Final = 9
+KVM_EXIT_INTR: Final = 10
+KVM_EXIT_INTERNAL_ERROR: Final = 17
+KVM_EXIT_SYSTEM_EVENT: Final = 24
+KVM_EXIT_IO_IN: Final = 0
+KVM_INTERNAL_ERROR_EMULATION: Final = 1
+EXIT_NAMES: Final = {
+    0: "UNKNOWN",
+    1: "EXCEPTION",
+    2: "IO",
+    3: "HYPERCALL",
+    4: "DEBUG",
+    5: "HLT",
+    6: "MMIO",
+    7: "IRQ_WINDOW_OPEN",
+    8: "SHUTDOWN",
+    9: "FAIL_ENTRY",
+    10: "INTR",
+    16: "NMI",
+    17: "INTERNAL_ERROR",
+    24: "SYSTEM_EVENT",
+    29: "X86_RDMSR",
+    30: "X86_WRMSR",
+    33: "X86_BUS_LOCK",
+    37: "NOTIFY",
+}
+
+# --- struct layouts (x86-64) ------------------------------------------------------------------------
+
+# kvm_run: request_interrupt_window u8, immediate_exit u8, pad[6], exit_reason u32, ...; the exit union
+# starts at 32.
+RUN_IMMEDIATE_EXIT: Final = 1
+RUN_EXIT_REASON: Final = 8
+RUN_UNION: Final = 32
+_REASON = struct.Struct("<I")
+_MMIO = struct.Struct("<Q8sIB")  # phys_addr, data[8], len, is_write
+MMIO_DATA_OFFSET: Final = RUN_UNION + 8
+_IO = struct.Struct("<BBHIQ")  # direction, size, port, count, data_offset (from the start of kvm_run)
+_INTERNAL = struct.Struct("<II")  # suberror, ndata; then u64 data[ndata]
+_U64 = struct.Struct("<Q")
+
+# kvm_regs: rax rbx rcx rdx rsi rdi rsp rbp r8-r15 rip rflags; vmmio numbers GPRs as the hardware does.
+_REGS = struct.Struct("<18Q")
+_KVM_TO_HW: Final = (0, 3, 1, 2, 6, 7, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15)
+
+# kvm_segment: base u64, limit u32, selector u16, type, present, dpl, db, s, l, g, avl, unusable, pad.
+_SEG = struct.Struct("<QIH10B")
+# kvm_dtable: base u64, limit u16, pad[3] u16.
+_DTABLE = struct.Struct("<QH6x")
+# kvm_sregs: cs ds es fs gs ss tr ldt, gdt idt, cr0 cr2 cr3 cr4 cr8 efer apic_base, interrupt_bitmap[4].
+_SREGS_SIZE: Final = 312
+_SREGS_SEGS: Final = 0
+_SREGS_GDT: Final = 8 * _SEG.size
+_SREGS_CTL: Final = _SREGS_GDT + 2 * _DTABLE.size
+_CTL = struct.Struct("<7Q")
+# vmmio's segment order is the hardware's (ES CS SS DS FS GS); kvm_sregs lists cs ds es fs gs ss.
+_HW_TO_SREGS_SLOT: Final = (2, 0, 5, 1, 3, 4)
+
+# kvm_cpuid2: nent u32, pad u32, then kvm_cpuid_entry2 (40 bytes) entries.
+_CPUID_ENTRY_SIZE: Final = 40
+# kvm_translation: linear_address u64 in; physical_address u64, valid, writeable, usermode u8 out.
+_TRANSLATION = struct.Struct("<QQBBB5x")
+# kvm_userspace_memory_region: slot u32, flags u32, guest_phys_addr, memory_size, userspace_addr u64.
+_MEMREGION = struct.Struct("<IIQQQ")
+
+_SUSPENDED: Final = SuspendedExit()
+_HLT: Final = HltExit()
+_SHUTDOWN: Final = ShutdownExit()
+
+
+class KvmError(OSError):
+    """KVM refused a request (an ioctl failed, or the API is not the one this module speaks)."""
+
+
+class KvmUnavailable(KvmError):
+    """/dev/kvm is missing, not accessible, or lacks a capability this backend needs."""
+
+
+class KvmExitError(RuntimeError):
+    """KVM stopped for a reason vmmio's ABI has no exit for; the raw fields say which."""
+
+    def __init__(self, reason: int, detail: str) -> None:
+        name = EXIT_NAMES.get(reason, "?")
+        super().__init__(f"KVM exit {reason} ({name}): {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class KvmEntryError(EntryError):
+    """The entry does not fit the pending request (or KVM cannot do it); nothing was changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class KvmMmio:
+    """One KVM_EXIT_MMIO exactly as Linux reported it (length may be 1-8, data raw bytes)."""
+
+    gpa: int
+    length: int
+    is_write: bool
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KvmIo:
+    """One KVM_EXIT_IO exactly as Linux reported it: `count` elements, OUT data as raw bytes."""
+
+    port: int
+    size: int
+    is_in: bool
+    count: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KvmSregs:
+    """KVM_GET_SREGS as vmmio values: the Control plus what Control does not hold."""
+
+    control: Control
+    gdtr: tuple[int, int]
+    idtr: tuple[int, int]
+    tr: Segment
+    ldt: Segment
+    cr8: int
+    apic_base: int
+
+
+# --- small helpers ----------------------------------------------------------------------------------
+
+
+def _ioctl(fd: int, request: int, arg: int | bytearray = 0, what: str = "") -> int:
+    """An ioctl whose failure names the request."""
+    try:
+        return fcntl.ioctl(fd, request, arg)
+    except OSError as e:
+        if e.errno is None:  # raised by a signal handler, not by the ioctl
+            raise
+        raise KvmError(e.errno, f"{what or hex(request)}: {os.strerror(e.errno)}") from None
+
+
+def _ioctl_buf(fd: int, request: int, buf: bytearray, what: str) -> None:
+    """An ioctl on a struct passed by pointer; a >1024-byte or in/out buffer is mutated in place."""
+    try:
+        fcntl.ioctl(fd, request, buf, True)
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise KvmError(e.errno, f"{what}: {os.strerror(e.errno)}") from None
+
+
+def kvm_usable() -> str | None:
+    """None when /dev/kvm can run a vCPU here, else why not (for test skips and the CLI)."""
+    try:
+        fd = os.open(KVM_DEVICE, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        return f"{KVM_DEVICE}: {e.strerror}"
+    try:
+        version = fcntl.ioctl(fd, KVM_GET_API_VERSION)
+        if version != KVM_API_VERSION:
+            return f"KVM API version {version}, this backend speaks {KVM_API_VERSION}"
+        for name, cap in REQUIRED_CAPS.items():
+            if fcntl.ioctl(fd, KVM_CHECK_EXTENSION, cap) <= 0:
+                return f"KVM lacks {name}"
+        vm = fcntl.ioctl(fd, KVM_CREATE_VM, 0)
+        try:
+            vcpu = fcntl.ioctl(vm, KVM_CREATE_VCPU, 0)
+            os.close(vcpu)
+        finally:
+            os.close(vm)
+    except OSError as e:
+        return f"KVM ioctl failed: {e.strerror}"
+    finally:
+        os.close(fd)
+    return None
+
+
+def _mmap_address(mem: mmap.mmap) -> int:
+    """Host address of an anonymous mmap, for KVM_SET_USER_MEMORY_REGION (no copy is made)."""
+    ref = ctypes.c_char.from_buffer(mem)
+    try:
+        return ctypes.addressof(ref)
+    finally:
+        del ref  # release the buffer export at once, so the owner can still close the mapping
+
+
+def _pack_segment(seg: Segment) -> bytes:
+    return _SEG.pack(
+        seg.base,
+        seg.limit,
+        seg.selector,
+        seg.type,
+        seg.present,
+        seg.dpl,
+        seg.db,
+        seg.s,
+        seg.l,
+        seg.g,
+        0,
+        seg.unusable,
+        0,
+    )
+
+
+def _unpack_segment(raw: bytes | bytearray, offset: int) -> Segment:
+    base, limit, sel, typ, present, dpl, db, s, l, g, _avl, unusable, _ = _SEG.unpack_from(raw, offset)
+    return Segment(
+        sel, base, limit, typ, bool(s), dpl, bool(present), bool(db), bool(l), bool(g), bool(unusable)
+    )
+
+
+def _presentation_pieces(gpa: int, n: int) -> list[tuple[int, int, int]]:
+    """(byte offset, gpa, size) pieces vmmio's kernel would emit for `n` device bytes within one page.
+
+    1, 2, 4 and 8 stay whole (misaligned too, as the CPU issues them); other sizes, which only Linux's
+    page/8-byte fragmenting produces, become naturally aligned power-of-two pieces in address order.
+    """
+    if n in (1, 2, 4, 8):
+        return [(0, gpa, n)]
+    pieces = []
+    start, end = 0, gpa + n
+    while gpa < end:
+        size = 8
+        while size > end - gpa or gpa & (size - 1):
+            size >>= 1
+        pieces.append((start, gpa, size))
+        start += size
+        gpa += size
+    return pieces
+
+
+# --- the vCPU ---------------------------------------------------------------------------------------
+
+
+class KvmVcpu:
+    """One KVM vCPU over vmmio's GuestMemory, with vmmio's `run(entry) -> exit` boundary.
+
+    Guest RAM is each region's own mmap registered as a memory slot: guest and host see the same bytes.
+    Every GPA outside a RAM region is an MMIO hole, so KVM's emulator turns accesses there into exits.
+    RAM regions are registered when the vCPU is built; regions added later are holes to KVM.
+    """
+
+    def __init__(
+        self,
+        memory: GuestMemory,
+        regs: Regs,
+        ctl: Control,
+        *,
+        gdtr: tuple[int, int] | None = None,
+        idtr: tuple[int, int] | None = None,
+        ports: Mapping[int, PortHandler] | None = None,
+        record_raw: bool = False,
+    ) -> None:
+        self.memory = memory
+        self.ports: Mapping[int, PortHandler] = ports if ports is not None else {}
+        self.raw_exits: list[KvmMmio | KvmIo] | None = [] if record_raw else None
+        # Requests of the KVM exit being answered: (request, offset in kvm_run where a read's data goes,
+        # -1 for a write), the next one to hand out, and the one handed out and not yet fulfilled.
+        self._parts: list[tuple[MmioExit | InoutExit, int]] = []
+        self._next = 0
+        self._pending: MmioExit | InoutExit | None = None
+        self._fds: list[int] = []
+        self._run: mmap.mmap | None = None
+        self._maps: list[mmap.mmap] = []
+        self._finalizer = weakref.finalize(self, _release, self._fds, self._maps)
+        try:
+            self._open(memory)
+            self.set_control(ctl, gdtr=gdtr, idtr=idtr)
+            self.set_regs(regs)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- setup ------------------------------------------------------------------------------------------
+
+    def _open(self, memory: GuestMemory) -> None:
+        try:
+            kvm = os.open(KVM_DEVICE, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as e:
+            raise KvmUnavailable(e.errno, f"{KVM_DEVICE}: {e.strerror}") from None
+        self._fds.append(kvm)
+        version = _ioctl(kvm, KVM_GET_API_VERSION, what="KVM_GET_API_VERSION")
+        if version != KVM_API_VERSION:
+            raise KvmUnavailable(errno.ENOTSUP, f"KVM API version {version}; expected {KVM_API_VERSION}")
+        for name, cap in REQUIRED_CAPS.items():
+            if _ioctl(kvm, KVM_CHECK_EXTENSION, cap, "KVM_CHECK_EXTENSION") <= 0:
+                raise KvmUnavailable(errno.ENOTSUP, f"KVM lacks {name}")
+        self._vm = _ioctl(kvm, KVM_CREATE_VM, 0, "KVM_CREATE_VM")
+        self._fds.append(self._vm)
+        for slot, region in enumerate(memory.ram):
+            desc = _MEMREGION.pack(slot, 0, region.gpa, region.size, _mmap_address(region.mem))
+            _ioctl_buf(self._vm, KVM_SET_USER_MEMORY_REGION, bytearray(desc), "KVM_SET_USER_MEMORY_REGION")
+        self._fd = _ioctl(self._vm, KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU")
+        self._fds.append(self._fd)
+        self._set_cpuid(kvm)
+        size = _ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, what="KVM_GET_VCPU_MMAP_SIZE")
+        self._run = mmap.mmap(self._fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._maps.append(self._run)
+
+    def _set_cpuid(self, kvm: int) -> None:
+        """Give the vCPU every CPUID leaf KVM supports: KVM_SET_SREGS rejects EFER.LME/NXE without LM/NX."""
+        nent = 128
+        while True:
+            buf = bytearray(8 + nent * _CPUID_ENTRY_SIZE)
+            struct.pack_into("<I", buf, 0, nent)
+            try:
+                fcntl.ioctl(kvm, KVM_GET_SUPPORTED_CPUID, buf, True)
+                break
+            except OSError as e:
+                if e.errno != errno.E2BIG or nent >= 1 << 14:
+                    raise KvmError(e.errno, f"KVM_GET_SUPPORTED_CPUID: {e.strerror}") from None
+                nent *= 2
+        _ioctl_buf(self._fd, KVM_SET_CPUID2, buf, "KVM_SET_CPUID2")
+
+    # -- state ------------------------------------------------------------------------------------------
+
+    def get_regs(self) -> Regs:
+        """GPRs (hardware numbering), RIP and RFLAGS as KVM holds them now."""
+        buf = bytearray(_REGS.size)
+        _ioctl_buf(self._fd, KVM_GET_REGS, buf, "KVM_GET_REGS")
+        values = _REGS.unpack(buf)
+        gprs = [0] * 16
+        for k, hw in enumerate(_KVM_TO_HW):
+            gprs[hw] = values[k]
+        return Regs(gprs, values[16], values[17])
+
+    def _check_idle(self, what: str) -> None:
+        # Linux's emulator keeps its own copy of the instruction's state until the request is answered.
+        if self._pending is not None:
+            raise KvmError(errno.EBUSY, f"{what} while {self._pending} is pending")
+
+    def set_regs(self, regs: Regs) -> None:
+        """Write all GPRs, RIP and RFLAGS (only between instructions: not while a request is pending)."""
+        self._check_idle("set_regs")
+        values = [regs.gprs[hw] for hw in _KVM_TO_HW] + [regs.rip, regs.rflags]
+        _ioctl_buf(self._fd, KVM_SET_REGS, bytearray(_REGS.pack(*values)), "KVM_SET_REGS")
+
+    def get_sregs(self) -> KvmSregs:
+        """Segment caches, descriptor tables, CRs and EFER as KVM holds them now."""
+        buf = self._get_sregs_raw()
+        segs = [_unpack_segment(buf, _SEG.size * _HW_TO_SREGS_SLOT[n]) for n in range(6)]
+        gdt = _DTABLE.unpack_from(buf, _SREGS_GDT)
+        idt = _DTABLE.unpack_from(buf, _SREGS_GDT + _DTABLE.size)
+        cr0, cr2, cr3, cr4, cr8, efer, apic_base = _CTL.unpack_from(buf, _SREGS_CTL)
+        cpl = segs[2].dpl if cr0 & CR0_PE else 0  # SS.DPL is the CPL in protected mode
+        ctl = Control(cr0=cr0, cr2=cr2, cr3=cr3, cr4=cr4, efer=efer, cpl=cpl, segs=segs)
+        return KvmSregs(
+            ctl,
+            (gdt[0], gdt[1]),
+            (idt[0], idt[1]),
+            _unpack_segment(buf, 6 * _SEG.size),
+            _unpack_segment(buf, 7 * _SEG.size),
+            cr8,
+            apic_base,
+        )
+
+    def get_control(self) -> Control:
+        return self.get_sregs().control
+
+    def _get_sregs_raw(self) -> bytearray:
+        buf = bytearray(_SREGS_SIZE)
+        _ioctl_buf(self._fd, KVM_GET_SREGS, buf, "KVM_GET_SREGS")
+        return buf
+
+    def set_control(
+        self, ctl: Control, *, gdtr: tuple[int, int] | None = None, idtr: tuple[int, int] | None = None
+    ) -> None:
+        """CR0/CR2/CR3/CR4/EFER and the six segment caches; GDTR/IDTR when given.
+
+        TR, LDTR, CR8 and APIC base keep KVM's values (its reset state at creation). The CPL is what KVM
+        derives from the segment caches (SS.DPL); `ctl.cpl`, `ctl.pdptes` and `ctl.pkru` are not used:
+        KVM loads the PDPTEs from CR3 itself.
+        """
+        self._check_idle("set_control")
+        buf = self._get_sregs_raw()
+        for n, seg in enumerate(ctl.segs):
+            at = _SEG.size * _HW_TO_SREGS_SLOT[n]
+            buf[at : at + _SEG.size] = _pack_segment(seg)
+        if gdtr is not None:
+            _DTABLE.pack_into(buf, _SREGS_GDT, *gdtr)
+        if idtr is not None:
+            _DTABLE.pack_into(buf, _SREGS_GDT + _DTABLE.size, *idtr)
+        _cr0, _cr2, _cr3, _cr4, cr8, _efer, apic_base = _CTL.unpack_from(buf, _SREGS_CTL)
+        _CTL.pack_into(buf, _SREGS_CTL, ctl.cr0, ctl.cr2, ctl.cr3, ctl.cr4, cr8, ctl.efer, apic_base)
+        _ioctl_buf(self._fd, KVM_SET_SREGS, buf, "KVM_SET_SREGS")
+
+    def translate(self, linear: int) -> int | None:
+        """The GPA the guest's paging maps `linear` to (KVM_TRANSLATE), or None if not mapped."""
+        buf = bytearray(_TRANSLATION.pack(linear, 0, 0, 0, 0))
+        _ioctl_buf(self._fd, KVM_TRANSLATE, buf, "KVM_TRANSLATE")
+        _, gpa, valid, _, _ = _TRANSLATION.unpack(buf)
+        return gpa if valid else None
+
+    @property
+    def pending(self) -> MmioExit | InoutExit | None:
+        """The request the next entry must fulfil, if any."""
+        return self._pending
+
+    # -- the boundary ---------------------------------------------------------------------------------
+
+    def run(self, entry: VmEntry | None = None) -> VmExit:
+        """Apply `entry`, let KVM finish what it has in flight, run the guest, return the next exit."""
+        pending = self._pending
+        if pending is None:
+            if entry is not None and type(entry) is not Default:
+                raise KvmEntryError(f"{type(entry).__name__} entry, but no request is pending")
+            if entry is not None and entry.exit_consistent:
+                return _SUSPENDED  # nothing in flight: the state already is consistent
+            return self._enter(False)
+        if entry is None or type(entry) is Default:
+            raise KvmEntryError(f"Default entry while {pending} is pending")
+        if type(entry) is Discard:
+            raise KvmEntryError(
+                "KVM cannot discard an instruction its emulator has in flight: it completes it on the next "
+                f"KVM_RUN whatever userspace does; fulfil {pending} instead (exit_consistent=True to stop "
+                "right after it)"
+            )
+        data = _check_fulfilment(pending, entry)
+        run = self._run
+        if run is None:
+            raise KvmError(errno.EBADF, "KvmVcpu is closed")
+        offset = self._parts[self._next - 1][1]
+        if offset >= 0:  # a read: its data goes where KVM takes it from (kvm_run.mmio.data, PIO page)
+            run[offset : offset + pending.size] = data.to_bytes(pending.size, "little")
+        self._pending = None
+        if self._next < len(self._parts):
+            return self._hand_out()
+        self._parts = []
+        return self._enter(entry.exit_consistent)
+
+    def _hand_out(self) -> MmioExit | InoutExit:
+        request = self._parts[self._next][0]
+        self._next += 1
+        self._pending = request
+        return request
+
+    def _enter(self, consistent: bool) -> VmExit:
+        """KVM_RUN until an exit the caller must see; with `consistent`, stop as soon as KVM can."""
+        run = self._run
+        if run is None:
+            raise KvmError(errno.EBADF, "KvmVcpu is closed")
+        fd = self._fd
+        if consistent:
+            run[RUN_IMMEDIATE_EXIT] = 1
+        try:
+            while True:
+                try:
+                    fcntl.ioctl(fd, KVM_RUN, 0)
+                except InterruptedError:  # EINTR: a signal, or immediate_exit once nothing is in flight
+                    return _SUSPENDED
+                except OSError as e:
+                    if e.errno is None:  # raised by a signal handler (e.g. a TimeoutError): not KVM's
+                        raise
+                    raise KvmError(e.errno, f"KVM_RUN: {os.strerror(e.errno)}") from None
+                reason = _REASON.unpack_from(run, RUN_EXIT_REASON)[0]
+                if reason == KVM_EXIT_MMIO:
+                    ex = self._on_mmio(run)
+                elif reason == KVM_EXIT_IO:
+                    ex = self._on_io(run)
+                else:
+                    return self._on_other(run, reason)
+                if ex is not None:
+                    return ex
+        finally:
+            if consistent:
+                run[RUN_IMMEDIATE_EXIT] = 0
+
+    def _on_mmio(self, run: mmap.mmap) -> VmExit | None:
+        gpa, raw, length, is_write = _MMIO.unpack_from(run, RUN_UNION)
+        write = bool(is_write)
+        if self.raw_exits is not None:
+            self.raw_exits.append(KvmMmio(gpa, length, write, raw[:length] if write else b""))
+        pieces = _presentation_pieces(gpa, length)
+        region = self.memory.find(gpa)
+        if type(region) is HandlerRegion:
+            # An in-kernel device: answer in place, as vmmio's kernel does, and keep running.
+            for start, g, n in pieces:
+                off = g - region.gpa
+                if write:
+                    region.handler.write(off, n, int.from_bytes(raw[start : start + n], "little"))
+                else:
+                    value = region.handler.read(off, n) & ((1 << (8 * n)) - 1)
+                    at = MMIO_DATA_OFFSET + start
+                    run[at : at + n] = value.to_bytes(n, "little")
+            return None
+        self._parts = [
+            (MmioExit(g, n, True, int.from_bytes(raw[start : start + n], "little")), -1)
+            if write
+            else (MmioExit(g, n, False, 0), MMIO_DATA_OFFSET + start)
+            for start, g, n in pieces
+        ]
+        self._next = 0
+        return self._hand_out()
+
+    def _on_io(self, run: mmap.mmap) -> VmExit | None:
+        direction, size, port, count, data_offset = _IO.unpack_from(run, RUN_UNION)
+        is_in = direction == KVM_EXIT_IO_IN
+        if self.raw_exits is not None:
+            out = b"" if is_in else bytes(run[data_offset : data_offset + count * size])
+            self.raw_exits.append(KvmIo(port, size, is_in, count, out))
+        handler = self.ports.get(port)
+        if handler is not None:
+            for i in range(count):
+                at = data_offset + i * size
+                if is_in:
+                    value = handler.read(port, size) & ((1 << (8 * size)) - 1)
+                    run[at : at + size] = value.to_bytes(size, "little")
+                else:
+                    handler.write(port, size, int.from_bytes(run[at : at + size], "little"))
+            return None
+        parts: list[tuple[MmioExit | InoutExit, int]] = []
+        for i in range(count):
+            at = data_offset + i * size
+            if is_in:
+                parts.append((InoutExit(port, size, True, 0), at))
+            else:
+                parts.append(
+                    (InoutExit(port, size, False, int.from_bytes(run[at : at + size], "little")), -1)
+                )
+        self._parts = parts
+        self._next = 0
+        return self._hand_out()
+
+    def _on_other(self, run: mmap.mmap, reason: int) -> VmExit:
+        if reason == KVM_EXIT_HLT:
+            return _HLT
+        if reason == KVM_EXIT_SHUTDOWN:
+            return _SHUTDOWN
+        if reason in (KVM_EXIT_INTR, KVM_EXIT_IRQ_WINDOW_OPEN):
+            return _SUSPENDED
+        if reason == KVM_EXIT_INTERNAL_ERROR:
+            suberror, ndata = _INTERNAL.unpack_from(run, RUN_UNION)
+            if suberror == KVM_INTERNAL_ERROR_EMULATION:
+                return self._emulation_failure()
+            data = [_U64.unpack_from(run, RUN_UNION + 8 + 8 * i)[0] for i in range(min(ndata, 16))]
+            raise KvmExitError(reason, f"internal error suberror={suberror} data={[hex(d) for d in data]}")
+        raw = bytes(run[RUN_UNION : RUN_UNION + 32])
+        raise KvmExitError(reason, f"exit union {raw.hex()}")
+
+    def _emulation_failure(self) -> InstEmulExit:
+        """Linux's emulator gave up: report RIP and the instruction bytes the guest has there."""
+        rip = self.get_regs().rip
+        ctl = self.get_control()
+        linear = rip if ctl.code_size == 64 else (ctl.segs[1].base + rip) & 0xFFFF_FFFF
+        code = self._read_linear(linear, MAX_INSN_LEN)
+        reason = InstEmulReason.NOT_EMULATED if code else InstEmulReason.FETCH_FAILED
+        return InstEmulExit(rip, code, reason)
+
+    def _read_linear(self, linear: int, size: int) -> bytes:
+        """Up to `size` bytes at a guest linear address, stopping at the first byte that is not RAM."""
+        out = b""
+        while len(out) < size:
+            la = linear + len(out)
+            gpa = self.translate(la)
+            if gpa is None:
+                break
+            n = min(size - len(out), PAGE_SIZE - (la & PAGE_MASK))
+            region = self.memory.find(gpa)
+            if type(region) is not RamRegion:
+                break
+            n = min(n, region.end - gpa)
+            out += bytes(region.view[gpa - region.gpa : gpa - region.gpa + n])
+        return out
+
+    # -- lifetime -------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Unmap kvm_run and close the vCPU, VM and /dev/kvm descriptors (idempotent)."""
+        self._run = None
+        self._finalizer()
+
+    def __enter__(self) -> KvmVcpu:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _release(fds: list[int], maps: list[mmap.mmap]) -> None:
+    """Finalizer: holds no reference to the vCPU, so it also runs when one is just dropped."""
+    while maps:
+        maps.pop().close()
+    while fds:
+        os.close(fds.pop())
+
+
+def _check_fulfilment(pending: MmioExit | InoutExit, entry: VmEntry) -> int:
+    """vmmio's kernel's checks; the fulfilment's data, or KvmEntryError before anything changes."""
+    if type(pending) is MmioExit:
+        if type(entry) is not FulfillMmio:
+            raise KvmEntryError(f"MMIO request pending, got {type(entry).__name__}")
+        if (entry.gpa, entry.size, entry.is_write) != (pending.gpa, pending.size, pending.is_write):
+            raise KvmEntryError(f"fulfilment {entry} does not match pending {pending}")
+        if pending.is_write and entry.data != pending.data:
+            raise KvmEntryError(f"write fulfilment data {entry.data:#x} differs from {pending.data:#x}")
+        return entry.data
+    assert type(pending) is InoutExit
+    if type(entry) is not FulfillInout:
+        raise KvmEntryError(f"port I/O request pending, got {type(entry).__name__}")
+    if (entry.port, entry.size, entry.is_in) != (pending.port, pending.size, pending.is_in):
+        raise KvmEntryError(f"fulfilment {entry} does not match pending {pending}")
+    if not pending.is_in and entry.data != pending.data:
+        raise KvmEntryError(f"OUT fulfilment data {entry.data:#x} differs from {pending.data:#x}")
+    return entry.data
