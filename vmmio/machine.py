@@ -8,6 +8,7 @@ The machine contract guests are built against (`guests/`):
 
     RAM             0 .. ram_size (default 32 MiB)
     page tables     0x1000 .. 0x7000: identity map of the first 4 GiB with 2 MiB pages (64-bit images)
+    CPU             64-bit long mode (or flat 32-bit protected mode for ELF32), SSE enabled, IF clear
     GDT             0x800: null, 64-bit code (0x08), data (0x10), 32-bit code (0x18)
     load address    0x100000 for flat images; ELF images load at their physical addresses
     stack           top of RAM, 16-byte aligned
@@ -62,6 +63,9 @@ TESTDEV_SIZE = 0x2000
 IDENTITY_LIMIT = 4 << 30
 
 SEL_CODE64, SEL_DATA, SEL_CODE32 = 0x08, 0x10, 0x18
+# SSE usable from the start, as firmware leaves it for an OS: CR0.MP|ET|NE, CR4.OSFXSR|OSXMMEXCPT.
+_CR0_MP_ET_NE = 0x2 | 0x10 | 0x20
+_CR4_SSE = (1 << 9) | (1 << 10)
 GDT = [0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF, 0x00CF9A000000FFFF]
 
 # Unclaimed MMIO reads as all ones and ignores writes, as on a PC bus with nothing decoding the address.
@@ -126,14 +130,14 @@ def initial_state(image: Image, ram_size: int) -> tuple[Regs, Control]:
     regs.gprs[4] = (ram_size - 16) & ~0xF
     if image.bits == 64:
         ctl = Control(
-            cr0=CR0_PE | CR0_PG | CR0_WP | 0x10 | 0x20,
+            cr0=CR0_PE | CR0_PG | CR0_WP | _CR0_MP_ET_NE,
             cr3=PT_BASE,
-            cr4=CR4_PAE,
+            cr4=CR4_PAE | _CR4_SSE,
             efer=EFER_LME | EFER_LMA | EFER_NXE,
         )
         code = Segment(selector=SEL_CODE64, limit=0xFFFF_FFFF, type=11, l=True, g=True)
     else:
-        ctl = Control(cr0=CR0_PE | 0x10 | 0x20)
+        ctl = Control(cr0=CR0_PE | _CR0_MP_ET_NE, cr4=_CR4_SSE)
         code = Segment(selector=SEL_CODE32, limit=0xFFFF_FFFF, type=11, db=True, g=True)
     data = [Segment(selector=SEL_DATA, limit=0xFFFF_FFFF, type=3, db=True, g=True) for _ in range(6)]
     ctl.segs = [data[0], code, data[2], data[3], data[4], data[5]]
