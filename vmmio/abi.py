@@ -43,6 +43,7 @@ __all__ = [
     "SuspendedExit",
     "VmEntry",
     "VmExit",
+    "fulfilment_data",
     "pack_entry",
     "pack_exit",
     "unpack_entry",
@@ -266,6 +267,17 @@ class InoutExit:
             and entry.is_in == self.is_in
             and (self.is_in or entry.data == self.data)
         )
+
+
+def fulfilment_data(pending: MmioExit | InoutExit, entry: VmEntry) -> int:
+    """The data `entry` brings for `pending`; AbiError naming both when it does not fulfil it.
+
+    One rule for every vCPU implementation (`matches`), so kernels reject exactly the same entries.
+    """
+    if not pending.matches(entry):
+        raise AbiError(f"{entry} does not fulfil the pending {pending}")
+    assert isinstance(entry, FulfillMmio | FulfillInout)
+    return entry.data
 
 
 @dataclass(frozen=True, slots=True)

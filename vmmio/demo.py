@@ -101,8 +101,8 @@ def main() -> None:
     pt = PageTables(0x10_0000)
     for n in range(4):
         pt.map(n * PAGE_1G, n * PAGE_1G, PAGE_1G)
-    for gpa, entry in pt.entries.items():
-        vm.memory.write_int(gpa, 8, entry)
+    for gpa, pte in pt.entries.items():
+        vm.memory.write_int(gpa, 8, pte)
     ctl = Control(cr0=CR0_PE | CR0_PG | CR0_WP, cr3=pt.root, cr4=CR4_PAE, efer=EFER_LME | EFER_LMA | EFER_NXE)
     ctl.segs[1] = Segment(selector=8, type=11, l=True)
     backend = ScriptedBackend(Regs(), ctl)

@@ -66,10 +66,9 @@ from typing import Final
 
 from vmmio.abi import (
     MAX_INSN_LEN,
+    AbiError,
     Default,
     Discard,
-    FulfillInout,
-    FulfillMmio,
     HltExit,
     InoutExit,
     InstEmulExit,
@@ -79,6 +78,7 @@ from vmmio.abi import (
     SuspendedExit,
     VmEntry,
     VmExit,
+    fulfilment_data,
 )
 from vmmio.backends.base import CR0_PE, Control, Regs, Segment
 from vmmio.vmm.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, HandlerRegion, PortHandler, RamRegion
@@ -556,7 +556,10 @@ class KvmVcpu:
                 f"KVM_RUN whatever userspace does; fulfil {pending} instead (exit_consistent=True to stop "
                 "right after it)"
             )
-        data = _check_fulfilment(pending, entry)
+        try:
+            data = fulfilment_data(pending, entry)
+        except AbiError as err:
+            raise KvmEntryError(str(err)) from None
         run = self._run
         if run is None:
             raise KvmError(errno.EBADF, "KvmVcpu is closed")
@@ -723,23 +726,3 @@ def _release(fds: list[int], maps: list[mmap.mmap]) -> None:
         maps.pop().close()
     while fds:
         os.close(fds.pop())
-
-
-def _check_fulfilment(pending: MmioExit | InoutExit, entry: VmEntry) -> int:
-    """vmmio's kernel's checks; the fulfilment's data, or KvmEntryError before anything changes."""
-    if type(pending) is MmioExit:
-        if type(entry) is not FulfillMmio:
-            raise KvmEntryError(f"MMIO request pending, got {type(entry).__name__}")
-        if (entry.gpa, entry.size, entry.is_write) != (pending.gpa, pending.size, pending.is_write):
-            raise KvmEntryError(f"fulfilment {entry} does not match pending {pending}")
-        if pending.is_write and entry.data != pending.data:
-            raise KvmEntryError(f"write fulfilment data {entry.data:#x} differs from {pending.data:#x}")
-        return entry.data
-    assert type(pending) is InoutExit
-    if type(entry) is not FulfillInout:
-        raise KvmEntryError(f"port I/O request pending, got {type(entry).__name__}")
-    if (entry.port, entry.size, entry.is_in) != (pending.port, pending.size, pending.is_in):
-        raise KvmEntryError(f"fulfilment {entry} does not match pending {pending}")
-    if not pending.is_in and entry.data != pending.data:
-        raise KvmEntryError(f"OUT fulfilment data {entry.data:#x} differs from {pending.data:#x}")
-    return entry.data

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmmio.abi import (
+    AbiError,
     Default,
     Discard,
-    FulfillInout,
-    FulfillMmio,
     HltExit,
     InoutExit,
     InstEmulExit,
@@ -25,6 +24,7 @@ from vmmio.abi import (
     SuspendedExit,
     VmEntry,
     VmExit,
+    fulfilment_data,
 )
 from vmmio.backends.base import (
     DIRTY_RIP,
@@ -125,7 +125,10 @@ class Vcpu:
             self._pending = None
             self._cur = None
         else:
-            value = self._check_fulfilment(pending, entry)
+            try:
+                value = fulfilment_data(pending, entry)
+            except AbiError as err:
+                raise EntryError(str(err)) from None
             self._pending = None
             cur = self._cur
             assert cur is not None
@@ -136,25 +139,6 @@ class Vcpu:
         if entry.exit_consistent:
             return _SUSPENDED
         return self._run_guest()
-
-    @staticmethod
-    def _check_fulfilment(pending: MmioExit | InoutExit, entry: VmEntry) -> int:
-        if type(pending) is MmioExit:
-            if type(entry) is not FulfillMmio:
-                raise EntryError(f"MMIO request pending, got {type(entry).__name__}")
-            if (entry.gpa, entry.size, entry.is_write) != (pending.gpa, pending.size, pending.is_write):
-                raise EntryError(f"fulfilment {entry} does not match pending {pending}")
-            if pending.is_write and entry.data != pending.data:
-                raise EntryError(f"write fulfilment data {entry.data:#x} differs from {pending.data:#x}")
-            return entry.data
-        assert type(pending) is InoutExit
-        if type(entry) is not FulfillInout:
-            raise EntryError(f"port I/O request pending, got {type(entry).__name__}")
-        if (entry.port, entry.size, entry.is_in) != (pending.port, pending.size, pending.is_in):
-            raise EntryError(f"fulfilment {entry} does not match pending {pending}")
-        if not pending.is_in and entry.data != pending.data:
-            raise EntryError(f"OUT fulfilment data {entry.data:#x} differs from {pending.data:#x}")
-        return entry.data
 
     def _run_guest(self) -> VmExit:
         handlers = self._event_handlers
