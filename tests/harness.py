@@ -5,20 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vmmio.abi import FulfillInout, FulfillMmio, InoutExit, MmioExit, VmEntry, VmExit
-from vmmio.backends.base import (
-    CR0_PE,
-    CR0_PG,
-    CR0_WP,
-    CR4_PAE,
-    EFER_LMA,
-    EFER_LME,
-    EFER_NXE,
-    Control,
-    IoEvent,
-    NpfEvent,
-    Regs,
-    Segment,
-)
+from vmmio.backends.base import IoEvent, NpfEvent, Regs, long_mode_control
 from vmmio.backends.scripted import ScriptedBackend
 from vmmio.vmm.vcpu import Vcpu
 from vmmio.vmm.vm import Vm
@@ -31,17 +18,6 @@ DATA = 0x20_0000  # RAM data area
 PT_POOL = 0x10_0000
 MMIO = 0x4000_0000  # userspace device (within rip-relative reach of CODE)
 KDEV = 0x5000_0000  # in-kernel device
-
-
-def long_mode_control(cr3: int) -> Control:
-    ctl = Control(
-        cr0=CR0_PE | CR0_PG | CR0_WP,
-        cr3=cr3,
-        cr4=CR4_PAE,
-        efer=EFER_LME | EFER_LMA | EFER_NXE,
-    )
-    ctl.segs[1] = Segment(selector=8, type=11, l=True)
-    return ctl
 
 
 @dataclass

@@ -18,20 +18,7 @@ from vmmio.abi import (
     VmExit,
     pack_exit,
 )
-from vmmio.backends.base import (
-    CR0_PE,
-    CR0_PG,
-    CR0_WP,
-    CR4_PAE,
-    EFER_LMA,
-    EFER_LME,
-    EFER_NXE,
-    Control,
-    IoEvent,
-    NpfEvent,
-    Regs,
-    Segment,
-)
+from vmmio.backends.base import IoEvent, NpfEvent, Regs, long_mode_control
 from vmmio.backends.scripted import ScriptedBackend
 from vmmio.vmm.vm import Vm
 from vmmio.x86.decode import decode
@@ -103,9 +90,7 @@ def main() -> None:
         pt.map(n * PAGE_1G, n * PAGE_1G, PAGE_1G)
     for gpa, pte in pt.entries.items():
         vm.memory.write_int(gpa, 8, pte)
-    ctl = Control(cr0=CR0_PE | CR0_PG | CR0_WP, cr3=pt.root, cr4=CR4_PAE, efer=EFER_LME | EFER_LMA | EFER_NXE)
-    ctl.segs[1] = Segment(selector=8, type=11, l=True)
-    backend = ScriptedBackend(Regs(), ctl)
+    backend = ScriptedBackend(Regs(), long_mode_control(pt.root))
     vcpu = vm.create_vcpu(backend)
     device = Registers()
 

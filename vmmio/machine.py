@@ -35,18 +35,7 @@ from vmmio.abi import (
     VmEntry,
     VmExit,
 )
-from vmmio.backends.base import (
-    CR0_PE,
-    CR0_PG,
-    CR0_WP,
-    CR4_PAE,
-    EFER_LMA,
-    EFER_LME,
-    EFER_NXE,
-    Control,
-    Regs,
-    Segment,
-)
+from vmmio.backends.base import CR0_PE, Control, Regs, Segment, long_mode_control
 from vmmio.devices import AddressMap, DebugExit, Device, GuestExit, MemoryDevice, Uart16550
 from vmmio.vmm.vm import Vm
 from vmmio.x86.pagetables import PAGE_2M, RW, P, PageTables
@@ -129,13 +118,10 @@ def initial_state(image: Image, ram_size: int) -> tuple[Regs, Control]:
     regs = Regs(rip=image.entry)
     regs.gprs[4] = (ram_size - 16) & ~0xF
     if image.bits == 64:
-        ctl = Control(
-            cr0=CR0_PE | CR0_PG | CR0_WP | _CR0_MP_ET_NE,
-            cr3=PT_BASE,
-            cr4=CR4_PAE | _CR4_SSE,
-            efer=EFER_LME | EFER_LMA | EFER_NXE,
-        )
-        code = Segment(selector=SEL_CODE64, limit=0xFFFF_FFFF, type=11, l=True, g=True)
+        ctl = long_mode_control(PT_BASE, SEL_CODE64)
+        ctl.cr0 |= _CR0_MP_ET_NE
+        ctl.cr4 |= _CR4_SSE
+        code = ctl.segs[1]
     else:
         ctl = Control(cr0=CR0_PE | _CR0_MP_ET_NE, cr4=_CR4_SSE)
         code = Segment(selector=SEL_CODE32, limit=0xFFFF_FFFF, type=11, db=True, g=True)

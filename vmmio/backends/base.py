@@ -75,6 +75,18 @@ class Control:
         return 32 if cs.db else 16
 
 
+def long_mode_control(cr3: int, code_selector: int = 8) -> Control:
+    """64-bit mode with 4-level paging rooted at `cr3`: the state a 64-bit kernel runs in."""
+    ctl = Control(
+        cr0=CR0_PE | CR0_PG | CR0_WP,
+        cr3=cr3,
+        cr4=CR4_PAE,
+        efer=EFER_LME | EFER_LMA | EFER_NXE,
+    )
+    ctl.segs[1] = Segment(selector=code_selector, limit=0xFFFF_FFFF, type=11, l=True, g=True)
+    return ctl
+
+
 @dataclass(slots=True)
 class Regs:
     """The GPRs (hardware numbering), RIP and RFLAGS: what an instruction reads and writes."""
