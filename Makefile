@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench guests guests-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m vmmio.demo
+	$(BIN)/vmmio demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -29,6 +29,14 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_emulate.py
+	$(BIN)/python bench/bench_exits.py
+
+# Rebuild the shipped guest images from guests/ (needs GNU as and ld), or check they match the sources.
+guests:
+	$(PYTHON) guests/build.py
+
+guests-check:
+	$(PYTHON) guests/build.py --check
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
