@@ -68,10 +68,11 @@ def vmmio_rate(code: bytes, n: int, backend: str = "unicorn") -> float:
 
 
 def uc_mmio_rate(code: bytes, n: int) -> float:
-    import unicorn as uc
     from unicorn import x86_const as ux
+    from unicorn.unicorn_const import UC_ARCH_X86, UC_MODE_64
+    from unicorn.unicorn_py3.unicorn import Uc
 
-    emu = uc.Uc(uc.UC_ARCH_X86, uc.UC_MODE_64)
+    emu = Uc(UC_ARCH_X86, UC_MODE_64)
     emu.mem_map(0, 32 << 20)
     emu.mem_write(LOAD_ADDR, code)
     data = bytes(range(256)) * 32
@@ -86,7 +87,7 @@ def uc_mmio_rate(code: bytes, n: int) -> float:
     emu.reg_write(ux.UC_X86_REG_RSP, (32 << 20) - 16)
     end = LOAD_ADDR + code.index(b"\xe6\xf4")  # stop at `out 0xf4, al`
     t0 = time.perf_counter()
-    emu.emu_start(LOAD_ADDR, end)  # type: ignore[no-untyped-call]
+    emu.emu_start(LOAD_ADDR, end)
     return n / (time.perf_counter() - t0)
 
 
