@@ -55,6 +55,7 @@ DECODE_CACHE_LIMIT = 16384
 # Page-fault error-code bits each request kind checks (RMW reads are checked for write).
 _ACCESS_BITS = (0, PFEC_W, PFEC_W, 0)
 _CS = int(Seg.CS)
+_WHOLE = frozenset((1, 2, 4, 8))  # device accesses of these sizes stay one request
 _HLT = HltExit()
 _SHUTDOWN = ShutdownExit()
 _SUSPENDED = SuspendedExit()
@@ -238,7 +239,7 @@ class Vcpu:
         if type(region) is not RamRegion:
             raise EmulationAbort(InstEmulReason.FETCH_FAILED, f"code at {gpa:#x} is not RAM")
         off = gpa - region.gpa
-        code = bytes(region.view[off : off + first])
+        code = region.mem[off : off + first]
         if first < MAX_INSN:
             decoded = decode_cached(code, mode)
             if type(decoded) is DecodeError and decoded.status is DecodeStatus.TRUNCATED:
@@ -355,28 +356,39 @@ class Vcpu:
         # Translate every page of the access before touching any of them.
         gpa, updates = walker.walk(ctl, la, access, ac_flag)
         split = PAGE_SIZE - (la & PAGE_MASK)
-        if split >= size:
-            spans = [(0, gpa, size)]
+        find = self.memory.find
+        fault_page = cur.fault_page
+        pieces: list[Piece]
+        if split >= size:  # the common case: one page
+            target = find(gpa)
+            matched = fault_page < 0 or gpa >> PAGE_SHIFT == fault_page
+            all_ram = type(target) is RamRegion
+            if all_ram or size in _WHOLE:
+                pieces = [(0, gpa, size, target)]
+            else:
+                pieces = []
+                _split_pieces(pieces, 0, gpa, size, target)
         else:
             la2 = (la + split) & (MASK[8] if cur.mode == 64 else 0xFFFF_FFFF)
             gpa2, updates2 = walker.walk(ctl, la2, access, ac_flag)
-            spans = [(0, gpa, split), (split, gpa2, size - split)]
             updates = updates + updates2
-        pieces: list[Piece] = []
-        matched = cur.fault_page < 0
-        for start, g, n in spans:
-            if g >> PAGE_SHIFT == cur.fault_page:
-                matched = True
-            target = self.memory.find(g)
-            if type(target) is RamRegion:
-                pieces.append((start, g, n, target))
-            else:
-                _split_pieces(pieces, start, g, n, target)
-        if not matched and (kind != READ or any(type(p[3]) is not RamRegion for p in pieces)):
+            pieces = []
+            matched = fault_page < 0
+            all_ram = True
+            for start, g, n in ((0, gpa, split), (split, gpa2, size - split)):
+                matched = matched or g >> PAGE_SHIFT == fault_page
+                target = find(g)
+                if type(target) is RamRegion:
+                    pieces.append((start, g, n, target))
+                else:
+                    all_ram = False
+                    _split_pieces(pieces, start, g, n, target)
+        if not matched and (kind != READ or not all_ram):
             raise EmulationAbort(InstEmulReason.GPA_MISMATCH, f"access at {gpa:#x} before the faulting page")
         if matched:
             cur.fault_page = -1
-        apply_updates(updates)
+        if updates:
+            apply_updates(updates)
         cur.accesses += 1
         cur.value = 0
         if kind == TOUCH:
