@@ -239,9 +239,6 @@ def test_insntest_matches_host_cpu(tmp_path: Path) -> None:
 
 # Cases whose device-visible requests legitimately differ between vmmio (over Unicorn) and KVM.
 TRACE_DEVIATIONS = {
-    # KVM's emulator decodes MOVSXD's source as 32 bits whatever the operand size (SrcMem32); the SDM
-    # defines 66 63 /r as MOVSXD r16, r/m16, so vmmio reads 2 bytes.
-    "movsxd_r16_m16": "KVM reads 4 bytes for MOVSXD r16, m16",
     # CLFLUSH moves no data; Linux's emulator still performs a 1-byte read of the line.
     "clflush_m8": "KVM reads a byte for CLFLUSH",
     "clflush_m8_fs": "KVM reads a byte for CLFLUSH",

@@ -61,9 +61,10 @@ def movzx_movsx(x: Exec, i: Insn) -> Steps:
 
 @emulates(OpMap.ONE, (0x63,), mnemonics=("movsxd",))
 def movsxd(x: Exec, i: Insn) -> Steps:
-    src = min(i.opsize, 4)
-    v = x.get(i.rm, src) if i.mem is None else (yield x.load(src))
-    x.set(i.reg, i.opsize, _sext(v, src))
+    # The source is a dword at every operand size: the SDM's "MOVSXD r16, r/m16" notwithstanding, the
+    # host CPU (it faults on the third byte), QEMU and KVM all read 4 bytes, and the device sees that.
+    v = x.get(i.rm, 4) if i.mem is None else (yield x.load(4))
+    x.set(i.reg, i.opsize, _sext(v, 4))
 
 
 @emulates(OpMap.ONE, (0x86, 0x87))

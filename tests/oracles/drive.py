@@ -1,0 +1,69 @@
+"""What both oracle tests share: case budgets, Hypothesis settings and the per-case check."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from hypothesis import HealthCheck, settings
+
+from oracles.gen import CODE, FAMILIES, STATUS, Case
+from oracles.outcome import Outcome, check_requests, compare, failure_message, iterations
+from oracles.vmmio_run import run_vmmio
+from vmmio.x86.regs import DF
+
+__all__ = ["budget", "check_case", "oracle_settings"]
+
+DEFAULT_CASES = 1500
+"""Cases per oracle test module in `make test`; VMMIO_ORACLE_CASES overrides it (e.g. 50000 for verify)."""
+
+# Share of the budget per family: roughly by how many distinct forms and encodings a family has.
+SHARES = {
+    "mov": 10,
+    "movx": 8,
+    "xchg": 4,
+    "alu": 16,
+    "alu_imm": 12,
+    "test": 6,
+    "unary": 8,
+    "bt": 12,
+    "stack": 8,
+    "string": 16,
+    "lock_ud": 4,
+    "too_long": 4,
+}
+assert set(SHARES) == set(FAMILIES)
+
+
+def budget(family: str) -> int:
+    """Examples for one family: its share of VMMIO_ORACLE_CASES (default DEFAULT_CASES), at least 10."""
+    total = int(os.environ.get("VMMIO_ORACLE_CASES", DEFAULT_CASES))
+    return max(10, total * SHARES[family] // sum(SHARES.values()))
+
+
+def oracle_settings(family: str) -> settings:
+    """Deterministic runs (derandomize, no example database) sized by `budget`."""
+    return settings(
+        max_examples=budget(family),
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
+
+
+def check_case(case: Case, run_oracle: Callable[[Case], Outcome], oracle: str) -> None:
+    """Run `case` on the oracle and on vmmio and fail with a full report on any disagreement."""
+    want = run_oracle(case)
+    got = run_vmmio(case)
+    diffs = compare(case, want, got, oracle, "vmmio")
+    if case.expect and want.fault != case.expect and not want.error:
+        diffs.append(f"{oracle} did not raise {case.expect} (generator or oracle problem)")
+    if not diffs and not want.error:
+        diffs = check_requests(case, got.requests, iterations(case, case.gprs[1], want.gprs[1]))
+        # Only status flags and DF may differ from the input; vmmio must not touch the rest.
+        if (got.rflags ^ case.rflags) & ~(STATUS | DF):
+            diffs.append(f"vmmio changed non-status RFLAGS bits: {case.rflags:#x} -> {got.rflags:#x}")
+        if not case.expect and got.rip != CODE + len(case.code):
+            diffs.append(f"vmmio RIP {got.rip:#x} is not past the {len(case.code)}-byte instruction")
+    assert not diffs, failure_message(case, oracle, diffs, got.requests)

@@ -1,0 +1,1125 @@
+"""Hypothesis strategies: one instruction of an emulated form plus a state that puts its operand in MMIO.
+
+Every form of vmmio's emulation table gets random legal prefixes (66, 67, REX, segment overrides, LOCK
+where legal, REP/REPE/REPNE for strings), random ModRM/SIB/displacement shapes and immediates. Register
+values are drawn first (edge values mixed in) and the registers that form the address are then *solved*
+so that the access lands where the case wants it: inside the MMIO window, or in the RAM area for the
+other operand of a stack or string instruction. The same `Case` runs on vmmio, Unicorn and the host
+CPU, all with the same flat, identity-mapped layout:
+
+- WINDOW: the MMIO device (8 KiB, two pages); plain RAM holding the same bytes for the oracles.
+- RAM: 8 KiB of guest RAM for stacks and string operands.
+- CODE: the page holding the instruction (RIP-relative operands are relative to it).
+
+Families: one per group of forms (mov, movx, xchg, alu, alu_imm, test, unary, bt, stack, string), plus
+"lock_ud" (LOCK where it is illegal: #UD) and "too_long" (padded to exactly 15 bytes, or past it: #GP).
+Flags a form leaves architecturally undefined are listed in FLAG_MASKS and not compared.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from enum import Enum, auto
+
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from vmmio.x86.regs import AF, CF, DF, GPR_NAMES, OF, PF, SF, ZF
+
+WINDOW = 0x4000_0000
+WINDOW_SIZE = 0x2000
+RAM = 0x20_0000
+RAM_SIZE = 0x2000
+CODE = 0x30_0000
+PAGE = 0x1000
+LINE = 64  # cache line: locked accesses are kept inside one (split locks trap or crawl on some hosts)
+
+RFLAGS_FIXED = 0x2
+STATUS = CF | PF | AF | ZF | SF | OF
+MASK64 = (1 << 64) - 1
+RSP = 4
+NO_REG = -1
+RIP = -2
+NULL_SEGS = {"es": 0x26, "cs": 0x2E, "ss": 0x36, "ds": 0x3E}
+SEG_PREFIX = {**NULL_SEGS, "fs": 0x64, "gs": 0x65}
+
+LOGIC_UNDEFINED = "AF is undefined after AND/OR/XOR/TEST (SDM vol. 2; vmmio clears it)"
+BT_UNDEFINED = "OF/SF/AF/PF are undefined after BT/BTS/BTR/BTC (SDM vol. 2; CF is the bit, ZF unaffected)"
+
+
+FLAG_MASKS: dict[str, tuple[int, str]] = {
+    "and": (AF, LOGIC_UNDEFINED),
+    "or": (AF, LOGIC_UNDEFINED),
+    "xor": (AF, LOGIC_UNDEFINED),
+    "test": (AF, LOGIC_UNDEFINED),
+    "bt": (OF | SF | AF | PF, BT_UNDEFINED),
+    "bts": (OF | SF | AF | PF, BT_UNDEFINED),
+    "btr": (OF | SF | AF | PF, BT_UNDEFINED),
+    "btc": (OF | SF | AF | PF, BT_UNDEFINED),
+}
+"""Status flags the SDM leaves undefined, per mnemonic, with the reason; every other emulated form
+defines all six (ADD..CMP, NEG, INC/DEC, CMPS/SCAS) or leaves them unchanged (MOV*, XCHG, NOT, PUSH,
+POP, MOVS/STOS/LODS), and those are compared bit for bit."""
+
+
+class Kind(Enum):
+    """What the instruction does with memory, in order."""
+
+    LOAD = auto()  # reads the r/m operand (CMP, TEST, BT and the reg <- r/m forms too)
+    STORE = auto()  # writes it
+    RMW = auto()  # reads, then writes it (XCHG too)
+    PUSH = auto()  # reads the operand, writes the stack
+    POP = auto()  # reads the stack, writes the operand
+    MOFFS_LOAD = auto()
+    MOFFS_STORE = auto()
+    MOVS = auto()
+    STOS = auto()
+    LODS = auto()
+    CMPS = auto()
+    SCAS = auto()
+
+
+STRING_KINDS = (Kind.MOVS, Kind.STOS, Kind.LODS, Kind.CMPS, Kind.SCAS)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One emulated form. `name` may use {w} (operand bits), {m} (memory bits), {i} (imm bits), {s}."""
+
+    name: str
+    family: str
+    opcode: bytes
+    kind: Kind
+    width: str  # "b" byte, "v" 16/32/64 by 66/REX.W, "s" stack 16/64
+    group: int | None = None  # fixed ModRM.reg
+    imm: str = ""  # "", "ib", "iz"
+    lock: bool = False  # LOCK legal with a memory operand
+    locked: bool = False  # implicitly locked (XCHG)
+    mem_size: int = 0  # 0: the operand size; 1, 2, 4: fixed
+    bit: str = ""  # "reg" / "imm" for the bit-test forms
+
+    @property
+    def mnemonic(self) -> str:
+        words = self.name.split()
+        return words[1] if words[0] in ("rep", "repe", "repne", "rep(f2)") else words[0]
+
+    @property
+    def undefined(self) -> int:
+        """Architecturally undefined status flags (not compared)."""
+        return FLAG_MASKS.get(self.mnemonic, (0, ""))[0]
+
+    @property
+    def reason(self) -> str:
+        return FLAG_MASKS.get(self.mnemonic, (0, ""))[1]
+
+
+def _build_specs() -> list[Spec]:
+    S, L, W, M = Spec, Kind.LOAD, Kind.STORE, Kind.RMW
+    s: list[Spec] = []
+    for n, op in enumerate(("add", "or", "adc", "sbb", "and", "sub", "xor", "cmp")):
+        dst, lk = (L, False) if op == "cmp" else (M, True)
+        s += [
+            S(f"{op} r/m8, r8", "alu", bytes([n * 8]), dst, "b", lock=lk),
+            S(f"{op} r/m{{w}}, r{{w}}", "alu", bytes([n * 8 + 1]), dst, "v", lock=lk),
+            S(f"{op} r8, r/m8", "alu", bytes([n * 8 + 2]), L, "b"),
+            S(f"{op} r{{w}}, r/m{{w}}", "alu", bytes([n * 8 + 3]), L, "v"),
+            S(f"{op} r/m8, imm8", "alu_imm", b"\x80", dst, "b", n, "ib", lk),
+            S(f"{op} r/m{{w}}, imm{{i}}", "alu_imm", b"\x81", dst, "v", n, "iz", lk),
+            S(f"{op} r/m{{w}}, imm8", "alu_imm", b"\x83", dst, "v", n, "ib", lk),
+        ]
+    s += [
+        S("test r/m8, r8", "test", b"\x84", L, "b"),
+        S("test r/m{w}, r{w}", "test", b"\x85", L, "v"),
+        S("test r/m8, imm8", "test", b"\xf6", L, "b", 0, "ib"),
+        S("test r/m{w}, imm{i}", "test", b"\xf7", L, "v", 0, "iz"),
+        S("test r/m8, imm8 (/1 alias)", "test", b"\xf6", L, "b", 1, "ib"),
+        S("test r/m{w}, imm{i} (/1 alias)", "test", b"\xf7", L, "v", 1, "iz"),
+    ]
+    for reg, op, ops in (
+        (2, "not", b"\xf6\xf7"),
+        (3, "neg", b"\xf6\xf7"),
+        (0, "inc", b"\xfe\xff"),
+        (1, "dec", b"\xfe\xff"),
+    ):
+        s += [
+            S(f"{op} r/m8", "unary", ops[:1], M, "b", reg, lock=True),
+            S(f"{op} r/m{{w}}", "unary", ops[1:], M, "v", reg, lock=True),
+        ]
+    s += [
+        S("mov r/m8, r8", "mov", b"\x88", W, "b"),
+        S("mov r/m{w}, r{w}", "mov", b"\x89", W, "v"),
+        S("mov r8, r/m8", "mov", b"\x8a", L, "b"),
+        S("mov r{w}, r/m{w}", "mov", b"\x8b", L, "v"),
+        S("mov r/m8, imm8", "mov", b"\xc6", W, "b", 0, "ib"),
+        S("mov r/m{w}, imm{i}", "mov", b"\xc7", W, "v", 0, "iz"),
+        S("mov al, moffs8", "mov", b"\xa0", Kind.MOFFS_LOAD, "b"),
+        S("mov {a}, moffs{w}", "mov", b"\xa1", Kind.MOFFS_LOAD, "v"),
+        S("mov moffs8, al", "mov", b"\xa2", Kind.MOFFS_STORE, "b"),
+        S("mov moffs{w}, {a}", "mov", b"\xa3", Kind.MOFFS_STORE, "v"),
+        S("movzx r{w}, r/m8", "movx", b"\x0f\xb6", L, "v", mem_size=1),
+        S("movzx r{w}, r/m16", "movx", b"\x0f\xb7", L, "v", mem_size=2),
+        S("movsx r{w}, r/m8", "movx", b"\x0f\xbe", L, "v", mem_size=1),
+        S("movsx r{w}, r/m16", "movx", b"\x0f\xbf", L, "v", mem_size=2),
+        S("movsxd r{w}, r/m32", "movx", b"\x63", L, "v", mem_size=4),  # a dword at every size
+        S("xchg r/m8, r8", "xchg", b"\x86", M, "b", lock=True, locked=True),
+        S("xchg r/m{w}, r{w}", "xchg", b"\x87", M, "v", lock=True, locked=True),
+    ]
+    for n, op in enumerate(("bt", "bts", "btr", "btc")):
+        k, lk = (L, False) if op == "bt" else (M, True)
+        s += [
+            S(f"{op} r/m{{w}}, r{{w}}", "bt", bytes([0x0F, 0xA3 + 8 * n]), k, "v", lock=lk, bit="reg"),
+            S(f"{op} r/m{{w}}, imm8", "bt", b"\x0f\xba", k, "v", 4 + n, "ib", lk, bit="imm"),
+        ]
+    s += [
+        S("push r/m{w}", "stack", b"\xff", Kind.PUSH, "s", 6),
+        S("pop r/m{w}", "stack", b"\x8f", Kind.POP, "s", 0),
+    ]
+    strings = (
+        ("movs", 0xA4, Kind.MOVS, ("", "rep ", "rep(f2) ")),
+        ("stos", 0xAA, Kind.STOS, ("", "rep ", "rep(f2) ")),
+        ("lods", 0xAC, Kind.LODS, ("", "rep ", "rep(f2) ")),
+        ("cmps", 0xA6, Kind.CMPS, ("", "repe ", "repne ")),
+        ("scas", 0xAE, Kind.SCAS, ("", "repe ", "repne ")),
+    )
+    for op, base, kind, reps in strings:
+        for rep in reps:
+            s += [
+                S(f"{rep}{op}b", "string", bytes([base]), kind, "b"),
+                S(f"{rep}{op}{{s}}", "string", bytes([base + 1]), kind, "v"),
+            ]
+    return s
+
+
+SPECS: list[Spec] = _build_specs()
+FAMILIES: tuple[str, ...] = (
+    "mov",
+    "movx",
+    "xchg",
+    "alu",
+    "alu_imm",
+    "test",
+    "unary",
+    "bt",
+    "stack",
+    "string",
+    "lock_ud",
+    "too_long",
+)
+
+
+def specs_of(family: str) -> list[Spec]:
+    return [s for s in SPECS if s.family == family]
+
+
+def rep_prefix(spec: Spec) -> int:
+    """The F2/F3 byte a string spec's name asks for (0: none)."""
+    if spec.name.startswith(("rep ", "repe ")):
+        return 0xF3
+    if spec.name.startswith(("rep(f2) ", "repne ")):
+        return 0xF2
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Access:
+    """One architectural memory access: linear (= guest-physical) address, size, direction."""
+
+    addr: int
+    size: int
+    write: bool
+
+
+@dataclass(frozen=True)
+class Case:
+    """One instruction with its complete input state, runnable on every oracle."""
+
+    form: str
+    family: str
+    code: bytes
+    gprs: tuple[int, ...]
+    rflags: int
+    fs_base: int
+    gs_base: int
+    seed: int  # fills WINDOW and RAM before `patches` are applied
+    patches: tuple[tuple[int, bytes], ...]  # (address, bytes) written over the fill
+    fault_gpa: int  # the first MMIO access, as the hardware would report it
+    accesses: tuple[Access, ...]  # in order, for one execution (one iteration for strings)
+    strides: tuple[int, ...] = ()  # per access: address step per further iteration (strings)
+    rep: bool = False
+    addr_size: int = 8
+    undefined: int = 0
+    reason: str = ""
+    note: str = ""  # how the operand was placed, for reports
+    tags: frozenset[str] = frozenset()  # encoding traits some oracle needs to know about (see `tags_of`)
+    expect: str = ""  # the exception the instruction raises instead of executing ("#UD", "#GP"), if any
+
+    def _fill(self, base: int, size: int, salt: int) -> bytes:
+        buf = bytearray(random.Random(self.seed * 2 + salt).randbytes(size))
+        for addr, data in self.patches:
+            for n, byte in enumerate(data):
+                if base <= addr + n < base + size:
+                    buf[addr + n - base] = byte
+        return bytes(buf)
+
+    def window(self) -> bytes:
+        return self._fill(WINDOW, WINDOW_SIZE, 0)
+
+    def ram(self) -> bytes:
+        return self._fill(RAM, RAM_SIZE, 1)
+
+    def expected_accesses(self, iterations: int) -> list[Access]:
+        """All accesses of `iterations` executions (string instructions step their addresses)."""
+        out: list[Access] = []
+        strides = self.strides or (0,) * len(self.accesses)
+        for k in range(iterations):
+            for a, step in zip(self.accesses, strides, strict=True):
+                out.append(Access(a.addr + k * step, a.size, a.write))
+        return out
+
+    def describe(self) -> str:
+        regs = " ".join(f"{GPR_NAMES[8][n]}={v:#x}" for n, v in enumerate(self.gprs))
+        flags = " ".join(name for name, bit in FLAG_NAMES.items() if self.rflags & bit) or "-"
+        patches = ", ".join(f"{a:#x}:{d.hex()}" for a, d in self.patches[:8]) or "-"
+        if len(self.patches) > 8:
+            patches += f" and {len(self.patches) - 8} more"
+        return (
+            f"form {self.form!r}  bytes {self.code.hex()}\n"
+            f"  {regs}\n"
+            f"  rflags {self.rflags:#x} ({flags})  fs_base {self.fs_base:#x}  gs_base {self.gs_base:#x}\n"
+            f"  memory seed {self.seed}  patches {patches}\n"
+            f"  fault gpa {self.fault_gpa:#x}  planned accesses "
+            + (", ".join(f"{'W' if a.write else 'R'}{a.size}@{a.addr:#x}" for a in self.accesses) or "-")
+            + (f"  ({self.note})" if self.note else "")
+            + (f"  [{', '.join(sorted(self.tags))}]" if self.tags else "")
+        )
+
+
+FLAG_NAMES = {"CF": CF, "PF": PF, "AF": AF, "ZF": ZF, "SF": SF, "OF": OF, "DF": DF}
+
+
+# --------------------------------------------------------------------------------------------------
+# Value strategies
+# --------------------------------------------------------------------------------------------------
+
+EDGE64 = (
+    0,
+    1,
+    2,
+    0x7F,
+    0x80,
+    0xFF,
+    0x7FFF,
+    0x8000,
+    0xFFFF,
+    0x7FFF_FFFF,
+    0x8000_0000,
+    0xFFFF_FFFF,
+    0x1_0000_0000,
+    0x7FFF_FFFF_FFFF_FFFF,
+    0x8000_0000_0000_0000,
+    MASK64,
+    MASK64 - 1,
+)
+
+
+def _sext(value: int, bits: int) -> int:
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
+
+
+class Rng(random.Random):
+    """Data values of a case. Hypothesis draws the structure (form, prefixes, ModRM, placement) and
+    one seed for this generator: drawing every value through Hypothesis costs ~0.1 ms per draw."""
+
+    def reg(self) -> int:
+        """A 64-bit register value: an edge value half of the time."""
+        return self.choice(EDGE64) if self.random() < 0.5 else self.getrandbits(64)
+
+    def sized(self, size: int) -> int:
+        """A value of one operand width: 0, 1, max/min signed, all ones, or random."""
+        bits = 8 * size
+        if self.random() < 0.5:
+            return self.choice(
+                (0, 1, (1 << (bits - 1)) - 1, 1 << (bits - 1), (1 << bits) - 1, (1 << bits) - 2)
+            )
+        return self.getrandbits(bits)
+
+    def upper(self) -> int:
+        """Upper 32 bits that a 32-bit address must ignore."""
+        return self.choice((0, 1, 0xFFFF_FFFF, 0x8000_0000)) if self.random() < 0.3 else self.getrandbits(32)
+
+    def rflags(self) -> int:
+        return RFLAGS_FIXED | (self.getrandbits(12) & (STATUS | DF))
+
+    def seg_base(self) -> int:
+        """FS/GS base: user-space values only (the host kernel refuses others)."""
+        r = self.random()
+        if r < 0.4:
+            return 0
+        if r < 0.6:
+            return self.choice((0x1000, WINDOW - 0x1000, WINDOW, 0x7FFF_FFFF_E000))
+        return self.randrange(0, (1 << 47) - 0x2000)
+
+    def disp32(self) -> int:
+        if self.random() < 0.3:
+            return self.choice((0, 1, -1, 0x7FFF_FFFF, -(1 << 31), 0x1000, -0x1000))
+        return self.randrange(-(1 << 31), 1 << 31)
+
+
+seg_choices = st.sampled_from(
+    (
+        (),
+        (),
+        (),
+        ("fs",),
+        ("gs",),
+        ("fs",),
+        ("gs",),
+        ("ds",),
+        ("es",),
+        ("ss",),
+        ("cs",),
+        ("fs", "gs"),
+        ("ds", "fs"),
+        ("gs", "ds"),
+    )
+)
+
+
+SEG_BY_BYTE = {v: k for k, v in SEG_PREFIX.items()}
+
+
+@dataclass
+class Prefixes:
+    """Legacy prefixes in encoding order, then the REX byte (if any) directly before the opcode."""
+
+    order: list[int] = field(default_factory=list)
+    rex: int = 0  # effective REX (0x40-0x4F) or 0
+    stale_rex: int = 0  # a REX followed by a legacy prefix: ignored by the CPU
+
+    @property
+    def osz(self) -> bool:
+        return 0x66 in self.order
+
+    @property
+    def asz(self) -> bool:
+        return 0x67 in self.order
+
+    @property
+    def lock(self) -> bool:
+        return 0xF0 in self.order
+
+    @property
+    def seg(self) -> str | None:
+        """The override that adds a base: the last FS/GS one. In 64-bit mode ES/CS/SS/DS overrides are
+        null prefixes that do not displace an earlier FS/GS (the host CPU's behaviour; QEMU differs)."""
+        segs = [SEG_BY_BYTE[b] for b in self.order if b in (0x64, 0x65)]
+        return segs[-1] if segs else None
+
+    @property
+    def null_after_fs_gs(self) -> bool:
+        """A null segment prefix follows the FS/GS one (Unicorn lets it win: see the Unicorn test)."""
+        last = [b for b in self.order if b in SEG_BY_BYTE]
+        return bool(last) and last[-1] in NULL_SEGS.values() and self.seg is not None
+
+    def encode(self) -> bytes:
+        stale = bytes([self.stale_rex]) if self.stale_rex else b""
+        return stale + bytes(self.order) + (bytes([self.rex]) if self.rex else b"")
+
+
+def prefixes(draw: st.DrawFn, rng: Rng, *, lock_ok: bool, rep: int = 0, lock: bool = False) -> Prefixes:
+    """Random legal prefixes in random order; a stale REX (before a legacy prefix) now and then."""
+    legacy = [SEG_PREFIX[s] for s in draw(seg_choices)]
+    if draw(st.booleans()):
+        legacy.append(0x66)
+    if draw(st.sampled_from((False, False, True))):
+        legacy.append(0x67)
+    if lock or (lock_ok and draw(st.sampled_from((False, False, True)))):
+        legacy.append(0xF0)
+    if rep:
+        legacy.append(rep)
+    rng.shuffle(legacy)
+    p = Prefixes(order=legacy)
+    if draw(st.booleans()):
+        p.rex = rng.randrange(0x40, 0x50)
+    if p.order and rng.random() < 0.2:
+        p.stale_rex = rng.randrange(0x40, 0x50)
+    return p
+
+
+def trim(p: Prefixes, length: int) -> None:
+    """Drop optional prefixes until the instruction fits in 15 bytes (longer ones raise #GP)."""
+    while length > 15:
+        segs = [b for b in p.order if b in SEG_BY_BYTE]
+        if p.stale_rex:
+            p.stale_rex = 0
+        elif segs:
+            p.order.remove(segs[0])
+        elif p.asz:
+            p.order.remove(0x67)
+        else:
+            raise AssertionError("cannot fit the instruction in 15 bytes")
+        length -= 1
+
+
+def operand_size(spec: Spec, p: Prefixes) -> int:
+    w = bool(p.rex & 8)
+    if spec.width == "b":
+        return 1
+    if spec.width == "s":
+        return 2 if p.osz and not w else 8
+    return 8 if w else 2 if p.osz else 4
+
+
+def memory_size(spec: Spec, opsize: int) -> int:
+    return spec.mem_size or opsize
+
+
+def form_name(spec: Spec, opsize: int, msize: int) -> str:
+    acc = {1: "al", 2: "ax", 4: "eax", 8: "rax"}[opsize]
+    suffix = {1: "b", 2: "w", 4: "d", 8: "q"}[opsize]
+    imm = 16 if opsize == 2 else 32
+    return spec.name.format(w=8 * opsize, m=8 * msize, i=imm, a=acc, s=suffix)
+
+
+# --------------------------------------------------------------------------------------------------
+# Address solving
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Shape:
+    """A ModRM memory operand as the CPU decodes it."""
+
+    base: int  # GPR, NO_REG or RIP
+    index: int  # GPR or NO_REG
+    scale: int
+    disp: int  # drawn value (the solver may replace it when `free_disp`)
+    free_disp: bool  # a disp32 the solver may choose
+    addr_bits: int
+
+
+def decode_shape(mod: int, rm: int, sib: int | None, rex: int, disp: int, addr_bits: int) -> Shape:
+    b = 8 if rex & 1 else 0
+    x = 8 if rex & 2 else 0
+    if rm == 4:
+        assert sib is not None
+        index = (sib >> 3 & 7) | x
+        scale = 1 << (sib >> 6)
+        if index == 4:
+            index, scale = NO_REG, 1
+        if sib & 7 == 5 and mod == 0:
+            return Shape(NO_REG, index, scale, disp, True, addr_bits)
+        return Shape((sib & 7) | b, index, scale, disp, mod == 2, addr_bits)
+    if rm == 5 and mod == 0:
+        return Shape(RIP, NO_REG, 1, disp, True, addr_bits)
+    return Shape(rm | b, NO_REG, 1, disp, mod == 2, addr_bits)
+
+
+def effective_address(shape: Shape, regs: dict[int, int], next_rip: int) -> int:
+    ea = shape.disp
+    if shape.base == RIP:
+        ea += next_rip
+    elif shape.base >= 0:
+        ea += regs[shape.base]
+    if shape.index >= 0:
+        ea += regs[shape.index] * shape.scale
+    return ea & ((1 << shape.addr_bits) - 1)
+
+
+def _fits_disp32(d: int) -> bool:
+    return -(1 << 31) <= d < (1 << 31)
+
+
+def solve(
+    rng: Rng, shape: Shape, target: int, known: dict[int, int], gprs: list[int], next_rip: int
+) -> dict[int, int] | None:
+    """Register values (and shape.disp) making the effective address equal `target` (mod address size).
+
+    `known` holds registers whose value is already fixed (stack pointer, bit offset); the others are free.
+    Distinct base and index: the index keeps its drawn value and the base is solved. base == index: the
+    register is solved with the combined coefficient (an inverse modulo 2^n for odd coefficients).
+    Returns the values of every address register, or None when this target has no solution.
+    """
+    bits = shape.addr_bits
+    mask = (1 << bits) - 1
+    values: dict[int, int] = {}
+    coef: dict[int, int] = {}
+    fixed = next_rip if shape.base == RIP else 0
+
+    def term(reg: int, c: int) -> None:
+        nonlocal fixed
+        if reg in known:
+            values[reg] = known[reg]
+            fixed += known[reg] * c
+        else:
+            coef[reg] = coef.get(reg, 0) + c
+
+    if shape.base >= 0:
+        term(shape.base, 1)
+    if shape.index >= 0:
+        term(shape.index, shape.scale)
+    if len(coef) == 2:
+        values[shape.index] = gprs[shape.index]
+        fixed += gprs[shape.index] * coef.pop(shape.index)
+    if not coef:
+        if shape.free_disp:
+            d = _sext((target - fixed) & mask, bits)
+            if bits == 64 and not _fits_disp32(d):
+                return None
+            shape.disp = _sext(d, 32)
+        elif (fixed + shape.disp - target) & mask:
+            return None
+        return values
+    ((reg, c),) = coef.items()
+    x = (target - fixed - shape.disp) & mask
+    e = (c & -c).bit_length() - 1  # 2-adic valuation
+    low = x & ((1 << e) - 1)
+    if low:
+        if not shape.free_disp:
+            return None
+        adj = low if _fits_disp32(shape.disp + low) else low - (1 << e)
+        shape.disp += adj
+        x = (target - fixed - shape.disp) & mask
+    v = ((x >> e) * pow(c >> e, -1, 1 << (bits - e))) & ((1 << (bits - e)) - 1)
+    if e:
+        v |= rng.getrandbits(e) << (bits - e)
+    if bits == 32:
+        v |= rng.upper() << 32
+    values[reg] = v
+    return values
+
+
+# --------------------------------------------------------------------------------------------------
+# Placement
+# --------------------------------------------------------------------------------------------------
+
+
+def offset(draw: st.DrawFn, rng: Rng, size: int, region: int, *, locked: bool = False, span: int = 0) -> int:
+    """An offset in a region of `region` bytes for an access of `size` (and `span` bytes in all).
+
+    Mixes aligned, misaligned, page-crossing and edge placements; locked accesses stay in one line.
+    """
+    span = max(span, size)
+    hi = region - span
+    kind = draw(st.sampled_from(("aligned", "aligned", "any", "cross", "edge")))
+    if kind == "aligned":
+        off = rng.randint(0, hi // size) * size
+    elif kind == "cross" and size > 1 and region > PAGE and not locked:
+        off = PAGE - rng.randint(1, size - 1)
+    elif kind == "edge":
+        off = rng.choice((0, hi))
+    else:
+        off = rng.randint(0, hi)
+    if locked and off % LINE + size > LINE:
+        off -= off % size
+    return off
+
+
+def locked_ok(addr: int, size: int) -> bool:
+    return addr % LINE + size <= LINE
+
+
+@dataclass
+class Built:
+    """Work in progress of one case."""
+
+    gprs: list[int]
+    patches: list[tuple[int, bytes]] = field(default_factory=list)
+    accesses: list[Access] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def first_mmio(accesses: list[Access]) -> int:
+    """Address of the first access that touches the window (the fault the hardware reports)."""
+    for a in accesses:
+        if WINDOW <= a.addr < WINDOW + WINDOW_SIZE:
+            return a.addr
+    return WINDOW
+
+
+# --------------------------------------------------------------------------------------------------
+# ModRM forms
+# --------------------------------------------------------------------------------------------------
+
+
+def stack_pointer(draw: st.DrawFn, rng: Rng, spec: Spec, opsize: int, region: int, size: int) -> int:
+    """RSP for a PUSH/POP whose stack slot may be misaligned or cross a page, away from the edges."""
+    slot = min(max(offset(draw, rng, opsize, size), 0x100), size - 0x100)
+    return region + slot + (opsize if spec.kind is Kind.PUSH else 0)
+
+
+def _imm_bytes(rng: Rng, kind: str, opsize: int) -> bytes:
+    if kind == "ib":
+        return bytes([rng.sized(1)])
+    if kind == "iz":
+        n = 2 if opsize == 2 else 4
+        return rng.sized(n).to_bytes(n, "little")
+    return b""
+
+
+@st.composite
+def modrm_case(draw: st.DrawFn, spec: Spec, bad_lock: bool = False) -> Case:
+    """A ModRM form; with `bad_lock`, an illegal LOCK (non-lockable form, or lockable in register form)."""
+    stack = spec.kind in (Kind.PUSH, Kind.POP)
+    rng = Rng(draw(st.integers(0, MASK64)))
+    mod = draw(st.sampled_from((0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3)))
+    if bad_lock and spec.lock:
+        mod = 3
+    reg_field = spec.group if spec.group is not None else draw(st.integers(0, 7))
+    # SIB (rm 4) and the rBP/RIP/no-base encodings (rm 5, SIB base 5) more often than uniform draws.
+    rm = draw(st.sampled_from((0, 1, 2, 3, 4, 4, 4, 5, 5, 6, 7)))
+    sib = None
+    if mod != 3 and rm == 4:
+        scale, index = draw(st.integers(0, 3)), draw(st.integers(0, 7))
+        sib = scale << 6 | index << 3 | draw(st.sampled_from((0, 1, 2, 3, 4, 4, 5, 5, 6, 7)))
+    p = prefixes(draw, rng, lock_ok=spec.lock and mod != 3, lock=bad_lock)
+    disp_len = (
+        1
+        if mod == 1
+        else 4
+        if mod == 2 or (mod == 0 and (rm == 5 or (sib is not None and sib & 7 == 5)))
+        else 0
+    )
+    imm_opsize = operand_size(spec, p)
+    imm_len = 1 if spec.imm == "ib" else (2 if imm_opsize == 2 else 4) if spec.imm == "iz" else 0
+    length = len(p.encode()) + len(spec.opcode) + 1 + (sib is not None) + disp_len + imm_len
+    trim(p, length)
+    opsize = operand_size(spec, p)
+    msize = memory_size(spec, opsize)
+    room = msize  # bytes that must be mapped from the operand on
+    locked = spec.locked or p.lock
+    rex = p.rex
+    rbit = 8 if rex & 4 else 0
+    bits = 32 if p.asz else 64
+    disp = rng.randint(-128, 127) if mod == 1 else rng.disp32() if disp_len else 0
+    imm = _imm_bytes(rng, spec.imm, opsize)
+    gprs = [rng.reg() for _ in range(16)]
+    rflags = rng.rflags()
+    fs_base, gs_base = rng.seg_base(), rng.seg_base()
+    seed = rng.getrandbits(32)
+    b = Built(gprs)
+
+    def encode(shape: Shape | None) -> bytes:
+        modrm = (mod << 6) | (reg_field << 3) | rm
+        out = p.encode() + spec.opcode + bytes([modrm])
+        if sib is not None:
+            out += bytes([sib])
+        if disp_len == 1:
+            out += (shape.disp if shape else disp).to_bytes(1, "little", signed=True)
+        elif disp_len == 4:
+            out += (shape.disp if shape else disp).to_bytes(4, "little", signed=True)
+        return out + imm
+
+    length = len(encode(None))
+    assert length <= 15
+    next_rip = CODE + length
+
+    if mod == 3:
+        # Register form: no memory operand. Only the stack forms touch memory, and then in MMIO.
+        if stack:
+            rsp = stack_pointer(draw, rng, spec, opsize, WINDOW, WINDOW_SIZE)
+            b.gprs[RSP] = rsp
+            slot = rsp - opsize if spec.kind is Kind.PUSH else rsp
+            b.accesses = [Access(slot, opsize, spec.kind is Kind.PUSH)]
+            b.notes.append("register form, stack in MMIO")
+        else:
+            b.notes.append("register form (no memory operand)")
+        return _finish(spec, p, encode(None), b, rflags, fs_base, gs_base, seed, opsize, msize, mod=3)
+
+    shape = decode_shape(mod, rm, sib, rex, disp, bits)
+    seg = p.seg
+    known: dict[int, int] = {}
+    sp_adjust = 0
+    stack_region = RAM
+    if stack:
+        forced = shape.base == RSP and shape.index == NO_REG and not shape.free_disp
+        in_window = forced or draw(st.sampled_from((False, False, True)))
+        stack_region = WINDOW if in_window else RAM
+        size = WINDOW_SIZE if in_window else RAM_SIZE
+        rsp = stack_pointer(draw, rng, spec, opsize, stack_region, size)
+        b.gprs[RSP] = rsp
+        # POP computes its destination with the incremented stack pointer.
+        sp_adjust = opsize if spec.kind is Kind.POP else 0
+        if shape.base == RSP:
+            known[RSP] = rsp + sp_adjust
+        if forced:
+            target = (rsp + sp_adjust + shape.disp) & ((1 << bits) - 1)
+            fs_base, gs_base = (
+                (0, gs_base) if seg == "fs" else (fs_base, 0) if seg == "gs" else (fs_base, gs_base)
+            )
+            operand_region = WINDOW
+            b.notes.append("operand addressed by the stack pointer alone")
+        else:
+            operand_region = RAM if in_window and draw(st.sampled_from((False, False, True))) else WINDOW
+            target = -1
+        b.notes.append(f"stack in {'MMIO' if in_window else 'RAM'}")
+    else:
+        operand_region = WINDOW
+        target = -1
+
+    bit_reg = -1
+    bit_disp = 0
+    if spec.bit == "reg":
+        bits_w = 8 * opsize
+        kmax = (1 << (bits_w - 1)) // bits_w
+        k_kind = draw(st.sampled_from(("near", "near", "far", "extreme")))
+        if k_kind == "near":
+            k = rng.randint(-64, 64)
+        elif k_kind == "far":
+            k = rng.randint(-kmax, kmax - 1)
+        else:
+            k = rng.choice((-kmax, kmax - 1))
+        bit = rng.randrange(bits_w)
+        value = (k * bits_w + bit) & ((1 << bits_w) - 1)
+        if bits_w < 64:
+            value |= rng.getrandbits(64 - bits_w) << bits_w
+        bit_reg = reg_field | rbit
+        known[bit_reg] = value
+        bit_disp = k * opsize
+        b.notes.append(f"bit offset {k * bits_w + bit} (element {k:+d})")
+
+    region_size = WINDOW_SIZE if operand_region == WINDOW else RAM_SIZE
+    if target < 0:
+        target = operand_region + offset(draw, rng, room, region_size, locked=locked)
+    seg_base = fs_base if seg == "fs" else gs_base if seg == "gs" else 0
+
+    values: dict[int, int] | None = None
+    for attempt in range(16):
+        delta = (attempt + 1) // 2 * (1 if attempt % 2 else -1)
+        t = target + delta
+        if not (
+            operand_region <= t
+            and t + room <= operand_region + region_size
+            and (not locked or locked_ok(t, msize))
+        ):
+            continue
+        for base_try in (seg_base, 0):
+            off_t = (t - base_try) & MASK64
+            if bits == 32 and off_t >> 32:
+                continue
+            ea = (off_t - bit_disp) & ((1 << bits) - 1)
+            trial = Shape(shape.base, shape.index, shape.scale, shape.disp, shape.free_disp, bits)
+            values = solve(rng, trial, ea, known, b.gprs, next_rip)
+            if values is None and bit_reg >= 0 and bit_reg in (shape.base, shape.index):
+                # The bit-offset register is also an address register and nothing else is free:
+                # move the offset to a register the address does not use.
+                free = [r | rbit for r in range(8) if r | rbit not in (shape.base, shape.index)]
+                new_reg = rng.choice(free)
+                known[new_reg] = known.pop(bit_reg)
+                bit_reg = new_reg
+                reg_field = new_reg & 7
+                trial = Shape(shape.base, shape.index, shape.scale, shape.disp, shape.free_disp, bits)
+                values = solve(rng, trial, ea, known, b.gprs, next_rip)
+            if values is not None:
+                shape = trial
+                target = t
+                seg_base = base_try
+                break
+        if values is not None:
+            break
+    assume(values is not None)
+    assert values is not None
+    if seg == "fs":
+        fs_base = seg_base
+    elif seg == "gs":
+        gs_base = seg_base
+    for reg, v in values.items():
+        if not (stack and reg == RSP):
+            b.gprs[reg] = v & MASK64
+    for reg, v in known.items():
+        if reg != RSP or not stack:
+            b.gprs[reg] = v & MASK64
+    # Self-check: the address the CPU computes is the target.
+    regs_for_ea = dict(enumerate(b.gprs))
+    if stack and shape.base == RSP:
+        regs_for_ea[RSP] = b.gprs[RSP] + sp_adjust
+    ea = (effective_address(shape, regs_for_ea, next_rip) + bit_disp) & ((1 << bits) - 1)
+    assert (seg_base + ea) & MASK64 == target, (hex(seg_base), hex(ea), hex(target))
+
+    if rng.random() < 0.5:
+        b.patches.append((target, rng.sized(msize).to_bytes(msize, "little")))
+    if stack:
+        rsp = b.gprs[RSP]
+        if spec.kind is Kind.PUSH:
+            b.accesses = [Access(target, msize, False), Access(rsp - opsize, opsize, True)]
+        else:
+            b.accesses = [Access(rsp, opsize, False), Access(target, msize, True)]
+    elif spec.kind is Kind.LOAD:
+        b.accesses = [Access(target, msize, False)]
+    elif spec.kind is Kind.STORE:
+        b.accesses = [Access(target, msize, True)]
+    else:
+        b.accesses = [Access(target, msize, False), Access(target, msize, True)]
+    return _finish(spec, p, encode(shape), b, rflags, fs_base, gs_base, seed, opsize, msize, bits, mod=mod)
+
+
+def _expect_ud(case: Case) -> Case:
+    """The case as an illegal-LOCK case: #UD before any access, state unchanged."""
+    form = f"lock {case.form} (#UD)"
+    return replace(case, form=form, family="lock_ud", accesses=(), strides=(), expect="#UD")
+
+
+def tags_of(spec: Spec, p: Prefixes, mod: int | None) -> frozenset[str]:
+    """Encoding traits: 'null-seg-last' (ES/CS/SS/DS after FS/GS), 'rex.r-group' (REX.R on a group
+    opcode whose ModRM.reg is an opcode extension), 'test-alias' (F6/F7 /1), 'reg-form' (ModRM.mod 3),
+    'lock' (a LOCK prefix)."""
+    tags = set()
+    if p.null_after_fs_gs:
+        tags.add("null-seg-last")
+    if spec.group is not None and p.rex & 4:
+        tags.add("rex.r-group")
+    if spec.group == 1 and spec.family == "test":
+        tags.add("test-alias")
+    if mod == 3:
+        tags.add("reg-form")
+    if p.lock:
+        tags.add("lock")
+    return frozenset(tags)
+
+
+def _finish(
+    spec: Spec,
+    p: Prefixes,
+    code: bytes,
+    b: Built,
+    rflags: int,
+    fs_base: int,
+    gs_base: int,
+    seed: int,
+    opsize: int,
+    msize: int,
+    addr_bits: int = 64,
+    strides: tuple[int, ...] = (),
+    rep: bool = False,
+    mod: int | None = None,
+) -> Case:
+    return Case(
+        form=form_name(spec, opsize, msize),
+        family=spec.family,
+        code=code,
+        gprs=tuple(v & MASK64 for v in b.gprs),
+        rflags=rflags,
+        fs_base=fs_base,
+        gs_base=gs_base,
+        seed=seed,
+        patches=tuple(b.patches),
+        fault_gpa=first_mmio(b.accesses),
+        accesses=tuple(b.accesses),
+        strides=strides,
+        rep=rep,
+        addr_size=addr_bits // 8,
+        undefined=spec.undefined,
+        reason=spec.reason,
+        note="; ".join(b.notes),
+        tags=tags_of(spec, p, mod),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# moffs forms (A0-A3)
+# --------------------------------------------------------------------------------------------------
+
+
+@st.composite
+def moffs_case(draw: st.DrawFn, spec: Spec, bad_lock: bool = False) -> Case:
+    rng = Rng(draw(st.integers(0, MASK64)))
+    p = prefixes(draw, rng, lock_ok=False, lock=bad_lock)
+    trim(p, len(p.encode()) + 1 + (4 if p.asz else 8))
+    opsize = operand_size(spec, p)
+    bits = 32 if p.asz else 64
+    gprs = [rng.reg() for _ in range(16)]
+    rflags = rng.rflags()
+    fs_base, gs_base = rng.seg_base(), rng.seg_base()
+    seed = rng.getrandbits(32)
+    target = WINDOW + offset(draw, rng, opsize, WINDOW_SIZE)
+    seg = p.seg
+    base = fs_base if seg == "fs" else gs_base if seg == "gs" else 0
+    if bits == 32 and base > target:
+        base = rng.randint(0, target)
+        fs_base, gs_base = (base, gs_base) if seg == "fs" else (fs_base, base)
+    moffs = (target - base) & ((1 << bits) - 1)
+    code = p.encode() + spec.opcode + moffs.to_bytes(bits // 8, "little")
+    b = Built(gprs)
+    if rng.random() < 0.5:
+        b.patches.append((target, rng.sized(opsize).to_bytes(opsize, "little")))
+    b.accesses = [Access(target, opsize, spec.kind is Kind.MOFFS_STORE)]
+    return _finish(spec, p, code, b, rflags, fs_base, gs_base, seed, opsize, opsize, bits)
+
+
+# --------------------------------------------------------------------------------------------------
+# String forms
+# --------------------------------------------------------------------------------------------------
+
+
+@st.composite
+def string_case(draw: st.DrawFn, spec: Spec, bad_lock: bool = False) -> Case:
+    rep = rep_prefix(spec)
+    rng = Rng(draw(st.integers(0, MASK64)))
+    p = prefixes(draw, rng, lock_ok=False, rep=rep, lock=bad_lock)
+    trim(p, len(p.encode()) + 1)
+    w = operand_size(spec, p)
+    bits = 32 if p.asz else 64
+    gprs = [rng.reg() for _ in range(16)]
+    df = draw(st.booleans())
+    rflags = (rng.rflags() & ~DF) | (DF if df else 0)
+    fs_base, gs_base = rng.seg_base(), rng.seg_base()
+    seed = rng.getrandbits(32)
+    # Counts above vmmio's per-exit REP budget (64) make it return to the guest mid-instruction.
+    count = (
+        draw(st.one_of(st.sampled_from((0, 1, 2)), st.integers(0, 12), st.integers(60, 140))) if rep else 1
+    )
+    iters = max(count, 1)
+    step = -w if df else w
+    kind = spec.kind
+    has_src = kind in (Kind.MOVS, Kind.LODS, Kind.CMPS)
+    has_dst = kind in (Kind.MOVS, Kind.STOS, Kind.CMPS, Kind.SCAS)
+    if has_src and has_dst:
+        src_region, dst_region = draw(st.sampled_from(((WINDOW, RAM), (RAM, WINDOW), (WINDOW, WINDOW))))
+    else:
+        src_region = dst_region = WINDOW
+
+    def start(region: int) -> int:
+        size = WINDOW_SIZE if region == WINDOW else RAM_SIZE
+        first = offset(draw, rng, w, size, span=iters * w)
+        # `first` is the lowest element; with DF the walk starts at the highest one.
+        return region + first + (iters - 1) * w if df else region + first
+
+    b = Built(gprs)
+    seg = p.seg
+    notes = [f"count {count}" if rep else "no rep", "DF=1" if df else "DF=0"]
+    src = dst = 0
+    if has_src:
+        src = start(src_region)
+        low = src - (iters - 1) * w if df else src
+        base = fs_base if seg == "fs" else gs_base if seg == "gs" else 0
+        if bits == 32 and base > low:
+            base = rng.randint(0, low)
+            fs_base, gs_base = (base, gs_base) if seg == "fs" else (fs_base, base)
+        rsi = (src - base) & MASK64
+        if bits == 32:
+            rsi |= rng.upper() << 32
+        b.gprs[6] = rsi
+    if has_dst:
+        dst = start(dst_region)
+        rdi = dst
+        if bits == 32:
+            rdi |= rng.upper() << 32
+        b.gprs[7] = rdi
+    if rep:
+        b.gprs[1] = count | (rng.upper() << 32 if bits == 32 else 0)
+
+    # Memory contents: edge values, and for CMPS/SCAS a pattern of equal and different elements so
+    # that REPE/REPNE stop somewhere inside the count.
+    mask = (1 << (8 * w)) - 1
+    if kind in (Kind.CMPS, Kind.SCAS):
+        pattern = draw(st.sampled_from(("equal", "differ", "switch", "random")))
+        switch = draw(st.integers(0, iters))
+        for k in range(iters):
+            if pattern == "random":
+                eq = rng.random() < 0.5
+            else:
+                eq = pattern == "equal" or (pattern == "switch" and k < switch)
+            if kind is Kind.SCAS:
+                a = b.gprs[0] & mask
+                value = a if eq else a ^ rng.randint(1, mask)
+                b.patches.append((dst + k * step, value.to_bytes(w, "little")))
+            else:
+                a = rng.sized(w)
+                other = a if eq else a ^ rng.randint(1, mask)
+                b.patches.append((src + k * step, a.to_bytes(w, "little")))
+                b.patches.append((dst + k * step, other.to_bytes(w, "little")))
+        notes.append(f"{pattern} pattern" + (f" switching at {switch}" if pattern == "switch" else ""))
+    elif has_src and rng.random() < 0.5:
+        b.patches.append((src, rng.sized(w).to_bytes(w, "little")))
+
+    accesses: list[Access] = []
+    strides: list[int] = []
+    if has_src:
+        accesses.append(Access(src, w, False))
+        strides.append(step)
+    if has_dst:
+        accesses.append(Access(dst, w, kind in (Kind.MOVS, Kind.STOS)))
+        strides.append(step)
+    # The template is one iteration; with a zero count nothing is accessed (the fault GPA is moot).
+    b.accesses = accesses
+    b.notes = notes
+    code = p.encode() + spec.opcode
+    return _finish(spec, p, code, b, rflags, fs_base, gs_base, seed, w, w, bits, tuple(strides), bool(rep))
+
+
+def case_for(spec: Spec, bad_lock: bool = False) -> st.SearchStrategy[Case]:
+    if spec.kind in STRING_KINDS:
+        strategy = string_case(spec, bad_lock)
+    elif spec.kind in (Kind.MOFFS_LOAD, Kind.MOFFS_STORE):
+        strategy = moffs_case(spec, bad_lock)
+    else:
+        strategy = modrm_case(spec, bad_lock)
+    return strategy.map(_expect_ud) if bad_lock else strategy
+
+
+def _bad_lock_case(spec: Spec) -> st.SearchStrategy[Case]:
+    return case_for(spec, bad_lock=True)
+
+
+@st.composite
+def padded_case(draw: st.DrawFn) -> Case:
+    """Any case padded with redundant null segment prefixes in front to exactly 15 bytes (still legal:
+    a RIP-relative displacement is corrected for the longer instruction) or to 16-20 bytes (#GP)."""
+    import iced_x86
+
+    case = draw(st.sampled_from(SPECS).flatmap(case_for))
+    length = draw(st.sampled_from((15, 15, 16, 16, 17, 20)))
+    pad = max(length - len(case.code), 0) if length == 15 else length - len(case.code)
+    filler = bytes(draw(st.sampled_from(tuple(NULL_SEGS.values()))) for _ in range(pad))
+    code = filler + case.code
+    if len(code) > 15:
+        form = f"{case.form} ({len(code)} bytes, #GP)"
+        return replace(case, code=code, form=form, family="too_long", accesses=(), strides=(), expect="#GP")
+    decoder = iced_x86.Decoder(64, code, ip=CODE)
+    insn = decoder.decode()
+    if insn.is_ip_rel_memory_operand:
+        at = decoder.get_constant_offsets(insn).displacement_offset
+        disp = int.from_bytes(code[at : at + 4], "little", signed=True) - pad
+        code = code[:at] + disp.to_bytes(4, "little", signed=True) + code[at + 4 :]
+    return replace(case, code=code, form=f"{case.form} (15 bytes)", family="too_long")
+
+
+def cases(family: str | None = None) -> st.SearchStrategy[Case]:
+    """Cases of one family (or of every form), the form drawn uniformly. Family "lock_ud": any form
+    with a LOCK prefix where it is illegal (a form that does not allow it, or its register form).
+    Family "too_long": any form padded to the 15-byte limit, or beyond it (#GP)."""
+    if family == "lock_ud":
+        return st.sampled_from(SPECS).flatmap(_bad_lock_case)
+    if family == "too_long":
+        return padded_case()
+    pool = SPECS if family is None else specs_of(family)
+    return st.sampled_from(pool).flatmap(case_for)
+
+
+__all__ = [
+    "CODE",
+    "FAMILIES",
+    "FLAG_NAMES",
+    "PAGE",
+    "RAM",
+    "RAM_SIZE",
+    "SPECS",
+    "STATUS",
+    "WINDOW",
+    "WINDOW_SIZE",
+    "Access",
+    "Case",
+    "Kind",
+    "Spec",
+    "case_for",
+    "cases",
+    "first_mmio",
+    "specs_of",
+]

@@ -1,0 +1,79 @@
+"""Where Unicorn is a wrong oracle: behaviours checked against the host CPU, kept out of the comparison.
+
+Each entry names the trait of a case that triggers it, why Unicorn is wrong, and a minimal case. The
+Unicorn test asserts each still reproduces (so an exclusion is dropped once Unicorn is fixed); the
+native test asserts the host CPU agrees with vmmio on the same case (the host is the referee).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from oracles.gen import WINDOW, Access, Case
+
+__all__ = ["UNICORN_BUGS", "UnicornBug", "unicorn_known_wrong"]
+
+
+@dataclass(frozen=True)
+class UnicornBug:
+    reason: str
+    case: Case
+
+
+def _case(name: str, code: str, accesses: str, patch: bytes = b"", expect: str = "") -> Case:
+    """`code` addresses [rbx] = WINDOW, or fs:[rbx] = WINDOW (fs_base 0x1000); `accesses` like "R1 W1"."""
+    gprs = [0] * 16
+    gprs[3] = WINDOW - 0x1000 if code.startswith("64") else WINDOW
+    patches = ((WINDOW, patch),) if patch else ()
+    plan = tuple(Access(WINDOW, int(a[1:]), a[0] == "W") for a in accesses.split())
+    case = Case(name, "known", bytes.fromhex(code), tuple(gprs), 0x2, 0x1000, 0, 1, patches, WINDOW, plan)
+    return replace(case, expect=expect, tags=frozenset({"lock"}) if code.startswith("f0") else frozenset())
+
+
+UNICORN_BUGS: dict[str, UnicornBug] = {
+    "null-seg-last": UnicornBug(
+        "QEMU lets an ES/CS/SS/DS prefix that follows FS/GS cancel the FS/GS base; in 64-bit mode those are "
+        "null prefixes and the host CPU keeps the FS/GS base",
+        _case("mov eax, fs:[rbx] + trailing DS prefix", "643e8b03", "R4"),
+    ),
+    "test-alias": UnicornBug(
+        "QEMU raises #UD for F6/F7 /1; the CPU executes it as TEST r/m, imm (the /0 form)",
+        _case("test dword [rbx], 0x80 via /1", "f70b80000000", "R4"),
+    ),
+    "rex.r-mov-imm": UnicornBug(
+        "QEMU includes REX.R in the C6/C7 opcode extension and raises #UD; the CPU ignores REX.R there",
+        _case("mov dword [rbx], 1 with REX.R", "44c70301000000", "W4"),
+    ),
+    "lock-neg": UnicornBug(
+        "QEMU computes the flags of LOCK NEG from the wrong value (lock neg byte 0x9b: SF set and PF clear; "
+        "the CPU sets them from the result 0x65: SF clear, PF set)",
+        _case("lock neg byte [rbx]", "f0f61b", "R1 W1", b"\x9b"),
+    ),
+    "lock-ud": UnicornBug(
+        "QEMU does not enforce where LOCK is legal: it executes LOCK MOV/MOVZX/MOVSX/BT/TEST/PUSH/POP, the "
+        "string forms and register-form XCHG instead of raising #UD, and LOCK BTS/BTR/BTC in register form "
+        "abort the whole process (a TCG assertion), so no illegal-LOCK case is run on Unicorn",
+        _case("lock mov [rbx], eax", "f08903", "", expect="#UD"),
+    ),
+    "too-long": UnicornBug(
+        "QEMU executes instructions longer than 15 bytes; the CPU raises #GP(0)",
+        _case("add [rbx], eax behind 14 DS prefixes", "3e" * 14 + "0103", "", expect="#GP"),
+    ),
+}
+
+
+def unicorn_known_wrong(case: Case) -> str | None:
+    """The UNICORN_BUGS key that makes Unicorn unusable as an oracle for this case, or None."""
+    if case.expect == "#UD":
+        return "lock-ud"
+    if case.expect == "#GP":
+        return "too-long"
+    if "null-seg-last" in case.tags:
+        return "null-seg-last"
+    if "test-alias" in case.tags:
+        return "test-alias"
+    if "rex.r-group" in case.tags and case.form.startswith("mov r/m"):
+        return "rex.r-mov-imm"
+    if "lock" in case.tags and case.form.startswith("neg"):
+        return "lock-neg"
+    return None

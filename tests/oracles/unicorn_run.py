@@ -1,0 +1,87 @@
+"""Run a case on raw Unicorn: 64-bit mode, flat memory, the MMIO window mapped as ordinary RAM."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from oracles.gen import CODE, PAGE, RAM, RAM_SIZE, WINDOW, WINDOW_SIZE, Case
+from oracles.outcome import Outcome
+from oracles.vmmio_run import FILLER
+
+__all__ = ["UnicornRunner"]
+
+
+class UnicornRunner:
+    """One engine reused for every case (creating one costs milliseconds): memory and registers are
+    rewritten per case. A code hook stops the engine as soon as it reaches any instruction other than
+    the case's own (a REP string instruction re-enters it once per iteration)."""
+
+    def __init__(self) -> None:
+        # Untyped binding: keep it behind Any.
+        unicorn: Any = importlib.import_module("unicorn")
+        x: Any = importlib.import_module("unicorn.x86_const")
+        self._uc_mod = unicorn
+        uc: Any = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        uc.mem_map(CODE, PAGE)
+        uc.mem_map(WINDOW, WINDOW_SIZE)
+        uc.mem_map(RAM, RAM_SIZE)
+        self.uc = uc
+        self.gpr_ids: list[int] = [
+            x.UC_X86_REG_RAX,
+            x.UC_X86_REG_RCX,
+            x.UC_X86_REG_RDX,
+            x.UC_X86_REG_RBX,
+            x.UC_X86_REG_RSP,
+            x.UC_X86_REG_RBP,
+            x.UC_X86_REG_RSI,
+            x.UC_X86_REG_RDI,
+            x.UC_X86_REG_R8,
+            x.UC_X86_REG_R9,
+            x.UC_X86_REG_R10,
+            x.UC_X86_REG_R11,
+            x.UC_X86_REG_R12,
+            x.UC_X86_REG_R13,
+            x.UC_X86_REG_R14,
+            x.UC_X86_REG_R15,
+        ]
+        self.rip_id = x.UC_X86_REG_RIP
+        self.rflags_id = x.UC_X86_REG_RFLAGS
+        self.fs_id = x.UC_X86_REG_FS_BASE
+        self.gs_id = x.UC_X86_REG_GS_BASE
+        uc.hook_add(unicorn.UC_HOOK_CODE, self._on_code, begin=CODE, end=CODE + PAGE - 1)
+
+    def _on_code(self, uc: Any, address: int, size: int, user_data: object) -> None:
+        if address != CODE:
+            uc.emu_stop()
+
+    def run(self, case: Case) -> Outcome:
+        uc: Any = self.uc
+        uc.mem_write(CODE, (case.code + FILLER * (PAGE // len(FILLER)))[:PAGE])
+        # Unicorn keeps translated blocks across mem_write: drop them, or the previous case runs again.
+        uc.ctl_remove_cache(CODE, CODE + PAGE)
+        uc.mem_write(WINDOW, case.window())
+        uc.mem_write(RAM, case.ram())
+        for reg, value in zip(self.gpr_ids, case.gprs, strict=True):
+            uc.reg_write(reg, value)
+        uc.reg_write(self.fs_id, case.fs_base)
+        uc.reg_write(self.gs_id, case.gs_base)
+        uc.reg_write(self.rflags_id, case.rflags)
+        uc.reg_write(self.rip_id, CODE)
+        error = fault = ""
+        try:
+            uc.emu_start(CODE, CODE + PAGE, timeout=2_000_000)
+        except self._uc_mod.UcError as exc:
+            if exc.errno == self._uc_mod.UC_ERR_INSN_INVALID:
+                fault = "#UD"
+            else:
+                error = f"unicorn error {exc} at rip {uc.reg_read(self.rip_id):#x}"
+        return Outcome(
+            gprs=[uc.reg_read(r) for r in self.gpr_ids],
+            rip=uc.reg_read(self.rip_id),
+            rflags=uc.reg_read(self.rflags_id),
+            window=bytes(uc.mem_read(WINDOW, WINDOW_SIZE)),
+            ram=bytes(uc.mem_read(RAM, RAM_SIZE)),
+            error=error,
+            fault=fault,
+        )

@@ -1,0 +1,76 @@
+"""Run a case on vmmio: the scripted-backend guest of tests/harness.py, operand in the MMIO device."""
+
+from __future__ import annotations
+
+from harness import DATA, MMIO, Guest
+
+from oracles.gen import CODE, RAM, RAM_SIZE, WINDOW, WINDOW_SIZE, Case, first_mmio
+from oracles.outcome import Outcome, Request, iterations
+from vmmio.abi import HltExit, MmioExit, VmExit
+
+# The oracles map the same layout; the harness guest is identity-mapped, so linear == physical.
+assert (MMIO, DATA) == (WINDOW, RAM)
+
+FILLER = b"\x0f\x0b" * 8  # UD2s after the instruction, on every executor
+MAX_REENTRIES = 64
+
+
+VECTORS = {0: "#DE", 6: "#UD", 12: "#SS", 13: "#GP", 14: "#PF", 17: "#AC"}
+
+
+def exception_name(injected: list[tuple[int, int | None, int | None]]) -> str:
+    """'#PF at 0x...' style text for what vmmio injected (several: all of them, raw)."""
+    if len(injected) != 1:
+        return f"injected {injected!r}"
+    vector, _code, cr2 = injected[0]
+    name = VECTORS.get(vector, f"vector {vector}")
+    return f"{name} at {cr2:#x}" if vector == 14 and cr2 is not None else name
+
+
+def run_vmmio(case: Case) -> Outcome:
+    """Fault on the case's first MMIO access and let vmmio emulate the instruction to completion."""
+    guest = Guest(b"\xf4", dict(enumerate(case.gprs)), rflags=case.rflags)
+    assert guest.device.size == WINDOW_SIZE
+    guest.vm.memory.write(CODE, case.code + FILLER)
+    guest.regs.rip = CODE
+    guest.backend.control.segs[4].base = case.fs_base
+    guest.backend.control.segs[5].base = case.gs_base
+    guest.device.data[:] = case.window()
+    guest.vm.memory.write(RAM, case.ram())
+    guest.fault(case.fault_gpa)
+    error = ""
+    exits: list[VmExit] = []  # of the last entry into the guest
+    for _ in range(MAX_REENTRIES):
+        try:
+            exits = guest.run_to_halt()
+        except Exception as exc:  # an assertion in the device or a bug in the kernel: report, do not crash
+            error = f"vmmio raised {type(exc).__name__}: {exc}"
+            break
+        halted_mid_rep = case.rep and isinstance(exits[-1], HltExit) and guest.regs.rip == CODE
+        if not halted_mid_rep or guest.backend.injected:
+            break
+        # The kernel returned to the guest between REP iterations (its per-exit work budget) with RIP
+        # still at the instruction: the guest re-executes it and faults on the next iteration's first
+        # MMIO access. The registers say how far it got.
+        done = iterations(case, case.gprs[1], guest.regs.gprs[1])
+        following = case.expected_accesses(done + 1)[done * len(case.accesses) :]
+        guest.fault(first_mmio(following))
+    if not error:
+        last = exits[-1]
+        others = [e for e in exits[:-1] if not isinstance(e, MmioExit)]
+        if not isinstance(last, HltExit) or others:
+            error = f"vmmio stopped with {last!r}" + (f" after {others!r}" if others else "")
+    fault = ""
+    if not error and guest.backend.injected:
+        fault = exception_name(guest.backend.injected)
+    regs = guest.regs
+    return Outcome(
+        gprs=list(regs.gprs),
+        rip=regs.rip,
+        rflags=regs.rflags,
+        window=bytes(guest.device.data),
+        ram=guest.vm.memory.read(RAM, RAM_SIZE),
+        error=error,
+        fault=fault,
+        requests=[Request(g, s, w, d) for g, s, w, d in guest.device.trace],
+    )
