@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench guests guests-check clean
+.PHONY: demo test lint typecheck unit bench verify guests guests-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,19 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python bench/bench_emulate.py
 	$(BIN)/python bench/bench_exits.py
+
+# The long differential campaign: CASES generated cases per oracle test module (host CPU, Unicorn, KVM
+# where usable), a summary by oracle and form in verify-summary.txt, then the real-code decoder sweep
+# and the emulation coverage figure over INSNS instructions of the host's binaries.
+CASES ?= 50000
+INSNS ?= 2000000
+verify: $(STAMP)
+	rm -f verify-log.jsonl; \
+	VMMIO_ORACLE_CASES=$(CASES) VMMIO_VERIFY_LOG=$(CURDIR)/verify-log.jsonl \
+		$(BIN)/pytest -q -p no:cacheprovider tests/test_oracle_native.py tests/test_oracle_unicorn.py \
+		$(wildcard tests/test_oracle_kvm.py); status=$$?; \
+	$(BIN)/python bench/verify_summary.py verify-log.jsonl --out verify-summary.txt && \
+	$(BIN)/python bench/verify_coverage.py --count $(INSNS) && exit $$status
 
 # Rebuild the shipped guest images from guests/ (needs GNU as and ld), or check they match the sources.
 guests:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 
@@ -12,7 +13,7 @@ from oracles.outcome import Outcome, check_requests, compare, failure_message, i
 from oracles.vmmio_run import run_vmmio
 from vmmio.x86.regs import DF
 
-__all__ = ["budget", "check_case", "oracle_settings"]
+__all__ = ["budget", "check_case", "oracle_settings", "record"]
 
 DEFAULT_CASES = 1500
 """Cases per oracle test module in `make test`; VMMIO_ORACLE_CASES overrides it (e.g. 50000 for verify)."""
@@ -52,6 +53,15 @@ def oracle_settings(family: str) -> settings:
     )
 
 
+def record(oracle: str, case: Case, agreed: bool) -> None:
+    """Append one verdict to $VMMIO_VERIFY_LOG (JSON lines) for `make verify`'s summary."""
+    path = os.environ.get("VMMIO_VERIFY_LOG")
+    if path:
+        row = {"oracle": oracle, "family": case.family, "form": case.form, "ok": agreed}
+        with open(path, "a") as log:
+            log.write(json.dumps(row) + "\n")
+
+
 def check_case(case: Case, run_oracle: Callable[[Case], Outcome], oracle: str) -> None:
     """Run `case` on the oracle and on vmmio and fail with a full report on any disagreement."""
     want = run_oracle(case)
@@ -66,4 +76,5 @@ def check_case(case: Case, run_oracle: Callable[[Case], Outcome], oracle: str) -
             diffs.append(f"vmmio changed non-status RFLAGS bits: {case.rflags:#x} -> {got.rflags:#x}")
         if not case.expect and got.rip != CODE + len(case.code):
             diffs.append(f"vmmio RIP {got.rip:#x} is not past the {len(case.code)}-byte instruction")
+    record(oracle, case, not diffs)
     assert not diffs, failure_message(case, oracle, diffs, got.requests)
