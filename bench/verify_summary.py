@@ -18,7 +18,7 @@ def summarise(rows: list[dict[str, object]]) -> str:
     families: dict[str, set[str]] = {}
     bad: Counter[tuple[str, str]] = Counter()
     for row in rows:
-        oracle, form, ok = str(row["oracle"]), str(row["form"]), bool(row["ok"])
+        oracle, form, ok = str(row["oracle"]), str(row["form"]), int(bool(row["ok"]))
         cases[oracle] += 1
         agreed[oracle] += ok
         families.setdefault(oracle, set()).add(str(row["family"]))
