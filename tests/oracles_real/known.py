@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from iced_x86 import Mnemonic, OpCodeInfo, Register
+from iced_x86 import Mnemonic, Register
 
 from oracles_real.compare import Mismatch
 from oracles_real.corpus import Sample
@@ -56,17 +56,6 @@ _NO_64BIT_FORM = frozenset(
         Mnemonic.FNSAVE,
     }
 )
-
-
-def _rex_w_opsize(s: Sample, ours: Insn | DecodeError, m: Mismatch, text: str) -> bool:
-    return (
-        m.field == "opsize"
-        and isinstance(ours, Insn)
-        and ours.rex & 8 != 0
-        and ours.opsize == 8
-        and s.iced.mnemonic in _NO_64BIT_FORM
-        and OpCodeInfo(s.iced.code).operand_size == 32
-    )
 
 
 def _capstone_ud(s: Sample, ours: Insn | DecodeError, m: Mismatch, text: str) -> bool:
@@ -124,15 +113,6 @@ KNOWN: tuple[Known, ...] = (
         "vector register and SIB.index = 100b is xmm4/ymm4/zmm4 (or 12, 20, 28), not 'no index'; EVEX.V' "
         "adds 16. vmmio reports no index for SIB.index = 4 and ignores V'. Not emulated.",
         _vsib_index,
-    ),
-    Known(
-        "rex.w-no-64bit-form",
-        "vmmio",
-        "REX.W on IN/OUT/INS/OUTS, XBEGIN and the x87 environment/state forms: these have no 64-bit "
-        "operand size, so REX.W does not change the operand-size attribute (SDM Vol. 2 IN/OUT/INS/OUTS: "
-        "'REX.W ignored'; iced: 32). vmmio reports opsize 8; its IN/OUT/INS/OUTS semantics clamp the "
-        "width to 4, so emulation is right, only the decoded field is off.",
-        _rex_w_opsize,
     ),
     Known(
         "capstone-ud0-ud1-modrm",

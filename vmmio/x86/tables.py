@@ -17,6 +17,7 @@ Row syntax: ``<opcode>[/<reg>|=<modrm>] [<pfx>] <mnemonic> <flag>...``
 - Flags: ``r`` ModRM follows; ``b`` byte operand; ``lock`` LOCK allowed (memory destination only);
   ``d64``/``f64`` 64-bit default/forced operand size in 64-bit mode; ``i64`` invalid in 64-bit mode;
   ``o64`` only in 64-bit mode; ``a32`` only with 32-bit addressing; ``no66`` #UD with 66;
+  ``nw`` REX.W ignored (no 64-bit operand size);
   ``mem``/``reg`` restrict ModRM.mod; ``nomod`` mod is ignored (always a register operand: mov to/from
   CR/DR); ``plusr`` register in the opcode's low 3 bits; ``xchg90`` 90 with REX.B is xchg; immediates
   ``ib iw iz iv moffs iwib far i32 ibib``; ``3dnow`` the 0F 0F form (ModRM, then the opcode byte).
@@ -54,6 +55,7 @@ F_I64 = 1 << 16
 F_O64 = 1 << 17
 F_MEM = 1 << 18
 F_REG = 1 << 19
+F_NW = 1 << 20  # REX.W ignored: the form has no 64-bit operand size (IN/OUT/INS/OUTS, XBEGIN, x87 state)
 
 # Immediate kinds.
 I_NONE = 0
@@ -84,6 +86,7 @@ _FLAG_NAMES = {
     "a32": F_A32,
     "xchg90": F_XCHG,
     "no66": F_NO66,
+    "nw": F_NW,
 }
 _IMM_NAMES = {
     "ib": I_B,
@@ -180,9 +183,9 @@ _LEGACY_ROWS = f"""
 6a push ib d64
 6b imul r ib
 6c insb b
-6d insw|insd|insd
+6d insw|insd|insd nw
 6e outsb b
-6f outsw|outsd|outsd
+6f outsw|outsd|outsd nw
 70-7f {_cc("j")} ib f64
 80/0-6 add,or,adc,sbb,and,sub,xor r ib b lock
 80/7 cmp r ib b
@@ -243,7 +246,7 @@ c5 lds r mem i64
 c6/0 mov r ib b
 c6=f8 xabort r ib
 c7/0 mov r iz
-c7=f8 xbegin r iz
+c7=f8 xbegin r iz nw
 c8 enter iwib d64
 c9 leave d64
 ca retf iw
@@ -265,17 +268,17 @@ e1 loope ib f64
 e2 loop ib f64
 e3 jcxz|jecxz|jrcxz ib f64 asz
 e4 in ib b
-e5 in ib
+e5 in ib nw
 e6 out ib b
-e7 out ib
+e7 out ib nw
 e8 call iz f64
 e9 jmp iz f64
 ea jmp far i64
 eb jmp ib f64
 ec in b
-ed in
+ed in nw
 ee out b
-ef out
+ef out nw
 f1 int1
 f4 hlt
 f5 cmc
@@ -302,7 +305,7 @@ ff/6 push r d64
 # ---- x87 (D8-DF): memory forms by ModRM.reg, register forms by ModRM ----
 d8/0-7 fadd,fmul,fcom,fcomp,fsub,fsubr,fdiv,fdivr r
 d9/0 fld r mem
-d9/2-7 fst,fstp,fldenv,fldcw,fnstenv,fnstcw r mem
+d9/2-7 fst,fstp,fldenv,fldcw,fnstenv,fnstcw r mem nw
 d9/0-1 fld,fxch r reg
 d9=d0 fnop r
 d9/3 fstpnce r reg
@@ -322,8 +325,8 @@ db=e0-e4 fneni,fndisi,fnclex,fninit,fnsetpm r
 db/5-6 fucomi,fcomi r reg
 dc/0-7 fadd,fmul,fcom,fcomp,fsub,fsubr,fdiv,fdivr r mem
 dc/0-7 fadd,fmul,fcom,fcomp,fsubr,fsub,fdivr,fdiv r reg
-dd/0-4 fld,fisttp,fst,fstp,frstor r mem
-dd/6-7 fnsave,fnstsw r mem
+dd/0-4 fld,fisttp,fst,fstp,frstor r mem nw
+dd/6-7 fnsave,fnstsw r mem nw
 dd/0-5 ffree,fxch,fst,fstp,fucom,fucomp r reg
 de/0-7 fiadd,fimul,ficom,ficomp,fisub,fisubr,fidiv,fidivr r mem
 de/0-2 faddp,fmulp,fcomp r reg
@@ -818,6 +821,8 @@ def opsizes(mode: int, flags: int) -> list[int]:
         return [4, 2, 4, 2]
     if flags & F_F64:
         return [8, 8, 8, 8]
+    if flags & F_NW:
+        return [4, 2, 4, 4]  # REX.W still overrides 66, then the size stays 32
     return [8 if flags & F_D64 else 4, 2, 8, 8]
 
 
@@ -858,9 +863,10 @@ def make_entry(flags: int, imm: int, mnemonic: str, opmap: OpMap, mode: int) -> 
         a, b, c = mnemonic.split("|")
         mn = (a, b, c)
         flags |= F_ASIZED if flags & F_ASIZED else F_SIZED
+    sizes = opsizes(mode, flags)
     flags &= 0xFFFF
     rare = R_NONE if not flags & _RARE else R_SIZED if flags & _RARE == F_SIZED else R_OTHER
-    return (flags, imm, mn, opmap, None, _shape(flags), rare, opsizes(mode, flags))
+    return (flags, imm, mn, opmap, None, _shape(flags), rare, sizes)
 
 
 def _leaf(form: Form, mode: int) -> Entry:
