@@ -1,0 +1,206 @@
+"""Where KVM is not the hardware: the tables the KVM oracle judges a disagreement against.
+
+Two tables, both keyed by a short name:
+
+- `DOCUMENTED`: what `vmmio/backends/kvm.py` documents (and tests/test_backend_kvm.py pins down) about
+  Linux's emulator behind the KVM vCPU. A disagreement that one of them explains completely is reported
+  apart, never as a vmmio failure. Most cannot arise from the generated cases (see `exercised`); they are
+  listed so that the KVM oracle recognises them by form as soon as the generator grows such forms.
+- `KVM_DEVIATIONS`: behaviours this oracle found where KVM disagrees with vmmio *and the host CPU sides
+  with vmmio* (the CPU wins). Each has the trait of a case that triggers it, the analysis and a minimal
+  case; tests/test_oracle_kvm.py checks that each still reproduces on KVM and that the host CPU still
+  agrees with vmmio on it. A random case with the trait that disagrees is counted as that deviation
+  only when the host CPU confirms vmmio (where the host CPU oracle is usable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from oracles.gen import STATUS, WINDOW, Access, Case
+from oracles.outcome import Outcome, Request
+
+from oracles_kvm.kvm_run import KvmOutcome
+from vmmio.backends.kvm import KvmMmio
+from vmmio.x86.regs import DF
+
+__all__ = [
+    "DOCUMENTED",
+    "KVM_DEVIATIONS",
+    "Documented",
+    "KvmDeviation",
+    "documented_deviation",
+    "kvm_deviation",
+]
+
+
+@dataclass(frozen=True)
+class Documented:
+    """A known way Linux's emulator (or the KvmVcpu wrapper) differs, documented in vmmio/backends/kvm.py."""
+
+    reason: str
+    exercised: str  # whether the generated cases can hit it, and why (not)
+    explains: Callable[[Case, KvmOutcome, Outcome], bool]  # does it account for the whole difference?
+
+
+@dataclass(frozen=True)
+class KvmDeviation:
+    """Linux's emulator disagrees with the host CPU (and vmmio agrees with the CPU)."""
+
+    reason: str
+    source: str  # where in Linux the behaviour comes from
+    trait: Callable[[Case], bool]  # cases that can show it
+    case: Case  # a minimal case that shows it
+
+
+# --------------------------------------------------------------------------------------------------
+# Documented behaviours of Linux's emulator
+# --------------------------------------------------------------------------------------------------
+
+
+def _runs(requests: list[Request]) -> list[tuple[bool, int, bytes]]:
+    """Requests merged into runs of consecutive, address-contiguous accesses of one direction."""
+    runs: list[tuple[bool, int, bytearray]] = []
+    for r in requests:
+        data = r.data.to_bytes(r.size, "little")
+        if runs and runs[-1][0] == r.write and runs[-1][1] + len(runs[-1][2]) == r.gpa:
+            runs[-1][2].extend(data)
+        else:
+            runs.append((r.write, r.gpa, bytearray(data)))
+    return [(w, g, bytes(d)) for w, g, d in runs]
+
+
+def _extra(kvm: list[Request], vmmio: list[Request]) -> list[Request] | None:
+    """KVM's requests that vmmio did not make, if KVM's are vmmio's (in order) plus those; else None."""
+    extra: list[Request] = []
+    pos = 0
+    for r in kvm:
+        if pos < len(vmmio) and r == vmmio[pos]:
+            pos += 1
+        else:
+            extra.append(r)
+    return extra if pos == len(vmmio) else None
+
+
+def _same_state(kvm: Outcome, vmmio: Outcome, memory: bool = True) -> bool:
+    return (
+        (kvm.gprs, kvm.rip, kvm.fault, kvm.error) == (vmmio.gprs, vmmio.rip, vmmio.fault, vmmio.error)
+        and not (kvm.rflags ^ vmmio.rflags) & (STATUS | DF)
+        and (not memory or (kvm.window, kvm.ram) == (vmmio.window, vmmio.ram))
+    )
+
+
+def _mnemonic(case: Case) -> str:
+    words = case.form.split()
+    return words[1] if words[0] in ("rep", "repe", "repne", "rep(f2)") and len(words) > 1 else words[0]
+
+
+def _odd_pieces(case: Case, kvm: KvmOutcome, vmmio: Outcome) -> bool:
+    """Linux reported a 3/5/6/7-byte piece and the two sequences move the same bytes, cut differently."""
+    odd = any(isinstance(x, KvmMmio) and x.length not in (1, 2, 4, 8) for x in kvm.raw)
+    return odd and _same_state(kvm.outcome, vmmio) and _runs(kvm.outcome.requests) == _runs(vmmio.requests)
+
+
+def _clflush(case: Case, kvm: KvmOutcome, vmmio: Outcome) -> bool:
+    """KVM's requests are vmmio's plus 1-byte reads (CLFLUSH fetches its operand)."""
+    if not _mnemonic(case).startswith("clflush") or not _same_state(kvm.outcome, vmmio):
+        return False
+    extra = _extra(kvm.outcome.requests, vmmio.requests)
+    return extra is not None and all(r.size == 1 and not r.write for r in extra)
+
+
+def _string_io(case: Case, kvm: KvmOutcome, vmmio: Outcome) -> bool:
+    """INS/OUTS: same final state; the device saw the same bytes in other pieces or another order."""
+    return _mnemonic(case).startswith(("ins", "outs")) and _same_state(kvm.outcome, vmmio)
+
+
+def _split_store_fault(case: Case, kvm: KvmOutcome, vmmio: Outcome) -> bool:
+    """Both raise the same #PF; KVM made extra writes (the first page's part), nothing else differs."""
+    if not vmmio.fault.startswith("#PF") or not _same_state(kvm.outcome, vmmio, memory=False):
+        return False
+    extra = _extra(kvm.outcome.requests, vmmio.requests)
+    return bool(extra) and extra is not None and all(r.write for r in extra)
+
+
+DOCUMENTED: dict[str, Documented] = {
+    "odd-size-pieces": Documented(
+        "Linux splits a page-crossing access at the page boundary into pieces of any size (3, 5, 6, 7 "
+        "bytes); KvmVcpu presents each as naturally aligned 1/2/4/8-byte requests, which may cut the "
+        "bytes differently from vmmio's own split (same bytes, same order). raw_exits keeps Linux's pieces",
+        "yes: page-crossing operands in the window; the presentation has matched vmmio's split so far",
+        _odd_pieces,
+    ),
+    "clflush-reads": Documented(
+        "CLFLUSH of an MMIO address: Linux's emulator fetches the operand, a 1-byte device read the CPU "
+        "and vmmio do not make (tests/test_backend_kvm.py::test_clflush_of_mmio_legitimately_differs)",
+        "no: tests/oracles/gen.py has no cache-flush forms (no data to compare)",
+        _clflush,
+    ),
+    "string-io-batching": Documented(
+        "INS/OUTS: KVM reports string port I/O as one exit with a count, reads ahead for REP INS and "
+        "writes the buffered data to MMIO as merged writes of up to 8 bytes "
+        "(tests/test_backend_kvm.py::test_rep_ins_to_mmio_legitimately_differs)",
+        "no: tests/oracles/gen.py has no port I/O forms",
+        _string_io,
+    ),
+    "split-store-fault": Documented(
+        "a page-crossing store whose second page faults: Linux writes the first page's part before it "
+        "raises #PF; the CPU (and vmmio) write nothing",
+        "no: every generated access is mapped (window, RAM area), so no store faults half way",
+        _split_store_fault,
+    ),
+    "movsxd-r16-dword": Documented(
+        "MOVSXD r16 (66 63): Linux reads a dword (SrcMem32). Not a deviation any more: the host CPU reads a "
+        "dword too, and vmmio was changed to match (tests/test_oracle_native.py::"
+        "test_regression_movsxd_r16_reads_a_dword); KVM and vmmio now agree",
+        "yes: every MOVSXD r16 case; nothing to explain (kept for the record)",
+        lambda case, kvm, vmmio: False,
+    ),
+}
+
+
+def documented_deviation(case: Case, kvm: KvmOutcome, vmmio: Outcome) -> str | None:
+    """The DOCUMENTED key that explains KVM's whole difference from vmmio, or None."""
+    for key, doc in DOCUMENTED.items():
+        if doc.explains(case, kvm, vmmio):
+            return key
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Deviations found by this oracle (the host CPU sides with vmmio)
+# --------------------------------------------------------------------------------------------------
+
+
+def _case(name: str, code: str, accesses: str, fs_base: int = 0x1000) -> Case:
+    """`code` addresses fs:[rbx] = WINDOW (rbx = WINDOW - fs_base); `accesses` like "R4"."""
+    gprs = [0] * 16
+    gprs[3] = WINDOW - fs_base
+    plan = tuple(Access(WINDOW, int(a[1:]), a[0] == "W") for a in accesses.split())
+    case = Case(name, "known", bytes.fromhex(code), tuple(gprs), 0x2, fs_base, 0, 1, (), WINDOW, plan)
+    return replace(case, tags=frozenset({"null-seg-last"}))
+
+
+KVM_DEVIATIONS: dict[str, KvmDeviation] = {
+    "null-seg-last": KvmDeviation(
+        "An ES/CS/SS/DS prefix after an FS/GS prefix: in 64-bit mode the CPU ignores the null prefix and "
+        "keeps the FS/GS base (vmmio too). Linux's decoder lets the last segment prefix win, and ES/CS/SS/DS "
+        "have base 0 in 64-bit mode, so the emulator recomputes the operand address without the FS/GS "
+        "base. The CPU faulted on the right GPA, but the emulator then accesses another address: other "
+        "RAM (read, or silently overwritten: seen corrupting the guest's page tables), another MMIO GPA, "
+        "or an unmapped one (a #PF injected into the guest at the wrong address).",
+        "arch/x86/kvm/emulate.c, x86_decode_insn: `case 0x26: case 0x2e: case 0x36: case 0x3e: "
+        "ctxt->seg_override = (ctxt->b >> 3) & 3`; seg_base() is 0 below FS in X86EMUL_MODE_PROT64",
+        lambda case: "null-seg-last" in case.tags,
+        _case("mov eax, fs:[rbx] + trailing DS prefix", "643e8b03", "R4"),
+    ),
+}
+
+
+def kvm_deviation(case: Case) -> str | None:
+    """The KVM_DEVIATIONS key whose trait this case has (a disagreement may be that deviation), or None."""
+    for key, dev in KVM_DEVIATIONS.items():
+        if dev.trait(case):
+            return key
+    return None

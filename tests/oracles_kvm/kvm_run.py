@@ -1,0 +1,239 @@
+"""Run a case on KVM: one small long-mode guest, reused for every case, with the window as an MMIO hole.
+
+Guest physical layout (identity-mapped by `vmmio.machine.page_tables`, 2 MiB pages over the first 4 GiB).
+Only three ranges are RAM; every other GPA is a hole, so a wrong address computed by Linux's emulator
+shows up as a device request outside the window instead of silently reading or corrupting RAM:
+
+    0x0000 .. 0x0068   the TSS KVM's reset TR points at (base 0): only IST1 (offset 0x24) is used
+    0x0800             GDT (`vmmio.machine.GDT`: 64-bit code 0x08, data 0x10)
+    0x1000 .. 0x7000   page tables
+    0x8000             IDT: vectors 0-31, interrupt gates on IST1, each to its own `hlt` stub
+    0x9000             the stubs, 16 bytes apart (vector = (RIP after the hlt - 1 - 0x9000) / 16)
+    0xA000 .. 0xC000   the IST1 stack: an exception frame lands here whatever RSP the case holds
+    RAM, CODE          the cases' RAM area (0x200000, 8 KiB) and code page (0x300000), as on every oracle
+    WINDOW             not RAM: every access is a KVM_EXIT_MMIO served by `WindowDevice`
+
+Per case: the instruction is written at CODE followed by `hlt` (then UD2s), the RAM area is rewritten,
+GPRs/RIP/RFLAGS are set with KVM_SET_REGS and the segment caches (FS/GS bases) with KVM_SET_SREGS.
+The CPU runs the instruction natively until its first touch of the hole; Linux's emulator then decodes
+it from guest memory and performs it, one KVM_EXIT_MMIO per device access, each answered from the
+memory-like device model (reads return its bytes, writes are applied). The run ends at the `hlt`
+after the instruction (completed: RIP reported as the address of that `hlt`) or at an exception stub
+(the state is taken from the exception frame: RIP and RSP at the faulting instruction).
+
+The GDT and page tables are written with their accessed/dirty bits set, so the CPU never changes them;
+after each case the structures below the exception stack are compared with their pristine copy, and a
+change (Linux's emulator writing RAM it should not, see deviations.KVM_DEVIATIONS) is reported as the
+case's error, the structures restored and the VM rebuilt.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+from kvm_util import deadline
+from oracles.gen import CODE, PAGE, RAM, RAM_SIZE, WINDOW, WINDOW_SIZE, Case
+from oracles.outcome import Outcome, Request
+from oracles.vmmio_run import FILLER, exception_name
+
+from vmmio.abi import FulfillMmio, HltExit, MmioExit, VmExit
+from vmmio.backends.base import Control, Regs
+from vmmio.backends.kvm import KvmError, KvmExitError, KvmIo, KvmMmio, KvmVcpu, kvm_usable
+from vmmio.machine import GDT, GDT_BASE, Image, initial_state, page_tables
+from vmmio.vmm.memory import GuestMemory
+
+__all__ = ["KvmOutcome", "KvmRunner", "WindowDevice", "unavailable_reason"]
+
+SYSTEM_SIZE = 0x10000  # RAM at 0 holding the TSS, GDT, page tables, IDT, stubs and exception stack
+IDT_BASE = 0x8000
+STUBS = 0x9000
+STUB_STRIDE = 16
+VECTORS = 32
+IST_TOP = 0xC000
+IST_BOTTOM = 0xA000
+TSS_IST1 = 0x24
+HLT = b"\xf4"
+RFLAGS_RF = 1 << 16
+DESC_ACCESSED = 1 << 40
+PTE_ACCESSED_DIRTY = 0x60
+# Exceptions that push an error code (the frame is one quadword deeper).
+ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
+MAX_EXITS = 4096
+CASE_SECONDS = 10.0
+
+assert SYSTEM_SIZE <= RAM and RAM + RAM_SIZE <= CODE and CODE + PAGE <= WINDOW
+
+
+def unavailable_reason() -> str | None:
+    """Why KVM cannot serve as an oracle here, or None."""
+    why = kvm_usable()
+    return None if why is None else f"KVM oracle needs a usable /dev/kvm: {why}"
+
+
+@dataclass
+class WindowDevice:
+    """The memory-like MMIO device: the window's bytes; anything outside it reads as all ones."""
+
+    data: bytearray = field(default_factory=lambda: bytearray(WINDOW_SIZE))
+    trace: list[Request] = field(default_factory=list)
+
+    def serve(self, ex: MmioExit) -> FulfillMmio:
+        off = ex.gpa - WINDOW
+        inside = off >= 0 and off + ex.size <= WINDOW_SIZE
+        if ex.is_write:
+            if inside:
+                self.data[off : off + ex.size] = ex.data.to_bytes(ex.size, "little")
+            self.trace.append(Request(ex.gpa, ex.size, True, ex.data))
+            return ex.fulfil()
+        value = int.from_bytes(self.data[off : off + ex.size], "little") if inside else (1 << 8 * ex.size) - 1
+        self.trace.append(Request(ex.gpa, ex.size, False, value))
+        return ex.fulfil(value)
+
+
+@dataclass
+class KvmOutcome:
+    """KVM's outcome of one case, with Linux's exits exactly as reported (before vmmio-style splitting)."""
+
+    outcome: Outcome
+    raw: list[KvmMmio | KvmIo]
+    seconds: float
+
+
+def _gate(handler: int) -> tuple[int, int]:
+    """A 64-bit interrupt gate (type 0xE, DPL 0, present) to `handler` through CS 0x08 on IST1."""
+    low = handler & 0xFFFF | 0x08 << 16 | 1 << 32 | 0x8E << 40 | (handler >> 16 & 0xFFFF) << 48
+    return low, handler >> 32
+
+
+class KvmRunner:
+    """One KVM VM and vCPU for every case: a case costs two register ioctls and the KVM_RUNs it needs.
+
+    Building a VM costs about 5 ms here (a software KVM); it is rebuilt only after a run that went wrong
+    (an exit vmmio's ABI has no name for, a request left pending, a timeout, a triple fault, a stray
+    write into the guest's tables), so no shadow-paging or TLB state derived from damage survives.
+    """
+
+    def __init__(self) -> None:
+        self.memory = GuestMemory()
+        mem = self.memory
+        mem.add_ram(0, SYSTEM_SIZE)
+        mem.add_ram(RAM, RAM_SIZE)
+        mem.add_ram(CODE, PAGE)
+        # Accessed/dirty bits preset, so that the CPU never writes these structures: any change to them
+        # after a case is a stray write by the emulator.
+        for n, desc in enumerate(GDT):
+            mem.write_int(GDT_BASE + 8 * n, 8, desc | DESC_ACCESSED if desc else 0)
+        for gpa, entry in page_tables().items():
+            mem.write_int(gpa, 8, entry | PTE_ACCESSED_DIRTY)
+        for vector in range(VECTORS):
+            stub = STUBS + STUB_STRIDE * vector
+            low, high = _gate(stub)
+            mem.write_int(IDT_BASE + 16 * vector, 8, low)
+            mem.write_int(IDT_BASE + 16 * vector + 8, 8, high)
+            mem.write(stub, HLT)
+        self.regs, self.ctl = initial_state(Image(CODE, 64), SYSTEM_SIZE)
+        self.device = WindowDevice()
+        self.vcpu: KvmVcpu | None = None
+        self.rebuilds = 0
+        self._open()
+
+    def _open(self) -> KvmVcpu:
+        vcpu = KvmVcpu(
+            self.memory,
+            self.regs,
+            self.ctl,
+            gdtr=(GDT_BASE, 8 * len(GDT) - 1),
+            idtr=(IDT_BASE, 16 * VECTORS - 1),
+            record_raw=True,
+        )
+        tr = vcpu.get_sregs().tr
+        # KVM's reset TR (base 0) serves as the 64-bit TSS: only IST1 is read, on exception delivery.
+        self.memory.write_int(tr.base + TSS_IST1, 8, IST_TOP)
+        self.system = self.memory.read(0, IST_BOTTOM)
+        self.vcpu = vcpu
+        return vcpu
+
+    def close(self) -> None:
+        if self.vcpu is not None:
+            self.vcpu.close()
+            self.vcpu = None
+
+    def _control(self, case: Case) -> Control:
+        segs = list(self.ctl.segs)
+        segs[4] = replace(segs[4], base=case.fs_base)
+        segs[5] = replace(segs[5], base=case.gs_base)
+        return replace(self.ctl, cr2=0, segs=segs)
+
+    def run(self, case: Case) -> KvmOutcome:
+        """Run `case` to the `hlt` after it (or to an exception stub) and report what KVM did."""
+        vcpu = self.vcpu or self._open()
+        assert vcpu.raw_exits is not None
+        vcpu.raw_exits.clear()
+        mem = self.memory
+        end = CODE + len(case.code)
+        code_area = case.code + HLT + FILLER * 4
+        mem.write(CODE, code_area + bytes(PAGE - len(code_area)))
+        mem.write(IST_BOTTOM, bytes(IST_TOP - IST_BOTTOM))
+        mem.write(RAM, case.ram())
+        self.device.data[:] = case.window()
+        self.device.trace = []
+        error = ""
+        started = time.perf_counter()
+        try:
+            vcpu.set_control(self._control(case))
+            vcpu.set_regs(Regs(list(case.gprs), CODE, case.rflags))
+            with deadline(CASE_SECONDS):
+                last = self._run_to_stop(vcpu)
+        except (KvmError, KvmExitError, TimeoutError) as exc:
+            error = f"KVM: {type(exc).__name__}: {exc}"
+            last = None
+        seconds = time.perf_counter() - started
+        raw = list(vcpu.raw_exits)
+        if last is not None and not isinstance(last, HltExit):
+            error = f"KVM stopped with {last!r}"
+        regs = vcpu.get_regs() if not error else Regs(list(case.gprs), CODE, case.rflags)
+        gprs, rip, rflags, fault = list(regs.gprs), regs.rip, regs.rflags, ""
+        stub = regs.rip - 1 - STUBS
+        system = mem.read(0, IST_BOTTOM)
+        if system != self.system and not error:
+            at = next(n for n in range(IST_BOTTOM) if system[n] != self.system[n])
+            error = f"KVM changed the guest's system structures (first byte at {at:#x})"
+        if error:
+            # Rebuild from scratch: a fresh VM has no shadow/TLB state derived from damaged tables.
+            mem.write(0, self.system)
+            self.close()
+            self.rebuilds += 1
+        elif regs.rip == end + 1:
+            rip = end
+        elif 0 <= stub < STUB_STRIDE * VECTORS and stub % STUB_STRIDE == 0:
+            vector = stub // STUB_STRIDE
+            frame = IST_TOP - 40 - (8 if vector in ERROR_CODE_VECTORS else 0)
+            error_code = mem.read_int(frame, 8) if vector in ERROR_CODE_VECTORS else None
+            top = frame + (8 if vector in ERROR_CODE_VECTORS else 0)
+            rip, _cs, rflags, gprs[4], _ss = (mem.read_int(top + 8 * n, 8) for n in range(5))
+            rflags &= ~RFLAGS_RF  # set in the pushed image of a fault; not architectural state
+            cr2 = vcpu.get_sregs().control.cr2 if vector == 14 else None
+            fault = exception_name([(vector, error_code, cr2)])
+        else:
+            error = f"KVM halted at an unexpected rip {regs.rip:#x} (the instruction ends at {end:#x})"
+        outcome = Outcome(
+            gprs=gprs,
+            rip=rip,
+            rflags=rflags,
+            window=bytes(self.device.data),
+            ram=mem.read(RAM, RAM_SIZE),
+            error=error,
+            fault=fault,
+            requests=list(self.device.trace),
+        )
+        return KvmOutcome(outcome, raw, seconds)
+
+    def _run_to_stop(self, vcpu: KvmVcpu) -> VmExit:
+        """KVM_RUN, answering MMIO exits from the device, until any other exit."""
+        ex = vcpu.run()
+        for _ in range(MAX_EXITS):
+            if not isinstance(ex, MmioExit):
+                return ex
+            ex = vcpu.run(self.device.serve(ex))
+        raise KvmError(0, f"more than {MAX_EXITS} MMIO exits")
