@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench verify guests guests-check clean
+.PHONY: demo test lint typecheck unit bench verify corpus guests guests-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ verify: $(STAMP)
 		$(wildcard tests/test_oracle_kvm.py); status=$$?; \
 	$(BIN)/python bench/verify_summary.py verify-log.jsonl --out verify-summary.txt && \
 	$(BIN)/python bench/verify_coverage.py --count $(INSNS) && exit $$status
+
+# Optional extra real code for the decoder oracles (a Debian kernel image and modules, 32-bit libc);
+# without it those parts of the real-code tests skip and say why. Needs root and Debian's apt.
+corpus:
+	apt-get update -q && apt-get install -y -q --no-install-recommends linux-image-amd64 libc6-i386
 
 # Rebuild the shipped guest images from guests/ (needs GNU as and ld), or check they match the sources.
 guests:
