@@ -344,16 +344,6 @@ class _Engine:
 # -- delivery outcomes ---------------------------------------------------------------------------------
 
 
-class _Fault(Exception):
-    """An exception raised while delivering another one."""
-
-    def __init__(self, vector: int, error_code: int | None = None, cr2: int | None = None) -> None:
-        super().__init__(vector, error_code, cr2)
-        self.vector = vector
-        self.error_code = error_code
-        self.cr2 = cr2
-
-
 _Piece = tuple[RamRegion, int, int]  # (region, offset in it, length)
 
 
@@ -675,7 +665,7 @@ class UnicornBackend:
         while n < 15:
             try:
                 chunk = self._read_code(ctl, la + n, min(15 - n, PAGE_SIZE - ((la + n) & PAGE_MASK)))
-            except (_Fault, _Unsupported):
+            except (GuestFault, _Unsupported):
                 break
             for byte in chunk:
                 n += 1
@@ -711,7 +701,7 @@ class UnicornBackend:
             ctl = self.get_control()
             try:
                 last = self._read_code(ctl, self._code_la(ctl, next_rip - 1), 1)[0]
-            except (_Fault, _Unsupported):
+            except (GuestFault, _Unsupported):
                 last = -1
             if last == (0xCC if vector == 3 else 0xCE):
                 return 1
@@ -901,7 +891,7 @@ class UnicornBackend:
             try:
                 self._deliver(vector, error_code, soft_len > 0, rip)
                 return
-            except _Fault as f:
+            except GuestFault as f:
                 second = f.vector
                 if f.cr2 is not None:
                     self._eng.reg_write(ux.UC_X86_REG_CR2, f.cr2)
@@ -937,21 +927,21 @@ class UnicornBackend:
         long_mode = bool(ctl.efer & EFER_LMA)
         size = 16 if long_mode else 8
         if vector * size + size - 1 > idt_limit:
-            raise _Fault(_GP, idt_ec)
+            raise GuestFault(_GP, idt_ec)
         raw = self._read_linear(ctl, idt_base + vector * size, size, 0)
         lo, hi = struct.unpack_from("<II", raw)
         gate_type = (hi >> 8) & 0x1F  # type with the S bit, which must be 0
         if long_mode:
             if gate_type not in (0xE, 0xF):
-                raise _Fault(_GP, idt_ec)
+                raise GuestFault(_GP, idt_ec)
         elif gate_type in (0x5, 0x6, 0x7):
             raise _Unsupported(f"IDT entry {vector}: task gates and 16-bit gates are not implemented")
         elif gate_type not in (0xE, 0xF):
-            raise _Fault(_GP, idt_ec)
+            raise GuestFault(_GP, idt_ec)
         if soft and (hi >> 13) & 3 < ctl.cpl:
-            raise _Fault(_GP, vector * 8 + 2)
+            raise GuestFault(_GP, vector * 8 + 2)
         if not hi & _DESC_P:
-            raise _Fault(_NP, idt_ec)
+            raise GuestFault(_NP, idt_ec)
         selector = lo >> 16
         offset = (lo & 0xFFFF) | (hi & 0xFFFF_0000)
         if long_mode:
@@ -962,7 +952,7 @@ class UnicornBackend:
         ec = [] if error_code is None else [error_code]
         if long_mode:
             if not e2 & _DESC_L or e2 & _DESC_B:
-                raise _Fault(_GP, (selector & 0xFFFC) + ext)
+                raise GuestFault(_GP, (selector & 0xFFFC) + ext)
             ist = hi & 7
             rsp = regs.gprs[4]
             if ist or new_cpl < ctl.cpl:
@@ -971,7 +961,7 @@ class UnicornBackend:
             frame = [*ec, rip, ctl.segs[1].selector, rflags, regs.gprs[4], ctl.segs[2].selector]
             slots = [((rsp - 8 * (k + 1)) & _MASK64, w & _MASK64) for k, w in enumerate(reversed(frame))]
             if not all(_canonical(la) for la, _ in slots):
-                raise _Fault(_SS, ext)
+                raise GuestFault(_SS, ext)
             self._push(ctl, slots, 8)
             new_rsp = slots[-1][0]
         else:
@@ -983,10 +973,10 @@ class UnicornBackend:
             esp = regs.gprs[4] & width
             new_esp = (esp - 4 * len(frame)) & width
             if not _stack_ok(ss, new_esp, 4 * len(frame), width):
-                raise _Fault(_SS, ext)
+                raise GuestFault(_SS, ext)
             _base, cs_limit = _descriptor_base_limit(e1, e2)
             if offset > cs_limit:
-                raise _Fault(_GP, 0)
+                raise GuestFault(_GP, 0)
             slots = [
                 ((ss.base + ((esp - 4 * (k + 1)) & width)) & 0xFFFF_FFFF, w)
                 for k, w in enumerate(reversed(frame))
@@ -1008,21 +998,21 @@ class UnicornBackend:
         """The gate's target code descriptor (e1, e2) and the CPL it runs at, with the CPU's checks."""
         err = (selector & 0xFFFC) + ext
         if not selector & 0xFFFC:
-            raise _Fault(_GP, ext)
+            raise GuestFault(_GP, ext)
         if selector & 4:
             raise _Unsupported("gate selector in the LDT is not implemented")
         (gdt_base, gdt_limit), _idt, _tr = self.descriptor_tables()
         index = selector & 0xFFF8
         if index + 7 > gdt_limit:
-            raise _Fault(_GP, err)
+            raise GuestFault(_GP, err)
         e1, e2 = struct.unpack("<II", self._read_linear(ctl, gdt_base + index, 8, 0))
         if not e2 & _DESC_S or not e2 & (1 << 11):
-            raise _Fault(_GP, err)
+            raise GuestFault(_GP, err)
         dpl = (e2 >> 13) & 3
         if dpl > ctl.cpl:
-            raise _Fault(_GP, err)
+            raise GuestFault(_GP, err)
         if not e2 & _DESC_P:
-            raise _Fault(_NP, err)
+            raise GuestFault(_NP, err)
         conforming = bool(e2 & (1 << 10))
         return e1, e2, ctl.cpl if conforming else dpl
 
@@ -1031,7 +1021,7 @@ class UnicornBackend:
         _gdt, _idt, (tr_sel, tr_base, tr_limit) = self.descriptor_tables()
         offset = 36 + 8 * (ist - 1) if ist else 4 + 8 * cpl
         if offset + 7 > tr_limit:
-            raise _Fault(_TS, (tr_sel & 0xFFFC) + ext)
+            raise GuestFault(_TS, (tr_sel & 0xFFFC) + ext)
         rsp: int = struct.unpack("<Q", self._read_linear(ctl, tr_base + offset, 8, 0))[0]
         return rsp
 
@@ -1051,8 +1041,6 @@ class UnicornBackend:
     def _translate(self, ctl: Control, la: int, access: int) -> tuple[int, Updates]:
         try:
             return self.walker.walk(ctl, la & _MASK64, access, False)
-        except GuestFault as f:
-            raise _Fault(f.vector, f.error_code, f.cr2) from None
         except EmulationAbort as a:
             raise _Unsupported(f"delivery: {a.detail}") from None
 
