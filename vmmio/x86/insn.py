@@ -57,9 +57,9 @@ class MemOperand:
 
     seg: int  # Seg number
     base: int  # GPR number, NO_REG, or RIP_REG (RIP-relative: base is the next instruction's RIP)
-    index: int  # GPR number or NO_REG
+    index: int  # GPR number or NO_REG (VSIB vector indexes are not modelled yet)
     scale: int  # 1, 2, 4 or 8
-    disp: int  # signed displacement (moffs: the unsigned offset)
+    disp: int  # signed displacement (moffs: the unsigned offset; EVEX: the raw disp8, not yet scaled by N)
     addr_size: int  # 2, 4 or 8 bytes
 
     def effective_address(self, gprs: list[int], next_rip: int) -> int:
