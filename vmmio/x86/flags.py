@@ -70,11 +70,12 @@ _GEOM: Final[dict[int, tuple[int, int, int, int]]] = {
 }
 
 
-def _add(size: int, a: int, b: int, rflags: int) -> tuple[int, int]:
+def _sum(size: int, a: int, b: int, carry: int, rflags: int) -> tuple[int, int]:
+    """a + b + carry with the flags of ADD/ADC."""
     mask, sign, sf_shift, bits = _GEOM[size]
     a &= mask
     b &= mask
-    r = a + b
+    r = a + b + carry
     res = r & mask
     f = (r >> bits) | ((a ^ b ^ res) & AF) | PARITY[res & 0xFF] | ((res >> sf_shift) & SF)
     if not res:
@@ -84,25 +85,12 @@ def _add(size: int, a: int, b: int, rflags: int) -> tuple[int, int]:
     return res, (rflags & _KEEP) | f
 
 
-def _adc(size: int, a: int, b: int, rflags: int) -> tuple[int, int]:
+def _difference(size: int, a: int, b: int, borrow: int, rflags: int) -> tuple[int, int]:
+    """a - b - borrow with the flags of SUB/SBB/CMP."""
     mask, sign, sf_shift, bits = _GEOM[size]
     a &= mask
     b &= mask
-    r = a + b + (rflags & CF)
-    res = r & mask
-    f = (r >> bits) | ((a ^ b ^ res) & AF) | PARITY[res & 0xFF] | ((res >> sf_shift) & SF)
-    if not res:
-        f |= ZF
-    if (a ^ res) & (b ^ res) & sign:
-        f |= OF
-    return res, (rflags & _KEEP) | f
-
-
-def _sub(size: int, a: int, b: int, rflags: int) -> tuple[int, int]:
-    mask, sign, sf_shift, bits = _GEOM[size]
-    a &= mask
-    b &= mask
-    r = a - b
+    r = a - b - borrow
     res = r & mask
     # r < 0 exactly when a borrow out of the top bit happens; (r >> bits) & 1 is then 1.
     f = ((r >> bits) & CF) | ((a ^ b ^ res) & AF) | PARITY[res & 0xFF] | ((res >> sf_shift) & SF)
@@ -113,18 +101,20 @@ def _sub(size: int, a: int, b: int, rflags: int) -> tuple[int, int]:
     return res, (rflags & _KEEP) | f
 
 
+def _add(size: int, a: int, b: int, rflags: int) -> tuple[int, int]:
+    return _sum(size, a, b, 0, rflags)
+
+
+def _adc(size: int, a: int, b: int, rflags: int) -> tuple[int, int]:
+    return _sum(size, a, b, rflags & CF, rflags)
+
+
+def _sub(size: int, a: int, b: int, rflags: int) -> tuple[int, int]:
+    return _difference(size, a, b, 0, rflags)
+
+
 def _sbb(size: int, a: int, b: int, rflags: int) -> tuple[int, int]:
-    mask, sign, sf_shift, bits = _GEOM[size]
-    a &= mask
-    b &= mask
-    r = a - b - (rflags & CF)
-    res = r & mask
-    f = ((r >> bits) & CF) | ((a ^ b ^ res) & AF) | PARITY[res & 0xFF] | ((res >> sf_shift) & SF)
-    if not res:
-        f |= ZF
-    if (a ^ b) & (a ^ res) & sign:
-        f |= OF
-    return res, (rflags & _KEEP) | f
+    return _difference(size, a, b, rflags & CF, rflags)
 
 
 def _logic_flags(res: int, sf_shift: int, rflags: int) -> int:
