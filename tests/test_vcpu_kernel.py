@@ -191,6 +191,19 @@ def test_rep_work_per_run_is_bounded() -> None:
     assert (g.regs.gprs[RCX], g.regs.rip) == (0, CODE + 2)
 
 
+def test_rep_budget_counts_only_work_between_exits() -> None:
+    """Each MMIO iteration already returns to userspace, so the budget never sends the guest back."""
+    g = Guest(bytes.fromhex("f3ab"), {RDI: MMIO, RCX: 10, RAX: 0x55})
+    g.vcpu.rep_budget = 3
+    g.fault(MMIO)
+    exits = g.run_to_halt()
+    assert [e for e in exits if isinstance(e, MmioExit)] == [
+        MmioExit(MMIO + 4 * n, 4, True, 0x55) for n in range(10)
+    ]
+    assert g.backend.runs == 2  # the fault, then HLT once the instruction completed
+    assert (g.regs.gprs[RCX], g.regs.rip) == (0, CODE + 2)
+
+
 # -- page crossings -----------------------------------------------------------------------------
 
 

@@ -47,7 +47,7 @@ from vmmio.vmm.semantics.context import PORT_IN, READ, TOUCH, WRITE, Exec, Form,
 from vmmio.vmm.vm import Vm
 from vmmio.x86.decode import decode_cached
 from vmmio.x86.insn import DecodeError, DecodeStatus, Insn
-from vmmio.x86.regs import AC, DF, MASK, ZF, Gpr, Seg
+from vmmio.x86.regs import AC, MASK, ZF, Gpr, Seg
 
 MAX_INSN = 15
 DECODE_CACHE_LIMIT = 16384
@@ -259,6 +259,7 @@ class Vcpu:
             while True:
                 ex = self._drive(cur, value)
                 if ex is not None:
+                    cur.iterations = 0  # userspace runs now: the in-kernel work bound starts again
                     return ex
                 if not (cur.form.string and cur.insn.rep):
                     return self._complete(cur)
@@ -481,4 +482,4 @@ def _split_pieces(
         gpa += size
 
 
-__all__ = ["DF", "EntryError", "Vcpu"]
+__all__ = ["EntryError", "Vcpu"]
