@@ -500,15 +500,16 @@ def _special(
         vex_l = b1 >> 2 & 1
         i += 1
         encoding = Encoding.VEX
-    elif first == 0xC4:
+    elif first != 0x62:
+        # C4 (three-byte VEX) and 8F (XOP) share one layout: RXB.map, W.vvvv.L.pp.
         b2 = code[i + 1]
         rxb = ~b1 >> 5 & 7
         w = b2 >> 7
         vmap = b1 & 0x1F
         vex_l = b2 >> 2 & 1
         i += 2
-        encoding = Encoding.VEX
-    elif first == 0x62:
+        encoding = Encoding.VEX if first == 0xC4 else Encoding.XOP
+    else:
         p1 = code[i + 1]
         p2 = code[i + 2]
         if b1 & 0x08 or not p1 & 0x04:
@@ -519,14 +520,6 @@ def _special(
         vex_l = p2 >> 5 & 3
         i += 3
         encoding = Encoding.EVEX
-    else:
-        b2 = code[i + 1]
-        rxb = ~b1 >> 5 & 7
-        w = b2 >> 7
-        vmap = b1 & 0x1F
-        vex_l = b2 >> 2 & 1
-        i += 2
-        encoding = Encoding.XOP
     if mode != 64:
         rxb = 0  # R, X and B are ignored outside 64-bit mode
     table = T.VECTOR[mode][encoding].get(vmap)
