@@ -11,7 +11,7 @@ import pytest
 from vmmio.x86 import decode as decode_mod
 from vmmio.x86.decode import decode, decode_cached
 from vmmio.x86.insn import DecodeError, DecodeStatus, Encoding, Insn, MemOperand, OpMap
-from vmmio.x86.regs import NO_REG, RIP_REG, Gpr, Seg
+from vmmio.x86.regs import NO_REG, RIP_REG, VEC_REG, Gpr, Seg
 
 RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI = (int(r) for r in list(Gpr)[:8])
 R8, R12, R13, R15 = int(Gpr.R8), int(Gpr.R12), int(Gpr.R13), int(Gpr.R15)
@@ -319,6 +319,7 @@ ERROR_ROWS: list[tuple[int, str, DecodeStatus, int]] = [
     (64, "c4 e0 78 00 00", DecodeStatus.UNDEFINED, 3),
     (64, "62 f0 7c 48 10 00", DecodeStatus.UNDEFINED, 4),
     (64, "62 f1 78 48 10 00", DecodeStatus.UNDEFINED, 4),  # EVEX P1 bit 2 must be 1
+    (32, "62 f1 7c 40 58 c1", DecodeStatus.UNDEFINED, 4),  # EVEX.V' = 1 (stored 0): no zmm16+ in 32-bit
     (64, "8f eb 78 10 c0", DecodeStatus.UNDEFINED, 3),
     (64, "0f 20 c8", DecodeStatus.UNDEFINED, 3),
     (64, "44 0f 20 c8", DecodeStatus.UNDEFINED, 4),
@@ -431,3 +432,12 @@ def test_never_raises_on_every_two_byte_string(mode: int) -> None:
         for b in range(256):
             r = decode(bytes((a, b)), mode)
             assert isinstance(r, Insn | DecodeError)
+
+
+def test_vsib_operand_has_no_single_effective_address() -> None:
+    """vgatherdps xmm1, [rax+xmm4*1], xmm0: the index is vector register 4, not RSP and not 'none'."""
+    insn = decode(bytes.fromhex("c4e279920c20"), 64)
+    assert isinstance(insn, Insn) and insn.mem is not None
+    assert insn.mem.vsib and insn.mem.index == VEC_REG + 4 and insn.mem.base == 0
+    with pytest.raises(ValueError, match="VSIB"):
+        insn.mem.effective_address([0] * 16, 0)

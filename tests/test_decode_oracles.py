@@ -20,7 +20,7 @@ accepted, each checked rather than skipped (see `compare`):
    which pp/L/W/mod/vvvv combinations are defined, so an encoding iced calls invalid may decode here (with
    the length the CPU would give it). Harmless for a VMM: the CPU raises #UD on such bytes before any
    memory access, so they never reach MMIO emulation. Everything iced decodes must decode here, with the
-   same length.
+   same length and the same memory operand (EVEX disp8*N and VSIB vector indexes included).
 """
 
 from __future__ import annotations
@@ -46,13 +46,17 @@ from iced_x86 import (
 )
 
 from vmmio.x86.decode import decode
+from vmmio.x86.format import format_insn
 from vmmio.x86.insn import DecodeError, DecodeStatus, Encoding, Insn, OpMap
-from vmmio.x86.regs import NO_REG, RIP_REG, Seg
+from vmmio.x86.regs import NO_REG, RIP_REG, VEC_REG, Seg
 
 MODES = (16, 32, 64)
 MAPS = {"": OpMap.ONE, "0f": OpMap.M0F, "0f38": OpMap.M0F38, "0f3a": OpMap.M0F3A}
 PAD = bytes(16)
 
+_REGISTER_NAMES = {
+    v: k.lower() for k, v in vars(Register).items() if not k.startswith("_") and isinstance(v, int)
+}
 _ICED_MNEMONIC = {
     v: k.lower() for k, v in vars(Mnemonic).items() if not k.startswith("_") and isinstance(v, int)
 }
@@ -104,6 +108,8 @@ def _reg(reg: Register_) -> int:
         return NO_REG
     if reg in (Register.RIP, Register.EIP):
         return RIP_REG
+    if Register.XMM0 <= reg <= Register.ZMM31:
+        return VEC_REG + int(RegisterInfo(reg).number)  # a VSIB index
     return int(RegisterInfo(reg).number)
 
 
@@ -120,7 +126,7 @@ def _mem_mismatch(code: bytes, mode: int, insn: Insn) -> str | None:
         base, index = ins.memory_base, ins.memory_index
         if base != Register.NONE and base not in (Register.RIP, Register.EIP):
             asz = RegisterInfo(base).size
-        elif index != Register.NONE:
+        elif index != Register.NONE and _reg(index) < VEC_REG:
             asz = RegisterInfo(index).size
         elif base in (Register.RIP, Register.EIP):
             asz = 8 if base == Register.RIP else 4
@@ -177,8 +183,10 @@ def compare(code: bytes, mode: int, deep: bool = True) -> str | None:
         if isinstance(theirs, int):
             if ours.length != theirs:
                 return f"length: ours {ours.length}, iced {theirs}"
-            if not deep or ours.encoding != Encoding.LEGACY:
+            if not deep:
                 return None
+            if ours.encoding != Encoding.LEGACY:
+                return _mem_mismatch(code, mode, ours)  # VSIB index, EVEX disp8*N
             ins = _iced(code, mode)[1]
             name = _ICED_MNEMONIC[ins.mnemonic]
             if name != ours.mnemonic and (name, ours.mnemonic) not in _MNEMONIC_ALIASES:
@@ -294,6 +302,68 @@ def _vector_cases(mode: int) -> Iterator[tuple[bytes, int]]:
 @pytest.mark.parametrize("mode", MODES)
 def test_vex_evex_xop_lengths(mode: int) -> None:
     _run(_vector_cases(mode))
+
+
+def _run_counting(cases: list[tuple[bytes, int]]) -> int:
+    """`_run`, returning how many cases iced decoded (so were compared field by field)."""
+    _run(iter(cases))
+    return sum(isinstance(iced_outcome(code, mode), int) for code, mode in cases)
+
+
+@pytest.mark.parametrize("mode", (32, 64))
+def test_evex_compressed_displacement(mode: int) -> None:
+    """Every EVEX opcode with each mandatory prefix, W, vector length and EVEX.b, with a disp8 memory
+    operand: the displacement must be disp8*N as iced computes it from the form's tuple type
+    (SDM Vol. 2, 2.7.5). A SIB form and a plain one, so VSIB forms are covered too."""
+    rng = random.Random(mode)
+    forms = [bytes.fromhex(m) for m in ("44 24 f0", "48 7f")]  # [rsp+xmm4*1-16*N] / [rax+127*N]
+    cases = []
+    for vmap in (1, 2, 3, 5, 6):
+        for op, pp, w, vl, b in itertools.product(range(256), range(4), range(2), range(3), range(2)):
+            p2 = vl << 5 | b << 4 | 0x08 | rng.randrange(2)
+            cases.append(
+                (bytes((0x62, 0xF0 | vmap, w << 7 | 0x7C | pp, p2, op)) + rng.choice(forms) + PAD, mode)
+            )
+    compared = _run_counting(cases)
+    assert compared > 2000, compared  # about 1,000 EVEX (map, pp, W) forms exist with a memory operand
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_vsib_index(mode: int) -> None:
+    """Gathers and scatters (VEX and EVEX): the SIB index is a vector register, index 100b included,
+    extended by X and (EVEX) V'; without a SIB byte or with 16-bit addressing the form is #UD."""
+    leads = []
+    for op in (0x90, 0x91, 0x92, 0x93):
+        for x, w, vl in itertools.product(range(2), range(2), range(2)):
+            leads.append(bytes((0xC4, 0xE2 ^ x << 6, w << 7 | 0x78 | vl << 2 | 1, op)))
+    for op in (0x90, 0x91, 0x92, 0x93, 0xA0, 0xA1, 0xA2, 0xA3, 0xC6, 0xC7):
+        for x, vp, w, vl in itertools.product(range(2), range(2), range(2), range(3)):
+            p2 = (2 if op >= 0xC6 else vl) << 5 | (vp ^ 1) << 3 | 1  # V' is stored inverted; k1
+            leads.append(bytes((0x62, 0xF2 ^ x << 6, w << 7 | 0x7D, p2, op)))
+    # SIB index 4 (no index outside VSIB), 7, with each mod and scale; no SIB (#UD); ModRM.reg varied.
+    forms = [
+        "0c 20",
+        "0c e5 00 01 00 00",
+        "4c 60 08",
+        "8c a1 00 01 00 00",
+        "14 38",
+        "08",
+        "54 24 f0",
+        "0c 26",
+    ]
+    cases = [
+        (bytes.fromhex(p + lead.hex() + m) + PAD, mode) for p in ("", "67") for lead in leads for m in forms
+    ]
+    compared = _run_counting(cases)
+    assert compared > 300, compared
+    named = 0
+    for code, _ in cases:
+        ours, ins = decode(code, mode), _iced(code, mode)[1]
+        if isinstance(ours, Insn) and ours.mem is not None and ours.mem.vsib and ins.code != Code.INVALID:
+            theirs = _REGISTER_NAMES[ins.memory_index]
+            assert theirs in format_insn(ours), f"{code.hex(' ')}: {format_insn(ours)}, iced index {theirs}"
+            named += 1
+    assert named > 300, named
 
 
 _PREFIX_BYTES = [0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, *range(0x40, 0x50)]

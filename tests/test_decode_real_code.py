@@ -7,7 +7,7 @@ oracle's own habits (objdump's prefix display, capstone's gaps) show up. For eve
 vmmio's length must match iced's, `lookup` must not raise, and for memory operands the operand size,
 address size, segment, base, index, scale and displacement must match; objdump and capstone check
 lengths and memory operands on a smaller sample. Disagreements already judged are listed in
-oracles_real/known.py; the ones where vmmio is wrong have strict xfail regression tests at the end.
+oracles_real/known.py; the decoder bugs the sweep found have regression tests at the end.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from oracles_real.listings import capstone_listing, objdump_available, objdump_c
 
 from vmmio.x86.decode import decode
 from vmmio.x86.insn import Insn
+from vmmio.x86.regs import VEC_REG
 
 # Budget: about 15 s in all on the reference machine (2 cores).
 WELL_KNOWN_MEM = 10000  # memory-operand instructions per well-known file (all instructions around them too)
@@ -120,8 +121,6 @@ def test_kernel_image_is_swept() -> None:
         ("67 48 41 78 a2", "objdump-rex-split"),  # libcrypto.so.3
         ("43 4d 33 85 45 f9 02 7f", "objdump-rex-split"),  # libcrypto.so.3
         ("9b d9 7c 24 02", "objdump-fwait-merge"),  # libm.so.6
-        ("62 e1 fe 28 6f 56 01", "evex-disp8xN"),  # libc.so.6
-        ("62 f2 7d 49 92 1c 20", "vsib-index"),  # libmvec.so
     ],
 )
 def test_known_disagreements_are_recognised(hexbytes: str, tag: str) -> None:
@@ -138,8 +137,8 @@ def test_known_disagreements_are_recognised(hexbytes: str, tag: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Regression tests for disagreements where vmmio is wrong (see oracles_real/known.py). Each byte string
-# was found in real code, where noted.
+# Regression tests for decoder bugs the sweep found (they were "vmmio" entries of oracles_real/known.py).
+# Each byte string was found in real code, where noted.
 
 
 def _iced_disp(code: bytes) -> int:
@@ -147,7 +146,6 @@ def _iced_disp(code: bytes) -> int:
     return int(ins.memory_displacement)
 
 
-@pytest.mark.xfail(strict=True, reason="EVEX disp8*N: vmmio keeps the unscaled disp8 (known: evex-disp8xN)")
 @pytest.mark.parametrize(
     ("hexbytes", "disp"),
     [
@@ -190,7 +188,6 @@ def test_rex_w_without_64bit_operand_size(hexbytes: str) -> None:
     assert insn.opsize == 4
 
 
-@pytest.mark.xfail(strict=True, reason="VSIB index 4 and EVEX.V' dropped (known: vsib-index)")
 @pytest.mark.parametrize(
     ("hexbytes", "index"),
     [
@@ -208,4 +205,4 @@ def test_vsib_index_register(hexbytes: str, index: int) -> None:
     assert int(RegisterInfo(ins.memory_index).number) == index  # what the oracles say
     insn = decode(code, 64)
     assert isinstance(insn, Insn) and insn.mem is not None
-    assert insn.mem.index == index
+    assert insn.mem.vsib and insn.mem.index == VEC_REG + index

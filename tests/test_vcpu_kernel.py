@@ -356,6 +356,20 @@ def test_not_emulated_instruction_is_an_inst_emul_exit() -> None:
     g = Guest(bytes.fromhex("0f2803") + b"\x90" * 20, {RBX: MMIO})
     g.fault(MMIO)
     assert g.vcpu.run() == InstEmulExit(CODE, bytes.fromhex("0f2803"), InstEmulReason.NOT_EMULATED)
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["c4e279920c20", "62f27d49920c20", "62f27d41a20c20"],
+    ids=["vex-gather", "evex-gather", "evex-scatter-vprime"],
+)
+def test_gather_scatter_is_an_inst_emul_exit(code: str) -> None:
+    """A VSIB operand has one address per element: the kernel hands the instruction to userspace whole
+    rather than computing a single (wrong) address from the vector index."""
+    insn = bytes.fromhex(code)
+    g = Guest(insn + b"\x90" * 20, {RAX: MMIO})
+    g.fault(MMIO)
+    assert g.vcpu.run() == InstEmulExit(CODE, insn, InstEmulReason.NOT_EMULATED)
     assert g.regs.rip == CODE
 
 

@@ -27,7 +27,7 @@ from test_decode_oracles import _ICED_MNEMONIC, _MNEMONIC_ALIASES, _reg
 
 from oracles_real.corpus import Sample, iced_memory
 from vmmio.x86.insn import DecodeError, Encoding, Insn, MemOperand
-from vmmio.x86.regs import GPR_NAMES, NO_REG, RIP_REG, SEG_NAMES, Seg
+from vmmio.x86.regs import GPR_NAMES, NO_REG, RIP_REG, SEG_NAMES, VEC_REG, Seg
 
 __all__ = [
     "FAMILIES",
@@ -187,7 +187,7 @@ def parse_mem_text(text: str) -> TextMem | None:
             return None
         vec = _VECTOR.match(name)
         if vec:
-            regs.append((int(vec.group(1)), scale))
+            regs.append((VEC_REG + int(vec.group(1)), scale))
             continue
         if name not in _REG_NUM:
             return None

@@ -1,7 +1,8 @@
 """Disagreements found on real code and judged (against the Intel SDM), so that a sweep can tell them
-from new ones. `who` is the side that is wrong: "vmmio" entries are decoder bugs, each with a strict
-xfail regression test in tests/test_decode_real_code.py (remove the entry when it is fixed); the others
-are quirks of an oracle that vmmio rightly does not copy.
+from new ones. `who` is the side that is wrong. Every entry today is a quirk of an oracle that vmmio
+rightly does not copy; a decoder bug found this way is fixed and gets a named regression test in
+tests/test_decode_real_code.py (EVEX disp8*N and VSIB indexes were the two so far), and while it is open
+it is listed here as "vmmio" with a strict xfail test.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from iced_x86 import Mnemonic, Register
+from iced_x86 import Mnemonic
 
 from oracles_real.compare import Mismatch
 from oracles_real.corpus import Sample
-from vmmio.x86.insn import DecodeError, Encoding, Insn
+from vmmio.x86.insn import DecodeError, Insn
 
 __all__ = ["KNOWN", "Known", "classify"]
 
@@ -24,38 +25,6 @@ class Known:
     who: str  # "vmmio", "capstone" or "objdump": the side that is wrong
     analysis: str
     matches: Callable[[Sample, Insn | DecodeError, Mismatch, str], bool]  # (sample, ours, mismatch, text)
-
-
-def _evex_disp8(s: Sample, ours: Insn | DecodeError, m: Mismatch, text: str) -> bool:
-    return (
-        isinstance(ours, Insn)
-        and ours.encoding == Encoding.EVEX
-        and m.field == "displacement"
-        and s.iced.memory_displ_size == 1
-    )
-
-
-def _vsib_index(s: Sample, ours: Insn | DecodeError, m: Mismatch, text: str) -> bool:
-    """A vector index register that vmmio drops: SIB.index = 4 (no GPR index, but xmm4 in VSIB), or one
-    of xmm16-31 (EVEX.V' extends the index)."""
-    idx = s.iced.memory_index
-    vector = Register.XMM0 <= idx <= Register.ZMM31
-    return vector and isinstance(ours, Insn) and m.field in ("index", "registers")
-
-
-_NO_64BIT_FORM = frozenset(
-    {
-        Mnemonic.IN,
-        Mnemonic.OUT,
-        Mnemonic.INSD,
-        Mnemonic.OUTSD,
-        Mnemonic.XBEGIN,
-        Mnemonic.FLDENV,
-        Mnemonic.FNSTENV,
-        Mnemonic.FRSTOR,
-        Mnemonic.FNSAVE,
-    }
-)
 
 
 def _capstone_ud(s: Sample, ours: Insn | DecodeError, m: Mismatch, text: str) -> bool:
@@ -98,22 +67,6 @@ def _objdump_fwait(s: Sample, ours: Insn | DecodeError, m: Mismatch, text: str) 
 
 
 KNOWN: tuple[Known, ...] = (
-    Known(
-        "evex-disp8xN",
-        "vmmio",
-        "EVEX disp8 is scaled by N (SDM Vol. 2, 2.7.5 'Compressed Displacement (disp8*N)'): iced, capstone "
-        "and objdump all report disp8*N; vmmio's MemOperand keeps the raw disp8. Not emulated (no EVEX "
-        "form is), but the memory operand vmmio reports for these is wrong.",
-        _evex_disp8,
-    ),
-    Known(
-        "vsib-index",
-        "vmmio",
-        "VSIB (gathers/scatters; SDM Vol. 2, 2.3.12 'Vector SIB Memory Addressing'): the index is a "
-        "vector register and SIB.index = 100b is xmm4/ymm4/zmm4 (or 12, 20, 28), not 'no index'; EVEX.V' "
-        "adds 16. vmmio reports no index for SIB.index = 4 and ignores V'. Not emulated.",
-        _vsib_index,
-    ),
     Known(
         "capstone-ud0-ud1-modrm",
         "capstone",

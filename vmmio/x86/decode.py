@@ -14,7 +14,7 @@ from typing import Any
 
 from vmmio.x86 import tables as T
 from vmmio.x86.insn import DecodeError, DecodeStatus, Encoding, Insn, MemOperand, OpMap
-from vmmio.x86.regs import NO_REG, RIP_REG, Seg
+from vmmio.x86.regs import NO_REG, RIP_REG, VEC_REG, Seg
 
 __all__ = ["CACHE_LIMIT", "MAX_INSN_LEN", "decode", "decode_cached"]
 
@@ -240,12 +240,14 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
         flags, immk, mnemonic, opmap, sub, shape, rare, osizes = e
         encoding = _LEGACY
         vex_l = 0
+        vex_w = 0
+        vec = None
         if sub is not None:
             if flags & _F_SPECIAL:
                 r = _special(code, i, mode, sub[0], rex, osz, rep, lock)
                 if r.__class__ is DecodeError:
                     return r
-                i, op, e, rx, szk, encoding, vex_l = r  # type: ignore[misc]
+                i, op, e, rx, szk, encoding, vex_l, vex_w, vec = r  # type: ignore[misc]
                 flags, immk, mnemonic, opmap, sub, shape, rare, osizes = e
             if sub is not None:
                 e = sub[pidx + _GK[code[i]]] if shape else sub[pidx]
@@ -301,6 +303,10 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
             i += 1
             reg = _REG[rx + modrm]
             rm = _RM[rx + modrm]
+        if vec is not None:
+            mem = _vector_mem(code, vec, modrm, mem)
+            if mem.__class__ is DecodeError:
+                return mem
         imm = 0
         imm_size = 0
         if immk:
@@ -359,6 +365,7 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
     insn.opsize_prefix = osz > 0
     insn.seg_override = seg
     insn.vex_l = vex_l
+    insn.vex_w = vex_w
     insn.raw = code[:i]
     insn.__class__ = Insn
     return insn  # type: ignore[no-any-return]
@@ -476,20 +483,25 @@ def _rare(
     return i, mnemonic, opmap, op
 
 
+# What `_vector_mem` needs: (index of the ModRM byte, disp8 multiplier N, VSIB index bits from
+# VEX/EVEX.X and EVEX.V' or -1 when the form is not VSIB).
+_Vec = tuple[int, int, int]
+
+
 def _special(
     code: bytes, i: int, mode: int, legacy: T.Entry | None, rex: int, osz: int, rep: int, lock: bool
-) -> DecodeError | tuple[int, int, T.Entry, int, int, Encoding, int]:
+) -> DecodeError | tuple[int, int, T.Entry, int, int, Encoding, int, int, _Vec | None]:
     """C4/C5/62/8F: a VEX/EVEX/XOP prefix, or the legacy LES/LDS/BOUND/POP when the next byte says so.
 
     Returns (index after the opcode, opcode, entry, ModRM table row, operand-size index, encoding,
-    vector length).
+    vector length, W, what `_vector_mem` needs or None when the memory operand is an ordinary one).
     """
     first = code[i - 1]
     b1 = code[i]
     if (b1 & 0x1F < 8) if first == 0x8F else (mode != 64 and b1 < 0xC0):
         if legacy is None:
             return _err(_UNDEFINED, i, "undefined opcode")
-        return i, first, legacy, (rex & 7) << 8, osz + (rex >> 2 & 2), _LEGACY, 0
+        return i, first, legacy, (rex & 7) << 8, osz + (rex >> 2 & 2), _LEGACY, 0, 0, None
     if rex or osz or rep or lock:
         status = _BAD_LOCK if lock else _UNDEFINED
         return _err(status, i, "VEX/EVEX/XOP after a 66/F2/F3/LOCK/REX prefix")
@@ -498,6 +510,7 @@ def _special(
         w = 0
         vmap = 1
         vex_l = b1 >> 2 & 1
+        pp = b1 & 3
         i += 1
         encoding = Encoding.VEX
     elif first != 0x62:
@@ -507,6 +520,7 @@ def _special(
         w = b2 >> 7
         vmap = b1 & 0x1F
         vex_l = b2 >> 2 & 1
+        pp = b2 & 3
         i += 2
         encoding = Encoding.VEX if first == 0xC4 else Encoding.XOP
     else:
@@ -514,10 +528,13 @@ def _special(
         p2 = code[i + 2]
         if b1 & 0x08 or not p1 & 0x04:
             return _err(_UNDEFINED, i + 3, "reserved EVEX bits")
+        if mode != 64 and not p2 & 0x08:
+            return _err(_UNDEFINED, i + 3, "EVEX.V' names registers 16-31, which exist only in 64-bit mode")
         rxb = ~b1 >> 5 & 7
         w = p1 >> 7
         vmap = b1 & 7
         vex_l = p2 >> 5 & 3
+        pp = p1 & 3
         i += 3
         encoding = Encoding.EVEX
     if mode != 64:
@@ -530,7 +547,41 @@ def _special(
     entry = table[op]
     if entry is None:
         return _err(_UNDEFINED, i, "undefined VEX/EVEX/XOP opcode")
-    return i, op, entry, rxb << 8, 2 * w, encoding, vex_l
+    vec = None
+    n = 1
+    if encoding == Encoding.EVEX:
+        rule = T.EVEX_DISP8_N[mode].get(vmap << 11 | pp << 9 | w << 8 | op)
+        if rule is not None:
+            n = rule[4] if code[i - 2] & 0x10 and rule[4] else rule[vex_l]  # EVEX.b: one element
+    if pp == 1 and vmap == 2 and op in T.VSIB_OPCODES.get(encoding, ()):
+        vprime = ~code[i - 2] >> 3 & 1 if encoding == Encoding.EVEX else 0
+        vec = (i, n, (rxb & 2) << 2 | vprime << 4)
+    elif n != 1:
+        vec = (i, n, -1)
+    return i, op, entry, rxb << 8, 2 * w, encoding, vex_l, w, vec
+
+
+def _vector_mem(
+    code: bytes, vec: _Vec, modrm: int, mem: MemOperand | None
+) -> MemOperand | DecodeError | None:
+    """The memory operand with an EVEX disp8 multiplied by N, and for VSIB forms the vector index.
+
+    VSIB always has a SIB byte, whose index field names a vector register (100b included: there is no
+    "no index"); without one, or with 16-bit addressing, the form is #UD (SDM Vol. 2, 2.3.12).
+    """
+    pos, n, vsib = vec
+    if vsib >= 0:
+        if mem is None or mem.addr_size == 2 or modrm & 7 != 4:
+            return _err(_UNDEFINED, pos + 1, "VSIB needs a SIB byte and 32/64-bit addressing")
+        sib = code[pos + 1]
+        index = VEC_REG + (sib >> 3 & 7 | vsib)
+        scale = 1 << (sib >> 6)
+    elif mem is None:
+        return None
+    else:
+        index, scale = mem.index, mem.scale
+    disp = mem.disp * n if modrm >> 6 == 1 else mem.disp
+    return MemOperand(mem.seg, mem.base, index, scale, disp, mem.addr_size)
 
 
 _CACHES: dict[int, dict[bytes, Insn | DecodeError]] = {16: {}, 32: {}, 64: {}}

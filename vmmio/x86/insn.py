@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from vmmio.x86.regs import NO_REG, RIP_REG
+from vmmio.x86.regs import NO_REG, RIP_REG, VEC_REG
 
 
 class OpMap(IntEnum):
@@ -57,10 +57,15 @@ class MemOperand:
 
     seg: int  # Seg number
     base: int  # GPR number, NO_REG, or RIP_REG (RIP-relative: base is the next instruction's RIP)
-    index: int  # GPR number or NO_REG (VSIB vector indexes are not modelled yet)
+    index: int  # GPR number, NO_REG, or VEC_REG + n for vector register n (VSIB: gathers, scatters)
     scale: int  # 1, 2, 4 or 8
-    disp: int  # signed displacement (moffs: the unsigned offset; EVEX: the raw disp8, not yet scaled by N)
+    disp: int  # signed displacement (moffs: the unsigned offset; EVEX disp8: already multiplied by N)
     addr_size: int  # 2, 4 or 8 bytes
+
+    @property
+    def vsib(self) -> bool:
+        """A vector index: one address per element, so there is no single effective address."""
+        return self.index >= VEC_REG
 
     def effective_address(self, gprs: list[int], next_rip: int) -> int:
         """Offset within the segment (before adding the segment base), wrapped to the address size."""
@@ -68,6 +73,8 @@ class MemOperand:
         if self.base >= 0:
             ea += next_rip if self.base == RIP_REG else gprs[self.base]
         if self.index != NO_REG:
+            if self.index >= VEC_REG:
+                raise ValueError("a VSIB operand has one address per vector element")
             ea += gprs[self.index] * self.scale
         return ea & ((1 << (self.addr_size * 8)) - 1)
 
@@ -100,4 +107,5 @@ class Insn:
     opsize_prefix: bool  # 66h present
     seg_override: int  # Seg number of the last segment override prefix, or -1
     vex_l: int  # VEX.L / EVEX.L'L, 0 for legacy encodings
+    vex_w: int  # VEX/EVEX/XOP.W, 0 for legacy encodings
     raw: bytes  # the instruction's own bytes (exactly `length` of them)

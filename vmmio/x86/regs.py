@@ -38,6 +38,7 @@ class Seg(IntEnum):
 # Pseudo-register numbers used in memory operands.
 NO_REG = -1
 RIP_REG = 16
+VEC_REG = 32  # MemOperand.index VEC_REG + n: vector register n as a VSIB index (gathers, scatters)
 
 # RFLAGS bits.
 CF = 1 << 0

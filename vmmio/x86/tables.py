@@ -698,6 +698,155 @@ EVEX_IMM8: dict[int, frozenset[int]] = {
     6: frozenset(),
 }
 
+# EVEX compressed displacement (SDM Vol. 2, 2.7.5): a disp8 is multiplied by N, which the tuple type of
+# the form decides. One row per map, mandatory prefix and (where the forms differ) EVEX.W; the rule is
+# a fixed N, `w1`/`w4` (1 or 4 bytes times 2**W: Tuple1 Scalar of b/w or d/q elements; `r4` where the
+# element is a GPR, whose W1 form is 64-bit only: W is ignored in other modes), `vl` and its
+# fractions (Full Mem, Half/Quarter/Eighth Mem; with `+bN` Full or Half Vector, where EVEX.b broadcasts
+# one element of N bytes, `+bw` one of 4 * 2**W), or `dup` (VMOVDDUP: 8 at 128 bits, else the full
+# vector). Bytes absent here have no EVEX memory form (#UD), and are left unscaled.
+EVEX_DISP8 = """
+0f.np        4        2e-2f
+0f.np        8        12-13 16-17
+0f.np        vl       10-11 28-29 2b
+0f.np        vl+b4    14-15 51 54-59 5c-5f c2 c6
+0f.np        vl+bw    5b 78-79
+0f.np        vl/2+b4  5a
+0f.66        16       d1-d3 e1-e2 f1-f3
+0f.66        2        c4
+0f.66        8        12-13 16-17 2e-2f d6
+0f.66        vl       10-11 28-29 2b 60-61 63-65 67-69 6f 71 74-75 7f d5 d8-da dc-de e0 e3-e5 e7-ea ec-ee
+0f.66        vl       f5-f6 f8-f9 fc-fd
+0f.66        vl+b4    5b 62 66 6a-6b 70 76 fa fe
+0f.66        vl+b8    14-15 51 54-5a 5c-5f 6c-6d 73 c2 c6 d4 e6 f4 fb
+0f.66        vl+bw    72 db df eb ef
+0f.66        r4       6e 7e
+0f.66.w0     vl/2+b4  78-7b
+0f.66.w1     vl+b8    78-7b
+0f.f3        4        10-11 2c-2d 51 58-5a 5c-5f 78-79 c2
+0f.f3        8        7e
+0f.f3        vl       12 16 6f-70 7f
+0f.f3        vl+b4    5b
+0f.f3        r4       2a 7b
+0f.f3.w0     vl/2+b4  7a e6
+0f.f3.w1     vl+b8    7a e6
+0f.f2        8        10-11 2c-2d 51 58-5a 5c-5f 78-79 c2
+0f.f2        dup      12
+0f.f2        vl       6f-70 7f
+0f.f2        vl+b8    e6
+0f.f2        vl+bw    7a
+0f.f2        r4       2a 7b
+0f38.66      1        78
+0f38.66      16       1a 5a
+0f38.66      2        79
+0f38.66      32       1b 5b
+0f38.66      4        18 58
+0f38.66      8        19 59
+0f38.66      vl       00 04 0b 10-12 1c-1d 26 2a 38 3a 3c 3e 54 66 70 72 75 7d 8d 8f cf dc-df
+0f38.66      vl+b4    0c 1e 2b 50-53
+0f38.66      vl+b8    0d 1f 28-29 37 83 b4-b5
+0f38.66      vl+bw    14-16 27 2c 36 39 3b 3d 3f-40 42 44-47 4c 4e 55 64-65 71 73 76-77 7e-7f 96-98 9a 9c 9e
+0f38.66      vl+bw    a6-a8 aa ac ae b6-b8 ba bc be c4 c8 ca cc
+0f38.66      vl/2     13 20 23 25 30 33 35
+0f38.66      vl/4     21 24 31 34
+0f38.66      vl/8     22 32
+0f38.66      w1       62-63
+0f38.66      w4       2d 43 4d 4f 88-8b 90-93 99 9b 9d 9f-a3 a9 ab ad af b9 bb bd bf c6-c7 cb cd
+0f38.f3      vl       26
+0f38.f3      vl+b4    52 72
+0f38.f3      vl+bw    27
+0f38.f3      vl/2     10 13 15 20 23 25 30 33 35
+0f38.f3      vl/4     11 14 21 24 31 34
+0f38.f3      vl/8     12 22 32
+0f38.f2      16       52-53 9a-9b aa-ab
+0f38.f2      vl+b4    72
+0f38.f2      vl+bw    68
+0f3a.np      2        0a 27 57 67
+0f3a.np      vl+b2    08 26 56 66 c2
+0f3a.66      1        14 20
+0f3a.66      16       18-19 38-39
+0f3a.66      2        15
+0f3a.66      32       1a-1b 3a-3b
+0f3a.66      4        0a 17 21
+0f3a.66      8        0b
+0f3a.66      vl       0f 3e-3f 42 44 70 72
+0f3a.66      vl+b4    04 08
+0f3a.66      vl+b8    00-01 05 09 ce-cf
+0f3a.66      vl+bw    03 1e-1f 23 25-26 43 50 54 56 66 71 73
+0f3a.66      vl/2     1d
+0f3a.66      r4       16 22
+0f3a.66      w4       27 51 55 57 67
+0f3a.f3      2        c2
+map5.np      2        2e-2f
+map5.np      4        1d
+map5.np      vl+b2    51 58-59 5c-5f 7c-7d
+map5.np      vl+bw    5b
+map5.np      vl/2+b2  78-79
+map5.np      vl/4+b2  5a
+map5.66      2        6e 7e
+map5.66      vl+b2    7c-7d
+map5.66      vl+b4    1d
+map5.66      vl+b8    5a
+map5.66      vl/2+b2  5b
+map5.66      vl/4+b2  78-7b
+map5.f3      2        10-11 2c-2d 51 58-5a 5c-5f 78-79
+map5.f3      vl+b2    7d
+map5.f3      vl/2+b2  5b
+map5.f3      r4       2a 7b
+map5.f2      8        5a
+map5.f2      vl+b2    7d
+map5.f2      vl+bw    7a
+map6.np      2        13
+map6.66      2        2d 43 4d 4f 99 9b 9d 9f a9 ab ad af b9 bb bd bf
+map6.66      vl+b2    2c 42 4c 4e 96-98 9a 9c 9e a6-a8 aa ac ae b6-b8 ba bc be
+map6.66      vl/2+b2  13
+map6.f3      4        57 d7
+map6.f3      vl+b4    56 d6
+map6.f2      4        57 d7
+map6.f2      vl+b4    56 d6
+"""
+
+# VEX/EVEX gathers and scatters: the SIB index field names a vector register (SDM Vol. 2, 2.3.12).
+VSIB_OPCODES: dict[int, frozenset[int]] = {1: _hexset("90-93"), 2: _hexset("90-93 a0-a3 c6-c7")}
+
+
+_VEC_MAP_NUMBERS = {"0f": 1, "0f38": 2, "0f3a": 3, "map5": 5, "map6": 6}
+_N_BASE = {"vl": 1, "vl/2": 2, "vl/4": 4, "vl/8": 8}
+
+
+def _disp8_rule(rule: str, w: int, mode: int) -> tuple[int, int, int, int, int]:
+    """N for EVEX.L'L = 0, 1, 2, 3 without broadcast, then N with EVEX.b (0: the form cannot broadcast)."""
+    base, _, bcast = rule.partition("+")
+    nb = {"": 0, "b2": 2, "b4": 4, "b8": 8, "bw": 4 << w}[bcast]
+    if base in _N_BASE:
+        n = [(16 << vl) // _N_BASE[base] for vl in (0, 1, 2, 2)]  # L'L = 3 is reserved (#UD)
+    elif base == "dup":
+        n = [8, 32, 64, 64]
+    else:
+        fixed = {"w1": 1 << w, "w4": 4 << w, "r4": 4 << w if mode == 64 else 4}
+        n = [fixed.get(base) or int(base)] * 4
+    return n[0], n[1], n[2], n[3], nb
+
+
+def _compile_disp8(mode: int) -> dict[int, tuple[int, int, int, int, int]]:
+    """EVEX_DISP8 as a dict keyed by map << 11 | pp << 9 | W << 8 | opcode; W-specific rows win."""
+    out: dict[int, tuple[int, int, int, int, int]] = {}
+    rows = [line.split(maxsplit=2) for line in EVEX_DISP8.strip().splitlines()]
+    for only_w in (False, True):
+        for where, rule, ops in rows:
+            vmap, pp, *wq = where.split(".")
+            if bool(wq) != only_w:
+                continue
+            for w in [int(wq[0][1])] if wq else [0, 1]:
+                key = _VEC_MAP_NUMBERS[vmap] << 11 | _PFX_NAMES[pp] << 9 | w << 8
+                for op in _hexset(ops):
+                    out[key | op] = _disp8_rule(rule, w, mode)
+    return out
+
+
+EVEX_DISP8_N = {m: _compile_disp8(m) for m in (16, 32, 64)}
+"""Per mode: EVEX_DISP8 keyed by map << 11 | pp << 9 | W << 8 | opcode."""
+
 XOP_OPCODES: dict[int, frozenset[int]] = {
     8: _hexset("85-87 8e-8f 95-97 9e-9f a2-a3 a6 b6 c0-c3 cc-cf ec-ef"),
     9: _hexset("01-02 12 80-83 90-9b c1-c3 c6-c7 cb d1-d3 d6-d7 db e1-e3"),
