@@ -300,7 +300,7 @@ def _vector_cases(mode: int) -> Iterator[tuple[bytes, int]]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_vex_evex_xop_lengths(mode: int) -> None:
+def test_vex_evex_xop_lengths_and_memory_operands(mode: int) -> None:
     _run(_vector_cases(mode))
 
 

@@ -580,8 +580,15 @@ def _vector_mem(
         return None
     else:
         index, scale = mem.index, mem.scale
-    disp = mem.disp * n if modrm >> 6 == 1 else mem.disp
-    return MemOperand(mem.seg, mem.base, index, scale, disp, mem.addr_size)
+    out = _MemBuilder()
+    out.seg = mem.seg
+    out.base = mem.base
+    out.index = index
+    out.scale = scale
+    out.disp = mem.disp * n if modrm >> 6 == 1 else mem.disp
+    out.addr_size = mem.addr_size
+    out.__class__ = MemOperand
+    return out  # type: ignore[no-any-return]
 
 
 _CACHES: dict[int, dict[bytes, Insn | DecodeError]] = {16: {}, 32: {}, 64: {}}
