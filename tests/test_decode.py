@@ -11,7 +11,7 @@ import pytest
 from vmmio.x86 import decode as decode_mod
 from vmmio.x86.decode import decode, decode_cached
 from vmmio.x86.insn import DecodeError, DecodeStatus, Encoding, Insn, MemOperand, OpMap
-from vmmio.x86.regs import NO_REG, RIP_REG, VEC_REG, Gpr, Seg
+from vmmio.x86.regs import NO_REG, RIP_REG, XMM_REG, Gpr, Seg
 
 RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI = (int(r) for r in list(Gpr)[:8])
 R8, R12, R13, R15 = int(Gpr.R8), int(Gpr.R12), int(Gpr.R13), int(Gpr.R15)
@@ -438,6 +438,6 @@ def test_vsib_operand_has_no_single_effective_address() -> None:
     """vgatherdps xmm1, [rax+xmm4*1], xmm0: the index is vector register 4, not RSP and not 'none'."""
     insn = decode(bytes.fromhex("c4e279920c20"), 64)
     assert isinstance(insn, Insn) and insn.mem is not None
-    assert insn.mem.vsib and insn.mem.index == VEC_REG + 4 and insn.mem.base == 0
+    assert insn.mem.vsib and insn.mem.index == XMM_REG + 4 and insn.mem.base == 0
     with pytest.raises(ValueError, match="VSIB"):
         insn.mem.effective_address([0] * 16, 0)

@@ -48,7 +48,7 @@ from iced_x86 import (
 from vmmio.x86.decode import decode
 from vmmio.x86.format import format_insn
 from vmmio.x86.insn import DecodeError, DecodeStatus, Encoding, Insn, OpMap
-from vmmio.x86.regs import NO_REG, RIP_REG, VEC_REG, Seg
+from vmmio.x86.regs import NO_REG, RIP_REG, VEC_REG, XMM_REG, YMM_REG, ZMM_REG, Seg
 
 MODES = (16, 32, 64)
 MAPS = {"": OpMap.ONE, "0f": OpMap.M0F, "0f38": OpMap.M0F38, "0f3a": OpMap.M0F3A}
@@ -109,7 +109,8 @@ def _reg(reg: Register_) -> int:
     if reg in (Register.RIP, Register.EIP):
         return RIP_REG
     if Register.XMM0 <= reg <= Register.ZMM31:
-        return VEC_REG + int(RegisterInfo(reg).number)  # a VSIB index
+        info = RegisterInfo(reg)  # a VSIB index
+        return {16: XMM_REG, 32: YMM_REG, 64: ZMM_REG}[info.size] + int(info.number)
     return int(RegisterInfo(reg).number)
 
 

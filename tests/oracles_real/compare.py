@@ -27,7 +27,7 @@ from test_decode_oracles import _ICED_MNEMONIC, _MNEMONIC_ALIASES, _reg
 
 from oracles_real.corpus import Sample, iced_memory
 from vmmio.x86.insn import DecodeError, Encoding, Insn, MemOperand
-from vmmio.x86.regs import GPR_NAMES, NO_REG, RIP_REG, SEG_NAMES, VEC_REG, Seg
+from vmmio.x86.regs import GPR_NAMES, NO_REG, RIP_REG, SEG_NAMES, XMM_REG, YMM_REG, ZMM_REG, Seg
 
 __all__ = [
     "FAMILIES",
@@ -136,7 +136,8 @@ for _size in (8, 4, 2):
     for _n, _name in enumerate(GPR_NAMES[_size]):
         _REG_NUM[_name] = (_n, _size)
 _REG_NUM.update({"rip": (RIP_REG, 8), "eip": (RIP_REG, 4), "riz": (NO_REG, 8), "eiz": (NO_REG, 4)})
-_VECTOR = re.compile(r"^[xyz]mm(\d+)$")
+_VECTOR = re.compile(r"^([xyz])mm(\d+)$")
+_VECTOR_BASE = {"x": XMM_REG, "y": YMM_REG, "z": ZMM_REG}
 _MEM = re.compile(r"(?:\b([c-gs]s):)?\[([^\]]*)\]|\b([c-gs]s):(-?(?:0x[0-9a-f]+|\d+))\b")
 _TERM = re.compile(r"([+-]?)([^+-]+)")
 
@@ -187,7 +188,7 @@ def parse_mem_text(text: str) -> TextMem | None:
             return None
         vec = _VECTOR.match(name)
         if vec:
-            regs.append((VEC_REG + int(vec.group(1)), scale))
+            regs.append((_VECTOR_BASE[vec.group(1)] + int(vec.group(2)), scale))
             continue
         if name not in _REG_NUM:
             return None

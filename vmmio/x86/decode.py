@@ -240,14 +240,13 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
         flags, immk, mnemonic, opmap, sub, shape, rare, osizes = e
         encoding = _LEGACY
         vex_l = 0
-        vex_w = 0
         vec = None
         if sub is not None:
             if flags & _F_SPECIAL:
                 r = _special(code, i, mode, sub[0], rex, osz, rep, lock)
                 if r.__class__ is DecodeError:
                     return r
-                i, op, e, rx, szk, encoding, vex_l, vex_w, vec = r  # type: ignore[misc]
+                i, op, e, rx, szk, encoding, vex_l, vec = r  # type: ignore[misc]
                 flags, immk, mnemonic, opmap, sub, shape, rare, osizes = e
             if sub is not None:
                 e = sub[pidx + _GK[code[i]]] if shape else sub[pidx]
@@ -365,7 +364,6 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
     insn.opsize_prefix = osz > 0
     insn.seg_override = seg
     insn.vex_l = vex_l
-    insn.vex_w = vex_w
     insn.raw = code[:i]
     insn.__class__ = Insn
     return insn  # type: ignore[no-any-return]
@@ -483,25 +481,25 @@ def _rare(
     return i, mnemonic, opmap, op
 
 
-# What `_vector_mem` needs: (index of the ModRM byte, disp8 multiplier N, VSIB index bits from
-# VEX/EVEX.X and EVEX.V' or -1 when the form is not VSIB).
+# What `_vector_mem` needs: (index of the ModRM byte, disp8 multiplier N, and for VSIB forms the index
+# register less SIB.index: its XMM/YMM/ZMM base plus VEX/EVEX.X and EVEX.V'; -1 when not VSIB).
 _Vec = tuple[int, int, int]
 
 
 def _special(
     code: bytes, i: int, mode: int, legacy: T.Entry | None, rex: int, osz: int, rep: int, lock: bool
-) -> DecodeError | tuple[int, int, T.Entry, int, int, Encoding, int, int, _Vec | None]:
+) -> DecodeError | tuple[int, int, T.Entry, int, int, Encoding, int, _Vec | None]:
     """C4/C5/62/8F: a VEX/EVEX/XOP prefix, or the legacy LES/LDS/BOUND/POP when the next byte says so.
 
     Returns (index after the opcode, opcode, entry, ModRM table row, operand-size index, encoding,
-    vector length, W, what `_vector_mem` needs or None when the memory operand is an ordinary one).
+    vector length, what `_vector_mem` needs or None when the memory operand is an ordinary one).
     """
     first = code[i - 1]
     b1 = code[i]
     if (b1 & 0x1F < 8) if first == 0x8F else (mode != 64 and b1 < 0xC0):
         if legacy is None:
             return _err(_UNDEFINED, i, "undefined opcode")
-        return i, first, legacy, (rex & 7) << 8, osz + (rex >> 2 & 2), _LEGACY, 0, 0, None
+        return i, first, legacy, (rex & 7) << 8, osz + (rex >> 2 & 2), _LEGACY, 0, None
     if rex or osz or rep or lock:
         status = _BAD_LOCK if lock else _UNDEFINED
         return _err(status, i, "VEX/EVEX/XOP after a 66/F2/F3/LOCK/REX prefix")
@@ -555,10 +553,15 @@ def _special(
             n = rule[4] if code[i - 2] & 0x10 and rule[4] else rule[vex_l]  # EVEX.b: one element
     if pp == 1 and vmap == 2 and op in T.VSIB_OPCODES.get(encoding, ()):
         vprime = ~code[i - 2] >> 3 & 1 if encoding == Encoding.EVEX else 0
-        vec = (i, n, (rxb & 2) << 2 | vprime << 4)
+        # The index is as wide as the vector, but half as wide (xmm at least) for dword indexes of qword
+        # elements: the even opcodes with W1 (VPGATHERDQ, VGATHERDPD, VSCATTERDPD, ...).
+        width = min(vex_l, 2)  # 0 xmm, 1 ymm, 2 zmm
+        if w and not op & 1 and width:
+            width -= 1
+        vec = (i, n, VEC_REG + (width << 5) + ((rxb & 2) << 2 | vprime << 4))
     elif n != 1:
         vec = (i, n, -1)
-    return i, op, entry, rxb << 8, 2 * w, encoding, vex_l, w, vec
+    return i, op, entry, rxb << 8, 2 * w, encoding, vex_l, vec
 
 
 def _vector_mem(
@@ -574,7 +577,7 @@ def _vector_mem(
         if mem is None or mem.addr_size == 2 or modrm & 7 != 4:
             return _err(_UNDEFINED, pos + 1, "VSIB needs a SIB byte and 32/64-bit addressing")
         sib = code[pos + 1]
-        index = VEC_REG + (sib >> 3 & 7 | vsib)
+        index = vsib + (sib >> 3 & 7)
         scale = 1 << (sib >> 6)
     elif mem is None:
         return None

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from vmmio.x86.insn import Insn, MemOperand
-from vmmio.x86.regs import GPR_NAMES, NO_REG, RIP_REG, SEG_NAMES, VEC_REG
-
-_VECTOR_PREFIX = {16: "x", 32: "y", 64: "z"}
+from vmmio.x86.regs import GPR_NAMES, NO_REG, RIP_REG, SEG_NAMES, vector_name
 
 
-def format_mem(mem: MemOperand, default_seg: int = 3, vsib_bytes: int = 16) -> str:
-    """`fs:[rbx+rcx*4+0x10]` style text; the segment is shown only when it is not the default DS.
-
-    A VSIB index is named as a vector register of `vsib_bytes` (the instruction decides the width).
-    """
+def format_mem(mem: MemOperand, default_seg: int = 3) -> str:
+    """`fs:[rbx+rcx*4+0x10]` style text; the segment is shown only when it is not the default DS."""
     names = GPR_NAMES[mem.addr_size]
     parts: list[str] = []
     if mem.base == RIP_REG:
@@ -20,10 +15,7 @@ def format_mem(mem: MemOperand, default_seg: int = 3, vsib_bytes: int = 16) -> s
     elif mem.base != NO_REG:
         parts.append(names[mem.base])
     if mem.index != NO_REG:
-        if mem.vsib:
-            index = f"{_VECTOR_PREFIX[vsib_bytes]}mm{mem.index - VEC_REG}"
-        else:
-            index = names[mem.index]
+        index = vector_name(mem.index) if mem.vsib else names[mem.index]
         parts.append(f"{index}*{mem.scale}" if mem.scale > 1 else index)
     text = "+".join(parts)
     disp = mem.disp
@@ -40,14 +32,7 @@ def format_insn(insn: Insn) -> str:
     """Mnemonic with its memory operand, if any (register operands are not spelled out)."""
     if insn.mem is None:
         return insn.mnemonic
-    return f"{insn.mnemonic} {format_mem(insn.mem, vsib_bytes=vsib_index_bytes(insn))}"
+    return f"{insn.mnemonic} {format_mem(insn.mem)}"
 
 
-def vsib_index_bytes(insn: Insn) -> int:
-    """Width of a gather/scatter's vector index: the vector length, halved for dword indexes of qword
-    elements (the even opcodes with W1: VPGATHERDQ, VGATHERDPD, VSCATTERDPD, ...)."""
-    vl = 16 << min(insn.vex_l, 2)
-    return max(16, vl // 2) if insn.opcode & 1 == 0 and insn.vex_w else vl
-
-
-__all__ = ["format_insn", "format_mem", "vsib_index_bytes"]
+__all__ = ["format_insn", "format_mem"]

@@ -57,7 +57,7 @@ class MemOperand:
 
     seg: int  # Seg number
     base: int  # GPR number, NO_REG, or RIP_REG (RIP-relative: base is the next instruction's RIP)
-    index: int  # GPR number, NO_REG, or VEC_REG + n for vector register n (VSIB: gathers, scatters)
+    index: int  # GPR number, NO_REG, or XMM_REG/YMM_REG/ZMM_REG + n (VSIB: gathers, scatters)
     scale: int  # 1, 2, 4 or 8
     disp: int  # signed displacement (moffs: the unsigned offset; EVEX disp8: already multiplied by N)
     addr_size: int  # 2, 4 or 8 bytes
@@ -107,5 +107,4 @@ class Insn:
     opsize_prefix: bool  # 66h present
     seg_override: int  # Seg number of the last segment override prefix, or -1
     vex_l: int  # VEX.L / EVEX.L'L, 0 for legacy encodings
-    vex_w: int  # VEX/EVEX/XOP.W, 0 for legacy encodings
     raw: bytes  # the instruction's own bytes (exactly `length` of them)

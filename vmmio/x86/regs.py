@@ -38,7 +38,17 @@ class Seg(IntEnum):
 # Pseudo-register numbers used in memory operands.
 NO_REG = -1
 RIP_REG = 16
-VEC_REG = 32  # MemOperand.index VEC_REG + n: vector register n as a VSIB index (gathers, scatters)
+# A VSIB index (gathers, scatters) in MemOperand.index: XMM_REG + n, YMM_REG + n or ZMM_REG + n.
+XMM_REG = 32
+YMM_REG = 64
+ZMM_REG = 96
+VEC_REG = XMM_REG  # indexes from here on are vector registers
+
+
+def vector_name(reg: int) -> str:
+    """`xmm4`, `ymm20`, `zmm31` for XMM_REG + 4, YMM_REG + 20, ZMM_REG + 31."""
+    return f"{'xyz'[(reg - VEC_REG) >> 5]}mm{reg & 31}"
+
 
 # RFLAGS bits.
 CF = 1 << 0
