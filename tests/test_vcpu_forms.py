@@ -332,6 +332,27 @@ STRINGS = [
         {RSI: MMIO + 2, RDI: DATA + 2, RCX: 0},
         gprs={RSI: 0xFFFFFFFF00000000 | MMIO, RDI: 0xFFFFFFFF00000000 | DATA, RCX: 0xFFFFFFFF00000002},
     ),
+    Case(
+        "addr32 rep movsb ECX=0: RCX, RSI, RDI upper halves cleared (Intel)",
+        "67f3a4",
+        [],
+        {RSI: MMIO, RDI: DATA, RCX: 0},
+        gprs={RSI: 0xFFFF0000_00000000 | MMIO, RDI: 0xFFFF0000_00000000 | DATA, RCX: 0xFFFF0000_00000000},
+    ),
+    Case(
+        "addr32 rep stosb ECX=0: RCX, RDI upper halves cleared, RSI kept (Intel)",
+        "67f3aa",
+        [],
+        {RDI: MMIO, RCX: 0},
+        gprs={RSI: 0xFFFF0000_00000000, RDI: 0xFFFF0000_00000000 | MMIO, RCX: 0xFFFF0000_00000000},
+    ),
+    Case(
+        "addr32 rep lodsb ECX=0: only RCX upper half cleared (Intel)",
+        "67f3ac",
+        [],
+        {RCX: 0},
+        gprs={RSI: 0xFFFF0000_00000000 | MMIO, RCX: 0xFFFF0000_00000000},
+    ),
     Case("stosb", "aa", [(0, 1, W, 0x88)], {RDI: MMIO + 1}, gprs={RDI: MMIO}),
     Case(
         "rep stosd RCX=4",

@@ -205,7 +205,11 @@ class Vcpu:
             return InstEmulExit(regs.rip, code[:MAX_INSN], InstEmulReason(abort.reason))
         self._cur = cur
         if form.string and insn.rep and not x.gprs[Gpr.RCX] & MASK[insn.addr_size]:
-            # REP with a zero count: no iteration, no access; the instruction only advances RIP.
+            # REP with a zero count: no iteration, no access; the instruction only advances RIP (and,
+            # with 32-bit addressing in 64-bit mode, clears upper halves as Intel CPUs do).
+            if insn.addr_size == 4 and mode == 64:
+                for reg in (Gpr.RCX, *form.zero_count_clears):
+                    x.set(reg, 4, x.gprs[reg])
             return self._complete(cur)
         return self._advance(cur, None)
 

@@ -99,3 +99,6 @@ class Form:
     rep_zf: bool = False  # REPE/REPNE also test ZF (cmps, scas)
     mem_only: bool = False  # the register form (mod == 3) is a different instruction
     mnemonics: frozenset[str] = frozenset()  # if set, only these decoded mnemonics (mandatory prefixes)
+    # REP with a zero count and 32-bit addressing in 64-bit mode: on Intel CPUs RCX and these pointer
+    # registers still get their upper halves cleared (as a 32-bit write would), with no iteration run.
+    zero_count_clears: tuple[int, ...] = ()

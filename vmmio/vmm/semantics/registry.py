@@ -21,11 +21,12 @@ def emulates(
     rep_zf: bool = False,
     mem_only: bool = False,
     mnemonics: Iterable[str] = (),
+    zero_count_clears: Iterable[int] = (),
 ) -> Callable[[Semantic], Semantic]:
     """Register a semantic for opcodes of `opmap` (and, for groups, the ModRM.reg values `regs`)."""
 
     def register(fn: Semantic) -> Semantic:
-        form = Form(fn, string, rep_zf, mem_only, frozenset(mnemonics))
+        form = Form(fn, string, rep_zf, mem_only, frozenset(mnemonics), tuple(zero_count_clears))
         for op in opcodes:
             for reg in regs:
                 key = (int(opmap), op, reg)

@@ -35,7 +35,7 @@ def _width(i: Insn) -> int:
     return 1 if i.opcode & 1 == 0 else i.opsize
 
 
-@emulates(OpMap.ONE, (0xA4, 0xA5), string=True)
+@emulates(OpMap.ONE, (0xA4, 0xA5), string=True, zero_count_clears=(Gpr.RSI, Gpr.RDI))
 def movs(x: Exec, i: Insn) -> Steps:
     w = _width(i)
     v = yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)
@@ -44,7 +44,7 @@ def movs(x: Exec, i: Insn) -> Steps:
     _step(x, Gpr.RDI, w)
 
 
-@emulates(OpMap.ONE, (0xAA, 0xAB), string=True)
+@emulates(OpMap.ONE, (0xAA, 0xAB), string=True, zero_count_clears=(Gpr.RDI,))
 def stos(x: Exec, i: Insn) -> Steps:
     w = _width(i)
     yield (WRITE, _ES, _addr(x, Gpr.RDI), w, x.get(Gpr.RAX, w))
