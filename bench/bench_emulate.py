@@ -5,7 +5,7 @@ Reports medians (of repeated timed batches) for:
   - cached decode (decode_cached, the hot-path call),
   - iced-x86's Python API decoding the same bytes with the memory-operand fields read,
   - capstone with detail on, reading the same fields,
-  - a full MMIO round trip on the scripted backend: fault -> MmioExit -> fulfil -> completion.
+  - a full MMIO round trip on the scripted backend: fault -> MmioExit -> fulfill -> completion.
 
 Usage: .venv/bin/python bench/bench_emulate.py [--repeat N]
 """
@@ -117,18 +117,18 @@ def capstone(code: bytes) -> Callable[[], object]:
 
 
 def mmio_round_trip(calls: int, repeat: int) -> float:
-    """Seconds per `mov eax, [rbx]` from MMIO: fault, exit, fulfil, completion."""
+    """Seconds per `mov eax, [rbx]` from MMIO: fault, exit, fulfill, completion."""
     g = Guest(bytes.fromhex("8b03") + bytes(13), {3: MMIO})
     vcpu, backend, regs = g.vcpu, g.backend, g.backend.regs
     event = NpfEvent(MMIO)
-    fulfil = FulfillMmio(MMIO, 4, False, 0x1234)
+    fulfill = FulfillMmio(MMIO, 4, False, 0x1234)
 
     def once() -> None:
         regs.rip = 0x1000
         backend.events.append(event)
         ex = vcpu.run()
         assert type(ex) is MmioExit
-        assert type(vcpu.run(fulfil)) is HltExit
+        assert type(vcpu.run(fulfill)) is HltExit
 
     once()
     return per_call(once, calls, repeat)

@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vmmio.backends.base import DIRTY_RIP, NpfEvent
+from vmmio.backends.base import NpfEvent
 from vmmio.machine import LOAD_ADDR, TESTDEV_MMIO, Machine
+from vmmio.x86.state import DIRTY_RIP
 
 LOOPS = {
     "mov read": """
@@ -117,7 +118,7 @@ def kvm_rate(code: bytes, n: int) -> float:
 
 def kvm_usable() -> bool:
     try:
-        import vmmio.backends.kvm  # noqa: F401
+        import vmmio.reference.kvm  # noqa: F401
 
         with open("/dev/kvm", "rb"):
             return True

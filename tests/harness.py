@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vmmio.abi import FulfillInout, FulfillMmio, InoutExit, MmioExit, VmEntry, VmExit
-from vmmio.backends.base import IoEvent, NpfEvent, Regs, long_mode_control
+from vmmio.backends.base import IoEvent, NpfEvent
 from vmmio.backends.scripted import ScriptedBackend
 from vmmio.vmm.vcpu import Vcpu
 from vmmio.vmm.vm import Vm
 from vmmio.x86.pagetables import PAGE_1G, PageTables
 from vmmio.x86.regs import RFLAGS_FIXED1
+from vmmio.x86.state import Regs, long_mode_control
 
 RAM_SIZE = 4 << 20
 CODE = 0x1000
@@ -42,10 +43,10 @@ class MemDevice:
         if ex.is_write:
             self.data[off : off + ex.size] = ex.data.to_bytes(ex.size, "little")
             self.trace.append((ex.gpa, ex.size, True, ex.data))
-            return ex.fulfil()
+            return ex.fulfill()
         value = int.from_bytes(self.data[off : off + ex.size], "little")
         self.trace.append((ex.gpa, ex.size, False, value))
-        return ex.fulfil(value)
+        return ex.fulfill(value)
 
 
 @dataclass
@@ -59,9 +60,9 @@ class PortDevice:
         if ex.is_in:
             value = self.in_value & ((1 << (8 * ex.size)) - 1)
             self.trace.append((ex.port, ex.size, True, value))
-            return ex.fulfil(value)
+            return ex.fulfill(value)
         self.trace.append((ex.port, ex.size, False, ex.data))
-        return ex.fulfil()
+        return ex.fulfill()
 
 
 class Guest:

@@ -109,7 +109,7 @@ def run_guest(
 
 
 def mmio_exits_per_second(backend: str = "kvm", seconds: float = 1.0) -> float:
-    """MMIO read exits per second for READ_LOOP, each answered at once (the bare run/fulfil round trip).
+    """MMIO read exits per second for READ_LOOP, each answered at once (the bare run/fulfill round trip).
 
     Measures the vCPU alone: no device model, no Machine.run bookkeeping.
     """
@@ -120,7 +120,7 @@ def mmio_exits_per_second(backend: str = "kvm", seconds: float = 1.0) -> float:
             ex = vcpu.run()
             for _ in range(100):  # warm up (page faults on first touch, decode caches)
                 assert isinstance(ex, MmioExit), ex
-                ex = vcpu.run(ex.fulfil(0))
+                ex = vcpu.run(ex.fulfill(0))
             count = 0
             start = time.perf_counter()
             end = start + seconds
@@ -128,7 +128,7 @@ def mmio_exits_per_second(backend: str = "kvm", seconds: float = 1.0) -> float:
             while now < end:
                 for _ in range(200):
                     assert isinstance(ex, MmioExit), ex
-                    ex = vcpu.run(ex.fulfil(0))
+                    ex = vcpu.run(ex.fulfill(0))
                 count += 200
                 now = time.perf_counter()
         return count / (now - start)

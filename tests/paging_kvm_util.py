@@ -46,10 +46,10 @@ from kvm_util import deadline
 from test_paging import K4, RW, US, P, Tables
 
 from vmmio.abi import HltExit, InoutExit, InstEmulExit, MmioExit, ShutdownExit, VmExit
-from vmmio.backends.base import Control, Regs, Segment
-from vmmio.backends.kvm import KVM_DEVICE, KVM_GET_SUPPORTED_CPUID, KvmError, KvmExitError, KvmVcpu
 from vmmio.machine import DEBUG_EXIT_MMIO
-from vmmio.vmm.memory import GuestMemory
+from vmmio.memory import GuestMemory
+from vmmio.reference.kvm import KVM_DEVICE, KVM_GET_SUPPORTED_CPUID, KvmError, KvmExitError, KvmVcpu
+from vmmio.x86.state import Control, CpuState, Regs, Segment
 
 GDT, IDT, TSS, KCODE, UCODE = 0x1000, 0x2000, 0x3000, 0x4000, 0x5000
 SYSTEM_PAGES = (GDT, IDT, TSS, KCODE, UCODE, 0x6000, 0x7000)
@@ -277,7 +277,8 @@ def run_access(
     regs.gprs[3] = la  # rbx
     regs.gprs[4] = KSTACK
     try:
-        vcpu = KvmVcpu(memory, regs, ctl, gdtr=gdtr, idtr=idtr)
+        ctl.gdtr, ctl.idtr = gdtr, idtr
+        vcpu = KvmVcpu(memory, CpuState(regs, ctl))
     except KvmError as err:
         return ("rejected", str(err))
     try:
@@ -318,7 +319,7 @@ def _collect(vcpu: KvmVcpu) -> KvmOutcome:
             return ("exception", ex.data)
         values = []
         for port in (PORT_EC, PORT_CR2_LO, PORT_CR2_HI):
-            ex = vcpu.run(ex.fulfil())
+            ex = vcpu.run(ex.fulfill())
             if not isinstance(ex, InoutExit) or ex.port != port:
                 return ("unexpected", f"#PF report, port {port:#x}", repr(ex))
             values.append(ex.data)

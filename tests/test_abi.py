@@ -37,6 +37,7 @@ from vmmio.abi import (
     InstEmulReason,
     MmioExit,
     ShutdownExit,
+    ShutdownReason,
     SuspendedExit,
     VmEntry,
     VmExit,
@@ -138,8 +139,8 @@ def test_every_kind_is_covered_by_the_round_trip_rows() -> None:
 
 # --- the pinned layout (docs/abi.md) ----------------------------------------------------------------
 
-EXIT_HDR = "564d4558 | 0100"  # b"VMEX", version 1
-ENTRY_HDR = "564d454e | 0100"  # b"VMEN", version 1
+EXIT_HDR = "564d4558 | 0200"  # b"VMEX", version 2
+ENTRY_HDR = "564d454e | 0200"  # b"VMEN", version 2
 
 EXIT_BYTES: list[tuple[VmExit, bytes]] = [
     (
@@ -175,7 +176,11 @@ EXIT_BYTES: list[tuple[VmExit, bytes]] = [
         ),
     ),
     (HltExit(), _hex(EXIT_HDR, "0400 | 00000000 | 00000000", z(32))),
-    (ShutdownExit(), _hex(EXIT_HDR, "0500 | 00000000 | 00000000", z(32))),
+    (ShutdownExit(), _hex(EXIT_HDR, "0500 | 00000000 | 00000000", "0100", z(30))),  # reason TRIPLE_FAULT
+    (
+        ShutdownExit(ShutdownReason.UNSUPPORTED_DELIVERY),
+        _hex(EXIT_HDR, "0500 | 00000000 | 00000000", "0200", z(30)),
+    ),
     (SuspendedExit(), _hex(EXIT_HDR, "0600 | 00000000 | 00000000", z(32))),
 ]
 
@@ -212,7 +217,7 @@ def test_entry_exact_bytes(value: VmEntry, raw: bytes) -> None:
 
 
 def test_layout_constants() -> None:
-    assert (HEADER_SIZE, RECORD_SIZE, ABI_VERSION, MAX_INSN_LEN) == (16, 48, 1, 15)
+    assert (HEADER_SIZE, RECORD_SIZE, ABI_VERSION, MAX_INSN_LEN) == (16, 48, 2, 15)
     assert (EXIT_MAGIC, ENTRY_MAGIC) == (b"VMEX", b"VMEN")
     assert [int(k) for k in ExitKind] == [1, 2, 3, 4, 5, 6]
     assert [int(k) for k in EntryKind] == [1, 2, 3, 4]
@@ -225,7 +230,7 @@ def test_layout_constants() -> None:
 Build = Callable[[], object]
 
 INVALID_VALUES: list[tuple[str, Build, str]] = [
-    # MMIO requests and fulfilments share the rules
+    # MMIO requests and fulfillments share the rules
     ("mmio-size-0", lambda: MmioExit(0, 0, False, 0), "size = 0 is not one of 1, 2, 4, 8"),
     ("mmio-size-3", lambda: MmioExit(0, 3, False, 0), "size = 3"),
     ("mmio-size-16", lambda: FulfillMmio(0, 16, False, 0), "size = 16"),
@@ -291,43 +296,43 @@ def test_replace_revalidates() -> None:
         dataclasses.replace(MmioExit(0xFF8, 8, False, 0), gpa=0xFF9)
 
 
-# --- fulfilment helpers and the matching rule ------------------------------------------------------
+# --- fulfillment helpers and the matching rule ------------------------------------------------------
 
 
-def test_mmio_fulfil() -> None:
+def test_mmio_fulfill() -> None:
     read = MmioExit(0xFEE0_0020, 4, False, 0)
-    assert read.fulfil(0x1400_0000) == FulfillMmio(0xFEE0_0020, 4, False, 0x1400_0000)
-    assert read.fulfil(7, exit_consistent=True) == FulfillMmio(0xFEE0_0020, 4, False, 7, True)
+    assert read.fulfill(0x1400_0000) == FulfillMmio(0xFEE0_0020, 4, False, 0x1400_0000)
+    assert read.fulfill(7, exit_consistent=True) == FulfillMmio(0xFEE0_0020, 4, False, 7, True)
     write = MmioExit(0xFEE0_00B0, 4, True, 0x1234)
-    assert write.fulfil() == FulfillMmio(0xFEE0_00B0, 4, True, 0x1234)  # written data echoed
-    assert write.fulfil(0x1234) == write.fulfil()
+    assert write.fulfill() == FulfillMmio(0xFEE0_00B0, 4, True, 0x1234)  # written data echoed
+    assert write.fulfill(0x1234) == write.fulfill()
     for req in (read, write):
-        assert req.matches(req.fulfil(0 if not req.is_write else None))
+        assert req.matches(req.fulfill(0 if not req.is_write else None))
 
 
-def test_inout_fulfil() -> None:
+def test_inout_fulfill() -> None:
     port_in = InoutExit(0x3FD, 1, True, 0)
-    assert port_in.fulfil(0x60) == FulfillInout(0x3FD, 1, True, 0x60)
+    assert port_in.fulfill(0x60) == FulfillInout(0x3FD, 1, True, 0x60)
     port_out = InoutExit(0x3F8, 1, False, 0x41)
-    assert port_out.fulfil(exit_consistent=True) == FulfillInout(0x3F8, 1, False, 0x41, True)
-    assert port_in.matches(port_in.fulfil(0xFF))
-    assert port_out.matches(port_out.fulfil())
+    assert port_out.fulfill(exit_consistent=True) == FulfillInout(0x3F8, 1, False, 0x41, True)
+    assert port_in.matches(port_in.fulfill(0xFF))
+    assert port_out.matches(port_out.fulfill())
 
 
 FULFIL_ERRORS: list[tuple[str, Build, str]] = [
-    ("mmio-read-no-data", lambda: MmioExit(0, 4, False, 0).fulfil(), "a read needs the value read"),
-    ("mmio-read-too-wide", lambda: MmioExit(0, 1, False, 0).fulfil(0x100), "does not fit in 1 byte"),
-    ("mmio-write-other-data", lambda: MmioExit(0, 4, True, 5).fulfil(6), "echoes the written data 0x5"),
-    ("io-in-no-data", lambda: InoutExit(0x60, 1, True, 0).fulfil(), "an IN needs the value read"),
-    ("io-in-too-wide", lambda: InoutExit(0x60, 2, True, 0).fulfil(2**16), "does not fit in 2 byte"),
-    ("io-out-other-data", lambda: InoutExit(0x80, 1, False, 1).fulfil(2), "echoes the written data 0x1"),
+    ("mmio-read-no-data", lambda: MmioExit(0, 4, False, 0).fulfill(), "a read needs the value read"),
+    ("mmio-read-too-wide", lambda: MmioExit(0, 1, False, 0).fulfill(0x100), "does not fit in 1 byte"),
+    ("mmio-write-other-data", lambda: MmioExit(0, 4, True, 5).fulfill(6), "echoes the written data 0x5"),
+    ("io-in-no-data", lambda: InoutExit(0x60, 1, True, 0).fulfill(), "an IN needs the value read"),
+    ("io-in-too-wide", lambda: InoutExit(0x60, 2, True, 0).fulfill(2**16), "does not fit in 2 byte"),
+    ("io-out-other-data", lambda: InoutExit(0x80, 1, False, 1).fulfill(2), "echoes the written data 0x1"),
 ]
 
 
 @pytest.mark.parametrize(
     ("build", "message"), [r[1:] for r in FULFIL_ERRORS], ids=[r[0] for r in FULFIL_ERRORS]
 )
-def test_fulfil_errors(build: Build, message: str) -> None:
+def test_fulfill_errors(build: Build, message: str) -> None:
     with pytest.raises(AbiError) as info:
         build()
     assert message in str(info.value)
@@ -353,11 +358,11 @@ MISMATCHES: list[tuple[str, VmExit, VmEntry]] = [
 
 
 @pytest.mark.parametrize(("request_", "entry"), [r[1:] for r in MISMATCHES], ids=[r[0] for r in MISMATCHES])
-def test_mismatched_fulfilment_does_not_match(request_: MmioExit | InoutExit, entry: VmEntry) -> None:
+def test_mismatched_fulfillment_does_not_match(request_: MmioExit | InoutExit, entry: VmEntry) -> None:
     assert not request_.matches(entry)
 
 
-def test_read_fulfilment_matches_whatever_value_was_read() -> None:
+def test_read_fulfillment_matches_whatever_value_was_read() -> None:
     req = MmioExit(0x2000, 8, False, 0)
     assert req.matches(FulfillMmio(0x2000, 8, False, U64_MAX))
     assert req.matches(FulfillMmio(0x2000, 8, False, 0, exit_consistent=True))
@@ -392,8 +397,9 @@ BAD_RECORDS: list[tuple[str, Unpack, object, str]] = [
     ("entry-as-exit", unpack_exit, DEFAULT_RAW, "magic b'VMEN'; expected b'VMEX'"),
     ("exit-as-entry", unpack_entry, MMIO_RAW, "magic b'VMEX'; expected b'VMEN'"),
     ("magic-case", unpack_exit, _patch(MMIO_RAW, 0, b"vmex"), "magic b'vmex'"),
-    ("version-0", unpack_exit, _patch(MMIO_RAW, 4, b"\0\0"), "ABI version 0; this reader knows only 1"),
-    ("version-2", unpack_entry, _patch(DEFAULT_RAW, 4, b"\2\0"), "ABI version 2"),
+    ("version-0", unpack_exit, _patch(MMIO_RAW, 4, b"\0\0"), "ABI version 0; this reader knows only 2"),
+    ("version-1", unpack_entry, _patch(DEFAULT_RAW, 4, b"\1\0"), "ABI version 1"),
+    ("version-3", unpack_entry, _patch(DEFAULT_RAW, 4, b"\3\0"), "ABI version 3"),
     ("version-big-endian", unpack_exit, _patch(HLT_RAW, 4, b"\0\1"), "ABI version 256"),
     ("exit-kind-0", unpack_exit, _patch(HLT_RAW, 6, b"\0\0"), "unknown kind 0"),
     ("exit-kind-7", unpack_exit, _patch(HLT_RAW, 6, b"\7\0"), "unknown kind 7"),
@@ -433,7 +439,19 @@ BAD_RECORDS: list[tuple[str, Unpack, object, str]] = [
     ("inst-reason-7", unpack_exit, _patch(INST_RAW, 24, b"\7\0"), "unknown InstEmulReason 7"),
     # payload-less kinds: every payload byte is reserved
     ("hlt-payload", unpack_exit, _patch(HLT_RAW, 16, b"\1"), "reserved bytes set in HltExit payload"),
-    ("shutdown-payload", unpack_exit, _patch(pack_exit(ShutdownExit()), 47, b"\1"), "ShutdownExit payload"),
+    ("shutdown-payload", unpack_exit, _patch(pack_exit(ShutdownExit()), 47, b"\1"), "SHUTDOWN payload"),
+    (
+        "shutdown-reason-0",
+        unpack_exit,
+        _patch(pack_exit(ShutdownExit()), 16, b"\0"),
+        "unknown ShutdownReason 0",
+    ),
+    (
+        "shutdown-reason-3",
+        unpack_exit,
+        _patch(pack_exit(ShutdownExit()), 16, b"\3"),
+        "unknown ShutdownReason 3",
+    ),
     (
         "suspended-payload",
         unpack_exit,
@@ -516,7 +534,12 @@ inst_exits = st.builds(
     st.sampled_from(InstEmulReason),
 )
 exits: st.SearchStrategy[VmExit] = st.one_of(
-    mmio_exits(), inout_exits(), inst_exits, st.sampled_from([HltExit(), ShutdownExit(), SuspendedExit()])
+    mmio_exits(),
+    inout_exits(),
+    inst_exits,
+    st.sampled_from(
+        [HltExit(), ShutdownExit(), ShutdownExit(ShutdownReason.UNSUPPORTED_DELIVERY), SuspendedExit()]
+    ),
 )
 entries: st.SearchStrategy[VmEntry] = st.one_of(
     st.builds(Default, st.booleans()),
@@ -537,8 +560,8 @@ def test_property_entry_round_trip(value: VmEntry) -> None:
 
 
 @given(mmio_exits())
-def test_property_fulfil_matches(req: MmioExit) -> None:
-    answer = req.fulfil(None if req.is_write else 2 ** (8 * req.size) - 1)
+def test_property_fulfill_matches(req: MmioExit) -> None:
+    answer = req.fulfill(None if req.is_write else 2 ** (8 * req.size) - 1)
     assert req.matches(answer)
     assert unpack_entry(pack_entry(answer)) == answer
 
@@ -556,7 +579,7 @@ def _sparse_payloads(draw: st.DrawFn) -> bytes:
 def header_guided_records(draw: st.DrawFn) -> bytes:
     """Records whose header is mostly right, so the fuzzing reaches the payload checks."""
     magic = draw(st.sampled_from([EXIT_MAGIC, ENTRY_MAGIC]) | st.binary(min_size=4, max_size=4))
-    version = draw(st.sampled_from([ABI_VERSION] * 4 + [0, 2, 0xFFFF]))
+    version = draw(st.sampled_from([ABI_VERSION] * 4 + [0, 1, 3, 0xFFFF]))
     kind = draw(st.integers(0, 8))
     flags = draw(st.sampled_from([0, 0, 1]) | st.integers(0, 2**32 - 1))
     reserved = draw(st.sampled_from([0] * 4) | st.integers(0, 2**32 - 1))

@@ -27,7 +27,9 @@ from kvm_util import (
 
 from vmmio.abi import (
     Default,
+    Device,
     Discard,
+    EntryError,
     FulfillInout,
     FulfillMmio,
     HltExit,
@@ -39,18 +41,16 @@ from vmmio.abi import (
     SuspendedExit,
     VmExit,
 )
-from vmmio.backends.kvm import KvmEntryError, KvmError, KvmIo, KvmMmio, KvmVcpu, kvm_usable
 from vmmio.devices import MemoryDevice
 from vmmio.machine import (
-    GDT,
     GDT_BASE,
     LOAD_ADDR,
     TESTDEV_MMIO,
     UART_MMIO,
     Machine,
-    initial_state,
 )
-from vmmio.vmm.vcpu import EntryError
+from vmmio.memory import RangeMap
+from vmmio.reference.kvm import KvmEntryError, KvmError, KvmIo, KvmMmio, KvmVcpu, kvm_usable
 from vmmio.x86.regs import Gpr
 
 if platform.machine() != "x86_64":
@@ -120,8 +120,7 @@ def kvm_vcpu(m: Machine, code: bytes, *, record_raw: bool = False) -> KvmVcpu:
     """A KvmVcpu built by hand (for the options Machine.vcpu does not pass)."""
     image = m.load(code)
     fill_testdev(m)
-    regs, ctl = initial_state(image, m.ram_size)
-    return KvmVcpu(m.vm.memory, regs, ctl, gdtr=(GDT_BASE, 8 * len(GDT) - 1), record_raw=record_raw)
+    return KvmVcpu(m.vm.memory, m.entry_state(image), record_raw=record_raw)
 
 
 @pytest.fixture
@@ -144,8 +143,10 @@ def inout(ex: VmExit) -> InoutExit:
 
 def test_initial_state_is_what_the_machine_asked_for(machine: Machine) -> None:
     image = machine.load(b"\xf4")
-    regs, ctl = initial_state(image, machine.ram_size)
-    with KvmVcpu(machine.vm.memory, regs, ctl, gdtr=(GDT_BASE, 31), idtr=(0x3000, 0xFFF)) as vcpu:
+    state = machine.entry_state(image)
+    regs, ctl = state.regs, state.control
+    ctl.gdtr, ctl.idtr = (GDT_BASE, 31), (0x3000, 0xFFF)
+    with KvmVcpu(machine.vm.memory, state) as vcpu:
         got = vcpu.get_regs()
         assert (got.gprs, got.rip, got.rflags) == (regs.gprs, LOAD_ADDR, regs.rflags)
         s = vcpu.get_sregs()
@@ -153,7 +154,7 @@ def test_initial_state_is_what_the_machine_asked_for(machine: Machine) -> None:
         assert s.control.efer == ctl.efer
         assert s.control.segs == ctl.segs
         assert s.control.code_size == 64 and s.control.cpl == 0
-        assert (s.gdtr, s.idtr) == ((GDT_BASE, 31), (0x3000, 0xFFF))
+        assert (s.control.gdtr, s.control.idtr) == ((GDT_BASE, 31), (0x3000, 0xFFF))
         assert vcpu.translate(0xD000_0123) == 0xD000_0123  # the machine's identity map, walked by KVM
 
 
@@ -210,26 +211,26 @@ def test_mov_read_then_write(machine: Machine) -> None:
     ex = vcpu.run()
     assert ex == MmioExit(DEV, 4, False, 0)
     assert vcpu.get_regs().rip == LOAD_ADDR + 5  # stopped at the load: nothing of it ran yet
-    ex = vcpu.run(mmio(ex).fulfil(0xA1B2C3D4))
+    ex = vcpu.run(mmio(ex).fulfill(0xA1B2C3D4))
     assert ex == MmioExit(DEV + 8, 4, True, 0x12345678)
     assert vcpu.get_regs().gprs[Gpr.RAX] == 0xA1B2C3D4
-    assert isinstance(vcpu.run(mmio(ex).fulfil()), HltExit)
+    assert isinstance(vcpu.run(mmio(ex).fulfill()), HltExit)
     vcpu.close()
 
 
 @needs_as
 def test_add_is_read_then_write(machine: Machine) -> None:
     """Read-modify-write: one read, then the write of the sum. KVM reports the write only after the
-    instruction has retired (RIP already past it), where vmmio's kernel commits after the fulfilment."""
+    instruction has retired (RIP already past it), where vmmio's kernel commits after the fulfillment."""
     vcpu = kvm_vcpu(machine, assemble("mov ebx, 0xD0010000\n mov eax, 5\n add [rbx], eax\n hlt"))
     ex = vcpu.run()
     assert ex == MmioExit(DEV, 4, False, 0)
     rip = vcpu.get_regs().rip
-    ex = vcpu.run(mmio(ex).fulfil(0xFFFF_FFFE))
+    ex = vcpu.run(mmio(ex).fulfill(0xFFFF_FFFE))
     assert ex == MmioExit(DEV, 4, True, 3)  # 0xFFFFFFFE + 5, carried out
     assert vcpu.get_regs().rip == rip + 2  # Linux: retired before the write exit
     assert vcpu.get_regs().rflags & 1  # CF from the carry
-    assert isinstance(vcpu.run(mmio(ex).fulfil()), HltExit)
+    assert isinstance(vcpu.run(mmio(ex).fulfill()), HltExit)
     vcpu.close()
 
 
@@ -242,7 +243,7 @@ def test_rep_movsd_mmio_to_ram_one_exit_per_element(machine: Machine) -> None:
     for n in range(4):
         assert ex == MmioExit(DEV + 4 * n, 4, False, 0)
         assert vcpu.get_regs().gprs[Gpr.RCX] == 4 - n  # restartable state between elements
-        ex = vcpu.run(mmio(ex).fulfil(0x1111_1111 * (n + 1)))
+        ex = vcpu.run(mmio(ex).fulfill(0x1111_1111 * (n + 1)))
     assert isinstance(ex, HltExit)
     assert [machine.vm.memory.read_int(RAM_BUF + 4 * n, 4) for n in range(4)] == [
         0x1111_1111 * (n + 1) for n in range(4)
@@ -277,7 +278,7 @@ def test_rep_insb_is_one_kvm_exit_with_count(machine: Machine) -> None:
     ex = vcpu.run()
     for n in range(5):
         assert ex == InoutExit(0x3F8, 1, True, 0)
-        ex = vcpu.run(inout(ex).fulfil(0x61 + n))
+        ex = vcpu.run(inout(ex).fulfill(0x61 + n))
     assert isinstance(ex, HltExit)
     assert machine.vm.memory.read(RAM_BUF, 5) == b"abcde"
     assert vcpu.raw_exits == [KvmIo(0x3F8, 1, True, 5, b"")]
@@ -318,7 +319,7 @@ def test_page_crossing_read_is_presented_as_vmmio_pieces(machine: Machine) -> No
     while isinstance(ex, MmioExit):
         pieces.append((ex.gpa - DEV, ex.size))
         off = ex.gpa - DEV - 0xFFD
-        ex = vcpu.run(ex.fulfil(int.from_bytes(device[off : off + ex.size], "little")))
+        ex = vcpu.run(ex.fulfill(int.from_bytes(device[off : off + ex.size], "little")))
     assert isinstance(ex, HltExit)
     assert pieces == [(0xFFD, 1), (0xFFE, 2), (0x1000, 4), (0x1004, 1)]
     assert vcpu.raw_exits == [KvmMmio(DEV + 0xFFD, 3, False, b""), KvmMmio(DEV + 0x1000, 5, False, b"")]
@@ -336,7 +337,7 @@ def test_page_crossing_write_keeps_the_data_of_each_piece(machine: Machine) -> N
     ex, got = vcpu.run(), []
     while isinstance(ex, MmioExit):
         got.append((ex.gpa - DEV, ex.size, ex.data))
-        ex = vcpu.run(ex.fulfil())
+        ex = vcpu.run(ex.fulfill())
     assert got == [(0xFFB, 1, 0x01), (0xFFC, 4, 0x05040302), (0x1000, 2, 0x0706), (0x1002, 1, 0x08)]
     assert vcpu.raw_exits == [
         KvmMmio(DEV + 0xFFB, 5, True, bytes([1, 2, 3, 4, 5])),
@@ -372,7 +373,7 @@ def test_triple_fault_is_shutdown() -> None:
 def test_in_kernel_handlers_are_served_in_place(machine: Machine) -> None:
     """A GuestMemory handler region is an in-kernel device: KVM's exits there never reach the caller."""
     kdev = MemoryDevice(0x2000, fill=b"\x10\x20\x30\x40")
-    machine.vm.add_mmio_handler(0xE000_0000, 0x2000, kdev)
+    machine.vm.add_mmio_device(0xE000_0000, 0x2000, kdev)
     code = assemble(
         "mov ebx, 0xE0000000\n mov eax, [rbx]\n mov [rbx + 0xffe], eax\n"
         "mov edx, 0xD0010000\n mov ecx, [rdx]\n hlt"
@@ -381,7 +382,7 @@ def test_in_kernel_handlers_are_served_in_place(machine: Machine) -> None:
     ex = vcpu.run()
     assert ex == MmioExit(DEV, 4, False, 0)  # the first request the caller sees is the userspace device's
     assert kdev.trace == [(0, 4, False, 0x40302010), (0xFFE, 2, True, 0x2010), (0x1000, 2, True, 0x4030)]
-    assert isinstance(vcpu.run(mmio(ex).fulfil(7)), HltExit)
+    assert isinstance(vcpu.run(mmio(ex).fulfill(7)), HltExit)
     vcpu.close()
 
 
@@ -391,25 +392,26 @@ def test_in_kernel_port_handlers(machine: Machine) -> None:
         def __init__(self) -> None:
             self.seen: list[tuple[int, int, int]] = []
 
-        def read(self, port: int, size: int) -> int:
+        def read(self, offset: int, size: int) -> int:
             return 0x5A
 
-        def write(self, port: int, size: int, value: int) -> None:
-            self.seen.append((port, size, value))
+        def write(self, offset: int, size: int, value: int) -> None:
+            self.seen.append((offset, size, value))
 
     handler = Port()
+    ports: RangeMap[Device] = RangeMap()
+    ports.add(0x7F, 2, handler)
     image = machine.load(assemble("mov al, 7\n out 0x80, al\n in al, 0x80\n out 0xf4, al\n hlt"))
-    regs, ctl = initial_state(image, machine.ram_size)
-    with KvmVcpu(machine.vm.memory, regs, ctl, gdtr=(GDT_BASE, 31), ports={0x80: handler}) as vcpu:
+    with KvmVcpu(machine.vm.memory, machine.entry_state(image), ports=ports) as vcpu:
         assert vcpu.run() == InoutExit(0xF4, 1, False, 0x5A)
-    assert handler.seen == [(0x80, 1, 7)]
+    assert handler.seen == [(1, 1, 7)]
 
 
 # --- entries: checks and their KVM-specific semantics ---------------------------------------------------
 
 
 @needs_as
-def test_mismatched_fulfilments_are_rejected_and_change_nothing(machine: Machine) -> None:
+def test_mismatched_fulfillments_are_rejected_and_change_nothing(machine: Machine) -> None:
     vcpu = kvm_vcpu(
         machine,
         assemble(
@@ -432,19 +434,19 @@ def test_mismatched_fulfilments_are_rejected_and_change_nothing(machine: Machine
         with pytest.raises(KvmEntryError):
             vcpu.run(entry)
         assert vcpu.pending == ex and vcpu.get_regs() == before
-    ex = vcpu.run(mmio(ex).fulfil(0x77))  # the correct answer still works
+    ex = vcpu.run(mmio(ex).fulfill(0x77))  # the correct answer still works
     assert ex == MmioExit(DEV + 8, 4, True, 9)
-    with pytest.raises(KvmEntryError, match="does not fulfil"):
+    with pytest.raises(KvmEntryError, match="does not fulfill"):
         vcpu.run(FulfillMmio(DEV + 8, 4, True, 8))  # write data not echoed
-    ex = vcpu.run(mmio(ex).fulfil())
+    ex = vcpu.run(mmio(ex).fulfill())
     assert ex == InoutExit(0x3F8, 1, False, 0x77)
-    with pytest.raises(EntryError, match="does not fulfil"):  # KvmEntryError is vmmio's EntryError
+    with pytest.raises(EntryError, match="does not fulfill"):  # KvmEntryError is vmmio's EntryError
         vcpu.run(FulfillInout(0x3F8, 1, False, 0x78))
-    with pytest.raises(EntryError, match="does not fulfil"):
+    with pytest.raises(EntryError, match="does not fulfill"):
         vcpu.run(FulfillInout(0x3F9, 1, False, 0x77))
     with pytest.raises(KvmError, match="pending"):  # Linux's emulator owns the state until answered
         vcpu.set_regs(before)
-    assert isinstance(vcpu.run(inout(ex).fulfil()), HltExit)
+    assert isinstance(vcpu.run(inout(ex).fulfill()), HltExit)
     for entry in (FulfillMmio(DEV, 4, False, 0), Discard()):  # nothing pending
         with pytest.raises(KvmEntryError, match="no request is pending"):
             vcpu.run(entry)
@@ -467,20 +469,20 @@ def test_exit_consistent(machine: Machine) -> None:
     assert vcpu.get_regs().rip == LOAD_ADDR  # nothing pending: KVM was not even entered
     ex = vcpu.run()
     load_end = vcpu.get_regs().rip + 2
-    assert vcpu.run(mmio(ex).fulfil(0x55, exit_consistent=True)) == SuspendedExit()
+    assert vcpu.run(mmio(ex).fulfill(0x55, exit_consistent=True)) == SuspendedExit()
     regs = vcpu.get_regs()
     assert (regs.rip, regs.gprs[Gpr.RAX]) == (load_end, 0x55)  # the load retired, nothing after it ran
     ex = vcpu.run()
     assert ex == MmioExit(DEV + 8, 4, False, 0)
-    ex = vcpu.run(mmio(ex).fulfil(1, exit_consistent=True))
+    ex = vcpu.run(mmio(ex).fulfill(1, exit_consistent=True))
     assert ex == MmioExit(DEV + 8, 4, True, 0x56)  # still in flight: its write comes first
-    assert vcpu.run(mmio(ex).fulfil(exit_consistent=True)) == SuspendedExit()
+    assert vcpu.run(mmio(ex).fulfill(exit_consistent=True)) == SuspendedExit()
     ex = vcpu.run()
     assert ex == MmioExit(DEV, 4, False, 0)
     movs_rip = vcpu.get_regs().rip
-    ex = vcpu.run(mmio(ex).fulfil(1, exit_consistent=True))
+    ex = vcpu.run(mmio(ex).fulfill(1, exit_consistent=True))
     assert ex == MmioExit(DEV + 4, 4, False, 0)  # Linux goes on with the next element
-    assert vcpu.run(mmio(ex).fulfil(2, exit_consistent=True)) == SuspendedExit()
+    assert vcpu.run(mmio(ex).fulfill(2, exit_consistent=True)) == SuspendedExit()
     regs = vcpu.get_regs()
     assert (regs.rip, regs.gprs[Gpr.RCX]) == (movs_rip, 0)  # restartable: RIP at the REP, RCX done
     assert isinstance(vcpu.run(), HltExit)
@@ -492,7 +494,7 @@ def test_no_assembler_needed_for_the_read_loop(machine: Machine) -> None:
     ex = vcpu.run()
     for _ in range(3):
         assert ex == MmioExit(DEV, 4, False, 0)
-        ex = vcpu.run(mmio(ex).fulfil(1))
+        ex = vcpu.run(mmio(ex).fulfill(1))
     vcpu.close()
 
 
@@ -562,7 +564,7 @@ def test_access_ignores_non_device_exits() -> None:
 
 
 def test_kvm_mmio_exits_per_second() -> None:
-    """Print (not assert) the bare run/fulfil round-trip rate, for the benchmark table."""
+    """Print (not assert) the bare run/fulfill round-trip rate, for the benchmark table."""
     rates = {backend: mmio_exits_per_second(backend, seconds=1.0) for backend in ("kvm", "unicorn")}
     print(
         f"\nMMIO read exits/s (mov eax, [mmio] loop, 1 s): kvm {rates['kvm']:,.0f}, "

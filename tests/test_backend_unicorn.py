@@ -28,7 +28,13 @@ from unicorn import x86_const as ux
 from unicorn.unicorn_const import UC_ARCH_X86, UC_MODE_64
 from unicorn.unicorn_py3.unicorn import Uc
 
-from vmmio.backends.base import (
+from vmmio.backends.base import HltEvent, IoEvent, NpfEvent, ShutdownEvent, StoppedEvent
+from vmmio.backends.unicorn import UnicornBackend
+from vmmio.memory import GuestMemory
+from vmmio.x86.pagetables import RW, US, P, PageTables
+from vmmio.x86.paging import Walker
+from vmmio.x86.regs import Gpr
+from vmmio.x86.state import (
     CR0_PE,
     CR0_PG,
     CR0_WP,
@@ -39,18 +45,9 @@ from vmmio.backends.base import (
     EFER_LME,
     EFER_NXE,
     Control,
-    HltEvent,
-    IoEvent,
-    NpfEvent,
     Regs,
     Segment,
-    ShutdownEvent,
-    StoppedEvent,
 )
-from vmmio.backends.unicorn import UnicornBackend
-from vmmio.vmm.memory import GuestMemory
-from vmmio.x86.pagetables import RW, US, P, PageTables
-from vmmio.x86.regs import Gpr
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("as", "ld", "objcopy")), reason="needs GNU as/ld/objcopy"
@@ -231,7 +228,7 @@ def make_guest(
     kernel_code = CODE64 if bits == 64 else CODE32
     memory.write(GDT, struct.pack("<6Q", 0, kernel_code, DATA, CODE32, USER_CODE64, USER_DATA))
     memory.write_int(TSS + 4, 8, 0xA000)
-    backend = UnicornBackend(memory, max_insns=max_insns)
+    backend = UnicornBackend(memory, Walker(memory), max_insns=max_insns)
     guest = Guest(memory, backend, bits)
     gate = gate64 if bits == 64 else gate32
     for v in vectors:
@@ -255,9 +252,13 @@ def make_guest(
         else:
             ctl = long_mode_control(0)
             ctl.cr0 &= ~CR0_PG
-        backend.set_control(ctl, gdtr=(GDT, GDT_LIMIT), idtr=(IDT, limit), tr=(0x30, TSS, 103))
+        ctl.gdtr, ctl.idtr = (GDT, GDT_LIMIT), (IDT, limit)
+        ctl.tr = Segment(selector=0x30, base=TSS, limit=103, type=11, s=False)
+        backend.set_control(ctl)
     else:
-        backend.set_control(protected_mode_control(), gdtr=(GDT, GDT_LIMIT), idtr=(IDT, limit))
+        ctl = protected_mode_control()
+        ctl.gdtr, ctl.idtr = (GDT, GDT_LIMIT), (IDT, limit)
+        backend.set_control(ctl)
     guest.set(rsp=STACK)
     return guest
 
@@ -624,10 +625,10 @@ def test_no_usable_idt_is_a_triple_fault(how: str) -> None:
     g.load("ud2")
     if how == "inject":
         g.backend.inject_exception(13, 0, None)
-    assert g.backend.run() == ShutdownEvent()
-    assert g.backend.shutdown_reason is not None
-    assert "triple" in g.backend.shutdown_reason
-    assert g.backend.run() == ShutdownEvent()
+    event = g.backend.run()
+    assert isinstance(event, ShutdownEvent) and not event.unsupported
+    assert "triple" in event.detail
+    assert g.backend.run() == event
 
 
 # -- 32-bit protected mode ----------------------------------------------------------------------------------
@@ -689,7 +690,7 @@ def test_register_batch_round_trip(gprs: list[int], rip: int, flags: int) -> Non
 def _shared_backend() -> UnicornBackend:
     memory = GuestMemory()
     memory.add_ram(0, 0x1000)
-    return UnicornBackend(memory)
+    return UnicornBackend(memory, Walker(memory))
 
 
 def test_control_round_trip_and_refresh_after_run() -> None:

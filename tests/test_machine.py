@@ -8,7 +8,7 @@ import pytest
 
 from vmmio.abi import HltExit, InoutExit, MmioExit, VmEntry, VmExit
 from vmmio.devices import AddressMap, MemoryDevice, Uart16550
-from vmmio.machine import TESTDEV_MMIO, Machine, load_image
+from vmmio.machine import LOAD_ADDR, TESTDEV_MMIO, Machine, load_image
 
 # 64-bit: mov ebx, 0xD0000000; mov byte [rbx], 'A'; mov byte [rbx], '\n'; mov al, 3; out 0xf4, al; hlt
 CODE64 = bytes.fromhex("bb000000d0c60341c6030ab003e6f4f4")
@@ -88,7 +88,7 @@ def test_elf32_runs_in_32_bit_protected_mode() -> None:
 )
 def test_malformed_elf_is_a_clear_error(image: bytes) -> None:
     with pytest.raises(ValueError):
-        load_image(lambda gpa, data: None, image)
+        load_image(lambda gpa, data: None, image, LOAD_ADDR)
 
 
 def test_unclaimed_mmio_reads_all_ones_and_ignores_writes() -> None:
@@ -145,6 +145,6 @@ def test_run_loop_answers_each_request_from_its_device() -> None:
     )
     result = m.run(script)
     assert (result.reason, result.exits) == ("hlt", 3)
-    fulfils = script.entries[1:]
-    assert [getattr(e, "data", None) for e in fulfils] == [0x44332211, 0xBEEF]
+    fulfills = script.entries[1:]
+    assert [getattr(e, "data", None) for e in fulfills] == [0x44332211, 0xBEEF]
     assert m.testdev.data[8:10] == b"\xef\xbe"

@@ -2,7 +2,7 @@
 
 Each row sets up a mode (real, 16/32-bit protected with and without paging, compatibility, 64-bit),
 queues the nested page fault the hardware would report, and checks the GPA of the MmioExit and the
-register after fulfilment; the fault rows check the exception injected for a limit violation (or its
+register after fulfillment; the fault rows check the exception injected for a limit violation (or its
 64-bit counterpart) and that nothing of the instruction was committed.
 """
 
@@ -15,7 +15,12 @@ import pytest
 from test_paging import Tables
 
 from vmmio.abi import FulfillMmio, HltExit, MmioExit
-from vmmio.backends.base import (
+from vmmio.backends.base import NpfEvent
+from vmmio.backends.scripted import ScriptedBackend
+from vmmio.vmm.vm import Vm
+from vmmio.x86.faults import GP, PF, SS
+from vmmio.x86.regs import RFLAGS_FIXED1, Seg
+from vmmio.x86.state import (
     CR0_PE,
     CR0_PG,
     CR0_WP,
@@ -24,14 +29,9 @@ from vmmio.backends.base import (
     EFER_LME,
     EFER_NXE,
     Control,
-    NpfEvent,
     Regs,
     Segment,
 )
-from vmmio.backends.scripted import ScriptedBackend
-from vmmio.vmm.faults import GP, PF, SS
-from vmmio.vmm.vm import Vm
-from vmmio.x86.regs import RFLAGS_FIXED1, Seg
 
 RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI = range(8)
 CS, SSR, DS, FS = int(Seg.CS), int(Seg.SS), int(Seg.DS), int(Seg.FS)

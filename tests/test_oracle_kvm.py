@@ -38,7 +38,7 @@ from oracles_kvm.deviations import DOCUMENTED, KVM_DEVIATIONS, documented_deviat
 from oracles_kvm.judge import Referee, Summary, judge, kvm_settings, run_campaign
 from oracles_kvm.kvm_run import KvmOutcome, KvmRunner, unavailable_reason
 
-from vmmio.backends.kvm import KvmIo, KvmMmio
+from vmmio.reference.kvm import KvmIo, KvmMmio
 
 _WHY_NOT = unavailable_reason() if platform.machine() == "x86_64" else "the KVM oracle is x86-64 only"
 pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=_WHY_NOT or "")

@@ -15,7 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmmio.backends.base import (
+from vmmio.vmm.vm import Vm
+from vmmio.x86.faults import PF, PFEC_I, PFEC_U, PFEC_W, GuestFault
+from vmmio.x86.paging import TranslationError, Updates, Walker, apply_updates
+from vmmio.x86.state import (
     CR0_PE,
     CR0_PG,
     CR0_WP,
@@ -30,9 +33,6 @@ from vmmio.backends.base import (
     EFER_NXE,
     Control,
 )
-from vmmio.vmm.faults import PF, PFEC_I, PFEC_U, PFEC_W, EmulationAbort, GuestFault
-from vmmio.vmm.paging import Updates, Walker, apply_updates
-from vmmio.vmm.vm import Vm
 
 P, RW, US, PWT, A, D, PS = 1, 2, 4, 8, 0x20, 0x40, 0x80
 NX = 1 << 63
@@ -398,10 +398,10 @@ def test_second_page_fault_leaves_first_page_bits_alone() -> None:
     assert tables.snapshot() == before  # ... but the caller drops them when the second page faults
 
 
-def test_table_outside_ram_is_an_emulation_abort() -> None:
+def test_table_outside_ram_is_a_translation_error() -> None:
     vm, tables, la, path = setup("4l", K4)
     tables.write(path[1], (RAM_SIZE + 0x10_0000) | P | RW)
-    with pytest.raises(EmulationAbort):
+    with pytest.raises(TranslationError):
         vm.walker.walk(control("4l", tables.root), la, R, False)
 
 
@@ -547,8 +547,8 @@ def outcome(walker: Walker, ctl: Control, la: int, access: int, ac: bool) -> tup
         gpa, updates = walker.walk(ctl, la, access, ac)
     except GuestFault as fault:
         return ("fault", fault.vector, fault.error_code, fault.cr2), []
-    except EmulationAbort as abort:
-        return ("abort", abort.detail), []
+    except TranslationError as abort:
+        return ("abort", str(abort)), []
     return (gpa, [(view.itemsize, index, value) for view, index, value in updates]), updates
 
 

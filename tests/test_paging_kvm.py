@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from vmmio.backends.kvm import kvm_usable
+from vmmio.reference.kvm import kvm_usable
 
 if platform.machine() != "x86_64":
     pytest.skip("KVM page-walk cross-check is x86-64 only", allow_module_level=True)
@@ -81,11 +81,16 @@ from test_paging import (  # noqa: E402
     setup,
 )
 
-from vmmio.backends.base import CR4_PKE, CR4_SMAP, CR4_SMEP, Control  # noqa: E402
 from vmmio.machine import TESTDEV_MMIO  # noqa: E402
-from vmmio.vmm.faults import PFEC_P, PFEC_RSVD, EmulationAbort, GuestFault  # noqa: E402
-from vmmio.vmm.paging import Updates, Walker, apply_updates  # noqa: E402
 from vmmio.vmm.vm import Vm  # noqa: E402
+from vmmio.x86.faults import PFEC_P, PFEC_RSVD, GuestFault  # noqa: E402
+from vmmio.x86.paging import (  # noqa: E402
+    TranslationError,
+    Updates,
+    Walker,
+    apply_updates,
+)
+from vmmio.x86.state import CR4_PKE, CR4_SMAP, CR4_SMEP, Control  # noqa: E402
 
 CPU = guest_cpu()
 # Where fetches land, by page size (RAM: guest code there reports where it runs).
@@ -138,8 +143,8 @@ def vmmio_walk(t: Trial, maxphyaddr: int) -> tuple[KvmOutcome, Updates]:
         gpa, updates = Walker(t.vm.memory, maxphyaddr).walk(t.ctl, t.la, pfec(t.access, t.cpl), t.ac)
     except GuestFault as fault:
         return ("fault", fault.vector, fault.error_code, fault.cr2), []
-    except EmulationAbort as abort:
-        return ("abort", abort.detail), []
+    except TranslationError as abort:
+        return ("abort", str(abort)), []
     if t.access == "fetch" and t.vm.memory.ram_at(gpa, 1) is None:
         return ("ok", "fetched from MMIO", t.la), updates
     return ("ok", gpa), updates

@@ -11,21 +11,11 @@ from typing import Any
 
 import pytest
 
-from vmmio.backends.base import (
-    CR0_AM,
-    CR0_PE,
-    CR0_PG,
-    CR4_LA57,
-    CR4_PAE,
-    EFER_LMA,
-    EFER_LME,
-    Control,
-    Segment,
-)
-from vmmio.vmm.faults import AC, GP, PFEC_I, PFEC_W, SS, GuestFault
-from vmmio.vmm.segmentation import linear_address
+from vmmio.x86.faults import AC, GP, PFEC_I, PFEC_W, SS, GuestFault
 from vmmio.x86.regs import AC as RFLAGS_AC
 from vmmio.x86.regs import RFLAGS_FIXED1, Seg
+from vmmio.x86.segmentation import linear_address
+from vmmio.x86.state import CR0_AM, CR0_PE, CR0_PG, CR4_LA57, CR4_PAE, EFER_LMA, EFER_LME, Control, Segment
 
 ES, CS, SSR, DS, FS, GS = (int(s) for s in Seg)
 R, W, X = 0, PFEC_W, PFEC_I

@@ -8,6 +8,7 @@ from harness import CODE, DATA, KDEV, MMIO, Guest
 from vmmio.abi import (
     Default,
     Discard,
+    EntryError,
     FulfillInout,
     FulfillMmio,
     HltExit,
@@ -18,8 +19,7 @@ from vmmio.abi import (
     SuspendedExit,
 )
 from vmmio.backends.base import HltEvent, ShutdownEvent, StoppedEvent
-from vmmio.vmm.faults import GP, PF, SS, UD
-from vmmio.vmm.vcpu import EntryError
+from vmmio.x86.faults import GP, PF, SS, UD
 from vmmio.x86.pagetables import NX, RW, US, P
 
 RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI = range(8)
@@ -43,7 +43,7 @@ def pte(guest: Guest, va: int) -> int:
 # -- the entry protocol -------------------------------------------------------------------------
 
 
-def test_read_request_then_fulfil_completes() -> None:
+def test_read_request_then_fulfill_completes() -> None:
     g = Guest(MOV_EAX_RBX, {RBX: MMIO + 4})
     g.fault(MMIO + 4)
     ex = g.vcpu.run()
@@ -83,7 +83,7 @@ def test_mismatched_entry_is_rejected_and_changes_nothing(
     assert g.regs.gprs[RAX] == 7
 
 
-def test_write_fulfilment_must_echo_the_data() -> None:
+def test_write_fulfillment_must_echo_the_data() -> None:
     g = Guest(bytes.fromhex("8903"), {RBX: MMIO, RAX: 0x1234})
     g.fault(MMIO)
     assert g.vcpu.run() == MmioExit(MMIO, 4, True, 0x1234)
@@ -170,7 +170,7 @@ class CountingDevice:
 
 def test_in_kernel_handler_is_served_without_an_exit() -> None:
     g = Guest(MOV_EAX_RBX, {RBX: KDEV + 0x10})
-    g.vm.add_mmio_handler(KDEV, 0x1000, CountingDevice())
+    g.vm.add_mmio_device(KDEV, 0x1000, CountingDevice())
     g.fault(KDEV + 0x10)
     assert isinstance(g.vcpu.run(), HltExit)
     assert g.regs.gprs[RAX] == 0x1010
@@ -179,7 +179,7 @@ def test_in_kernel_handler_is_served_without_an_exit() -> None:
 def test_rep_work_per_run_is_bounded() -> None:
     dev = CountingDevice()
     g = Guest(bytes.fromhex("f3ab"), {RDI: KDEV, RCX: 100, RAX: 0x55})
-    g.vm.add_mmio_handler(KDEV, 0x1000, dev)
+    g.vm.add_mmio_device(KDEV, 0x1000, dev)
     g.vcpu.rep_budget = 64
     g.fault(KDEV)
     assert isinstance(g.vcpu.run(), HltExit)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from vmmio.abi import (
     Default,
     Discard,
+    EntryError,
     FulfillInout,
     FulfillMmio,
     HltExit,
@@ -23,7 +24,6 @@ from vmmio.abi import (
     VmExit,
 )
 from vmmio.vmm.semantics import FORMS, lookup
-from vmmio.vmm.vcpu import EntryError
 from vmmio.x86.decode import decode
 from vmmio.x86.insn import Insn
 
@@ -70,9 +70,9 @@ def test_any_bytes_end_in_a_defined_outcome(
         data = answers[n % len(answers)]
         if isinstance(last, MmioExit):
             assert last.size in (1, 2, 4, 8) and (last.gpa & 0xFFF) + last.size <= 0x1000
-            entry = last.fulfil(None if last.is_write else data & ((1 << (8 * last.size)) - 1))
+            entry = last.fulfill(None if last.is_write else data & ((1 << (8 * last.size)) - 1))
         elif isinstance(last, InoutExit):
-            entry = last.fulfil(None if not last.is_in else data & ((1 << (8 * last.size)) - 1))
+            entry = last.fulfill(None if not last.is_in else data & ((1 << (8 * last.size)) - 1))
         else:
             break
     else:
@@ -94,7 +94,7 @@ def test_any_bytes_end_in_a_defined_outcome(
         assert g.regs.rip == CODE + decoded.length or is_rep_string
 
 
-def _fulfil_mmio(draw: st.DrawFn) -> FulfillMmio:
+def _fulfill_mmio(draw: st.DrawFn) -> FulfillMmio:
     size = draw(st.sampled_from([1, 2, 4, 8]))
     gpa = draw(st.sampled_from([MMIO, MMIO + 4, MMIO + 8, DATA]))
     data = draw(st.integers(0, (1 << (8 * size)) - 1))
@@ -110,7 +110,7 @@ def entries(draw: st.DrawFn) -> VmEntry:
     if kind == "discard":
         return Discard(consistent)
     if kind == "mmio":
-        return _fulfil_mmio(draw)
+        return _fulfill_mmio(draw)
     size = draw(st.sampled_from([1, 2, 4]))
     port = draw(st.integers(0, 0xFFFF))
     return FulfillInout(

@@ -13,7 +13,9 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import Any, ClassVar, Final, Generic, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeAlias, TypeVar
+
+from vmmio.x86.insn import MAX_INSN_LEN
 
 __all__ = [
     "ABI_VERSION",
@@ -28,7 +30,9 @@ __all__ = [
     "AbiError",
     "Buffer",
     "Default",
+    "Device",
     "Discard",
+    "EntryError",
     "EntryFlags",
     "EntryKind",
     "ExitKind",
@@ -40,17 +44,19 @@ __all__ = [
     "InstEmulReason",
     "MmioExit",
     "ShutdownExit",
+    "ShutdownReason",
     "SuspendedExit",
     "VmEntry",
     "VmExit",
-    "fulfilment_data",
+    "fulfillment_data",
     "pack_entry",
     "pack_exit",
+    "split_access",
     "unpack_entry",
     "unpack_exit",
 ]
 
-ABI_VERSION: Final = 1
+ABI_VERSION: Final = 2  # 2: ShutdownExit carries its reason
 EXIT_MAGIC: Final = b"VMEX"
 ENTRY_MAGIC: Final = b"VMEN"
 HEADER_SIZE: Final = 16
@@ -58,13 +64,49 @@ PAYLOAD_SIZE: Final = 32
 RECORD_SIZE: Final = HEADER_SIZE + PAYLOAD_SIZE
 
 PAGE_SIZE: Final = 4096
-MAX_INSN_LEN: Final = 15
 MMIO_SIZES: Final = frozenset({1, 2, 4, 8})
 IO_SIZES: Final = frozenset({1, 2, 4})
 
 
 class AbiError(ValueError):
     """A value, or an encoded record, that the boundary does not accept."""
+
+
+class EntryError(ValueError):
+    """userspace's entry does not fit the vCPU's state; nothing was changed and it may retry."""
+
+
+class Device(Protocol):
+    """The one device protocol, for in-kernel and userspace models alike.
+
+    `offset` is relative to where the device is mapped (a GPA or a port); `size` is 1, 2, 4 or 8
+    (ports: 1, 2, 4); a read returns a value that fits `size` bytes (wider values are truncated).
+    """
+
+    def read(self, offset: int, size: int) -> int: ...
+
+    def write(self, offset: int, size: int, value: int) -> None: ...
+
+
+def split_access(gpa: int, n: int) -> list[tuple[int, int, int]]:
+    """The requests a device sees for `n` bytes at `gpa` within one page: (byte offset, gpa, size).
+
+    A span of 1, 2, 4 or 8 bytes stays whole even if misaligned, as the CPU issues it; any other span
+    (a page-crossing piece, a 16-byte vector access) becomes naturally aligned power-of-two pieces of
+    at most 8 bytes in address order. The kernel and the KVM reference present accesses by this rule.
+    """
+    if n in (1, 2, 4, 8):
+        return [(0, gpa, n)]
+    pieces = []
+    start, end = 0, gpa + n
+    while gpa < end:
+        size = 8
+        while size > end - gpa or gpa & (size - 1):
+            size >>= 1
+        pieces.append((start, gpa, size))
+        start += size
+        gpa += size
+    return pieces
 
 
 class ExitKind(IntEnum):
@@ -106,6 +148,13 @@ class InstEmulReason(IntEnum):
     GPA_MISMATCH = 4  # no decoded memory operand translates to the faulting GPA (code/tables changed)
     UNSUPPORTED_MODE = 5  # CPU mode or size combination the emulator does not implement (e.g. VM86)
     TRANSLATION_FAILED = 6  # a page walk needed a paging-structure entry that is not in guest RAM
+
+
+class ShutdownReason(IntEnum):
+    """Why the vCPU stopped for good."""
+
+    TRIPLE_FAULT = 1  # the guest faulted while delivering #DF: what a CPU calls shutdown
+    UNSUPPORTED_DELIVERY = 2  # an event the backend cannot deliver (e.g. a task gate): its limit
 
 
 _U64_LIMIT = 1 << 64
@@ -181,6 +230,20 @@ def _check_inout(owner: str, port: object, size: object, is_in: object, data: ob
     _data(owner, data, nbytes)
 
 
+def _repr(value: object, names: tuple[str, ...]) -> str:
+    """`MmioExit(gpa=0xd0000000, size=4, is_write=True, data=0x41)`: addresses and data in hex."""
+    parts = []
+    for name in names:
+        v = getattr(value, name)
+        if isinstance(v, bool) or not isinstance(v, int) or name == "size":
+            parts.append(f"{name}={v!r}")
+        elif isinstance(v, IntEnum):
+            parts.append(f"{name}={v.name}")
+        else:
+            parts.append(f"{name}={v:#x}")
+    return f"{type(value).__name__}({', '.join(parts)})"
+
+
 # --- exits ------------------------------------------------------------------------------------------
 
 
@@ -197,12 +260,15 @@ class MmioExit:
     is_write: bool
     data: int
 
+    def __repr__(self) -> str:
+        return _repr(self, ("gpa", "size", "is_write", "data"))
+
     def __post_init__(self) -> None:
         _check_mmio("MmioExit", self.gpa, self.size, self.is_write, self.data)
         if not self.is_write and self.data != 0:
             raise AbiError(f"MmioExit: a read carries no data (data must be 0, got {self.data:#x})")
 
-    def fulfil(self, data: int | None = None, *, exit_consistent: bool = False) -> FulfillMmio:
+    def fulfill(self, data: int | None = None, *, exit_consistent: bool = False) -> FulfillMmio:
         """Build the answer the kernel expects: the value read, or (write) the written data echoed.
 
         For a write pass nothing (device write handlers return None); passing other data than was
@@ -211,16 +277,16 @@ class MmioExit:
         if self.is_write:
             if data is not None and data != self.data:
                 raise AbiError(
-                    f"MmioExit.fulfil: a write fulfilment echoes the written data {self.data:#x}, "
+                    f"MmioExit.fulfill: a write fulfillment echoes the written data {self.data:#x}, "
                     f"not {data!r}"
                 )
             return FulfillMmio(self.gpa, self.size, True, self.data, exit_consistent)
         if data is None:
-            raise AbiError("MmioExit.fulfil: a read needs the value read")
+            raise AbiError("MmioExit.fulfill: a read needs the value read")
         return FulfillMmio(self.gpa, self.size, False, data, exit_consistent)
 
     def matches(self, entry: VmEntry) -> bool:
-        """The one definition of "this entry fulfils this request", shared by kernel and tests."""
+        """The one definition of "this entry fulfills this request", shared by kernel and tests."""
         return (
             isinstance(entry, FulfillMmio)
             and entry.gpa == self.gpa
@@ -240,26 +306,29 @@ class InoutExit:
     is_in: bool
     data: int
 
+    def __repr__(self) -> str:
+        return _repr(self, ("port", "size", "is_in", "data"))
+
     def __post_init__(self) -> None:
         _check_inout("InoutExit", self.port, self.size, self.is_in, self.data)
         if self.is_in and self.data != 0:
             raise AbiError(f"InoutExit: an IN carries no data (data must be 0, got {self.data:#x})")
 
-    def fulfil(self, data: int | None = None, *, exit_consistent: bool = False) -> FulfillInout:
+    def fulfill(self, data: int | None = None, *, exit_consistent: bool = False) -> FulfillInout:
         """Build the answer the kernel expects: the value read for IN, the OUT data echoed for OUT."""
         if not self.is_in:
             if data is not None and data != self.data:
                 raise AbiError(
-                    f"InoutExit.fulfil: an OUT fulfilment echoes the written data {self.data:#x}, "
+                    f"InoutExit.fulfill: an OUT fulfillment echoes the written data {self.data:#x}, "
                     f"not {data!r}"
                 )
             return FulfillInout(self.port, self.size, False, self.data, exit_consistent)
         if data is None:
-            raise AbiError("InoutExit.fulfil: an IN needs the value read")
+            raise AbiError("InoutExit.fulfill: an IN needs the value read")
         return FulfillInout(self.port, self.size, True, data, exit_consistent)
 
     def matches(self, entry: VmEntry) -> bool:
-        """The one definition of "this entry fulfils this request", shared by kernel and tests."""
+        """The one definition of "this entry fulfills this request", shared by kernel and tests."""
         return (
             isinstance(entry, FulfillInout)
             and entry.port == self.port
@@ -269,13 +338,13 @@ class InoutExit:
         )
 
 
-def fulfilment_data(pending: MmioExit | InoutExit, entry: VmEntry) -> int:
-    """The data `entry` brings for `pending`; AbiError naming both when it does not fulfil it.
+def fulfillment_data(pending: MmioExit | InoutExit, entry: VmEntry) -> int:
+    """The data `entry` brings for `pending`; AbiError naming both when it does not fulfill it.
 
     One rule for every vCPU implementation (`matches`), so kernels reject exactly the same entries.
     """
     if not pending.matches(entry):
-        raise AbiError(f"{entry} does not fulfil the pending {pending}")
+        raise AbiError(f"{entry} does not fulfill the pending {pending}")
     assert isinstance(entry, FulfillMmio | FulfillInout)
     return entry.data
 
@@ -292,6 +361,9 @@ class InstEmulExit:
     rip: int
     insn: bytes
     reason: InstEmulReason
+
+    def __repr__(self) -> str:
+        return _repr(self, ("rip", "insn", "reason"))
 
     def __post_init__(self) -> None:
         _uint("InstEmulExit", "rip", self.rip, 64)
@@ -312,9 +384,17 @@ class HltExit:
 
 @dataclass(frozen=True, slots=True)
 class ShutdownExit:
-    """The vCPU entered shutdown (triple fault); it runs no further until reset."""
+    """The vCPU entered shutdown; it runs no further until reset. `reason` says why."""
 
     KIND: ClassVar[ExitKind] = ExitKind.SHUTDOWN
+    reason: ShutdownReason = ShutdownReason.TRIPLE_FAULT
+
+    def __repr__(self) -> str:
+        return _repr(self, ("reason",))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reason, ShutdownReason):
+            raise AbiError(f"ShutdownExit.reason must be a ShutdownReason, not {self.reason!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +430,9 @@ class FulfillMmio:
     data: int
     exit_consistent: bool = False
 
+    def __repr__(self) -> str:
+        return _repr(self, ("gpa", "size", "is_write", "data", "exit_consistent"))
+
     def __post_init__(self) -> None:
         _check_mmio("FulfillMmio", self.gpa, self.size, self.is_write, self.data)
         _flag("FulfillMmio", "exit_consistent", self.exit_consistent)
@@ -366,6 +449,9 @@ class FulfillInout:
     is_in: bool
     data: int
     exit_consistent: bool = False
+
+    def __repr__(self) -> str:
+        return _repr(self, ("port", "size", "is_in", "data", "exit_consistent"))
 
     def __post_init__(self) -> None:
         _check_inout("FulfillInout", self.port, self.size, self.is_in, self.data)
@@ -432,7 +518,7 @@ def _bool(byte: int, name: str) -> bool:
     return byte == 1
 
 
-# MMIO payload (exits and fulfilments alike): gpa u64, data u64, size u8, is_write u8, reserved[14].
+# MMIO payload (exits and fulfillments alike): gpa u64, data u64, size u8, is_write u8, reserved[14].
 _MMIO_FMT = "QQBB14s"
 
 
@@ -488,6 +574,22 @@ def _dec_inst(f: tuple[Any, ...], _: bool) -> InstEmulExit:
     return InstEmulExit(rip, insn[:n], _REASONS[reason])
 
 
+# SHUTDOWN payload: reason u16, reserved[30].
+_SHUTDOWN_FMT = "H30s"
+_SHUTDOWN_REASONS: Final = {r.value: r for r in ShutdownReason}
+
+
+def _enc_shutdown(v: ShutdownExit) -> tuple[Any, ...]:
+    return (v.reason, _ZERO[:30])
+
+
+def _dec_shutdown(f: tuple[Any, ...], _: bool) -> ShutdownExit:
+    _reserved(f[1], "SHUTDOWN payload")
+    if f[0] not in _SHUTDOWN_REASONS:
+        raise AbiError(f"unknown ShutdownReason {f[0]}")
+    return ShutdownExit(_SHUTDOWN_REASONS[f[0]])
+
+
 # Kinds without fields: the whole payload is reserved.
 _EMPTY_FMT = f"{PAYLOAD_SIZE}s"
 
@@ -517,7 +619,7 @@ _EXIT_CODECS: Final[tuple[_Codec[Any], ...]] = (
     _codec(InoutExit, _INOUT_FMT, _enc_inout, _dec_inout_exit),
     _codec(InstEmulExit, _INST_FMT, _enc_inst, _dec_inst),
     _codec(HltExit, _EMPTY_FMT, _enc_empty, _dec_empty_exit(HltExit)),
-    _codec(ShutdownExit, _EMPTY_FMT, _enc_empty, _dec_empty_exit(ShutdownExit)),
+    _codec(ShutdownExit, _SHUTDOWN_FMT, _enc_shutdown, _dec_shutdown),
     _codec(SuspendedExit, _EMPTY_FMT, _enc_empty, _dec_empty_exit(SuspendedExit)),
 )
 _ENTRY_CODECS: Final[tuple[_Codec[Any], ...]] = (

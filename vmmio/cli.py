@@ -75,9 +75,9 @@ def _tracer(text: bool, json_file: IO[str] | None) -> Callable[[VmExit], None] |
 
 
 def run_image(args: argparse.Namespace, data: bytes) -> int:
-    from vmmio.machine import Machine
+    from vmmio.machine import Layout, Machine
 
-    machine = Machine(ram_size=args.ram)
+    machine = Machine(Layout(ram_size=args.ram))
     image = machine.load(data, args.load_addr)
     try:
         vcpu = machine.vcpu(image, args.backend)

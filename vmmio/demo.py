@@ -18,7 +18,7 @@ from vmmio.abi import (
     VmExit,
     pack_exit,
 )
-from vmmio.backends.base import IoEvent, NpfEvent, Regs, long_mode_control
+from vmmio.backends.base import IoEvent, NpfEvent
 from vmmio.backends.scripted import ScriptedBackend
 from vmmio.vmm.vm import Vm
 from vmmio.x86.decode import decode
@@ -26,6 +26,7 @@ from vmmio.x86.format import format_insn
 from vmmio.x86.insn import Insn
 from vmmio.x86.pagetables import PAGE_1G, PageTables
 from vmmio.x86.regs import GPR_NAMES
+from vmmio.x86.state import Regs, long_mode_control
 
 CODE = 0x1000
 BUF = 0x20_0000
@@ -67,8 +68,8 @@ class Registers:
         off = ex.gpa - DEVICE
         if ex.is_write:
             self.mem[off : off + ex.size] = ex.data.to_bytes(ex.size, "little")
-            return ex.fulfil()
-        return ex.fulfil(int.from_bytes(self.mem[off : off + ex.size], "little"))
+            return ex.fulfill()
+        return ex.fulfill(int.from_bytes(self.mem[off : off + ex.size], "little"))
 
 
 def describe(ex: VmExit) -> str:
@@ -116,7 +117,7 @@ def main() -> None:
                 entry = device.serve(ex)
                 answer = "" if ex.is_write else f"   <- {entry.data:#x}"
             elif isinstance(ex, InoutExit):
-                entry = ex.fulfil(0x60 if ex.is_in else None)
+                entry = ex.fulfill(0x60 if ex.is_in else None)
                 answer = f"   <- {entry.data:#x}" if ex.is_in else ""
             else:
                 if not isinstance(ex, InstEmulExit):

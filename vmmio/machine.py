@@ -4,10 +4,11 @@ This is the VMM's userspace half. It never sees decode state: it services the pl
 returns and answers them on the next entry. The vCPU may be vmmio's own kernel over an execution
 backend, or a KVM vCPU whose MMIO exits come from Linux's emulator; both speak the same exit types.
 
-The machine contract guests are built against (`guests/`):
+The machine contract guests are built against (`guests/`) is the default `Layout`:
 
     RAM             0 .. ram_size (default 32 MiB)
-    page tables     0x1000 .. 0x7000: identity map of the first 4 GiB with 2 MiB pages (64-bit images)
+    page tables     0x1000 ..: the layout's mappings (default: identity map of the first 4 GiB with
+                    2 MiB pages), used by 64-bit images, and by 32-bit ones when `paging` is set
     CPU             64-bit long mode (or flat 32-bit protected mode for ELF32), SSE enabled, IF clear
     GDT             0x800: null, 64-bit code (0x08), data (0x10), 32-bit code (0x18)
     load address    0x100000 for flat images; ELF images load at their physical addresses
@@ -21,11 +22,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from vmmio.abi import (
     Default,
+    Device,
     HltExit,
     InoutExit,
     InstEmulExit,
@@ -35,26 +37,32 @@ from vmmio.abi import (
     VmEntry,
     VmExit,
 )
-from vmmio.backends.base import CR0_PE, Control, Regs, Segment, long_mode_control
-from vmmio.devices import AddressMap, DebugExit, Device, GuestExit, MemoryDevice, Uart16550
+from vmmio.devices import AddressMap, DebugExit, GuestExit, MemoryDevice, Uart16550
 from vmmio.vmm.vm import Vm
-from vmmio.x86.pagetables import PAGE_2M, RW, P, PageTables
+from vmmio.x86.pagetables import RW, P, PageTables
+from vmmio.x86.state import (
+    CR0_PE,
+    CR0_SSE,
+    CR4_SSE,
+    CpuState,
+    Regs,
+    flat_protected_control,
+    flat_segment,
+    long_mode_control,
+)
 
-PT_BASE = 0x1000
-GDT_BASE = 0x800
+# The default layout's addresses (the machine contract above), by name for guests and tests.
 LOAD_ADDR = 0x10_0000
+GDT_BASE = 0x800
+PT_BASE = 0x1000
 UART_MMIO = 0xD000_0000
 UART_PORT = 0x3F8
 DEBUG_EXIT_PORT = 0xF4
 DEBUG_EXIT_MMIO = 0xD000_1000
 TESTDEV_MMIO = 0xD001_0000
 TESTDEV_SIZE = 0x2000
-IDENTITY_LIMIT = 4 << 30
 
 SEL_CODE64, SEL_DATA, SEL_CODE32 = 0x08, 0x10, 0x18
-# SSE usable from the start, as firmware leaves it for an OS: CR0.MP|ET|NE, CR4.OSFXSR|OSXMMEXCPT.
-_CR0_MP_ET_NE = 0x2 | 0x10 | 0x20
-_CR4_SSE = (1 << 9) | (1 << 10)
 GDT = [0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF, 0x00CF9A000000FFFF]
 
 # Unclaimed MMIO reads as all ones and ignores writes, as on a PC bus with nothing decoding the address.
@@ -75,6 +83,67 @@ class Image:
     bits: int
 
 
+@dataclass(frozen=True)
+class Mapping:
+    """`size` bytes of linear addresses from `linear` mapped to guest-physical `physical`."""
+
+    linear: int
+    physical: int
+    size: int
+
+
+def default_entry_state(image: Image, layout: Layout) -> CpuState:
+    """The CPU state at entry: 64-bit long mode over the layout's page tables, or flat 32-bit protected
+    mode with paging off; SSE enabled, interrupts off, an empty IDT, the stack at the top of RAM."""
+    regs = Regs(rip=image.entry)
+    regs.rsp = (layout.ram_size - 16) & ~0xF
+    gdtr = (layout.gdt_base, 8 * len(GDT) - 1)
+    idtr = (0, 0xFFF)
+    if image.bits == 64:
+        if not layout.paging:
+            raise ValueError("a 64-bit image needs paging: long mode cannot run with CR0.PG clear")
+        ctl = long_mode_control(layout.page_tables, SEL_CODE64, gdtr=gdtr, idtr=idtr)
+        ctl.cr0 |= CR0_SSE
+        ctl.cr4 |= CR4_SSE
+    else:
+        ctl = flat_protected_control(
+            SEL_CODE32, SEL_DATA, cr0=CR0_PE | CR0_SSE, cr4=CR4_SSE, gdtr=gdtr, idtr=idtr
+        )
+    ctl.segs = [flat_segment(SEL_DATA) for _ in range(6)]
+    ctl.segs[1] = flat_segment(SEL_CODE64 if image.bits == 64 else SEL_CODE32, code=True, bits=image.bits)
+    return CpuState(regs, ctl)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things are in the guest and how its CPU starts: the machine contract, as data.
+
+    A device address of None leaves that device out. `entry_state` computes the CPU state at entry
+    from the loaded image (default: `default_entry_state`).
+    """
+
+    ram_size: int = 32 << 20
+    load_addr: int = LOAD_ADDR
+    uart_mmio: int | None = UART_MMIO
+    uart_port: int | None = UART_PORT
+    debug_exit_port: int | None = DEBUG_EXIT_PORT
+    debug_exit_mmio: int | None = DEBUG_EXIT_MMIO
+    testdev_mmio: int | None = TESTDEV_MMIO
+    testdev_size: int = TESTDEV_SIZE
+    gdt_base: int = GDT_BASE
+    page_tables: int = PT_BASE
+    paging: bool = True  # page tables for `mappings` (64-bit images need them; 32-bit ones start unpaged)
+    mappings: tuple[Mapping, ...] = (Mapping(0, 0, 4 << 30),)
+    entry_state: Callable[[Image, Layout], CpuState] = default_entry_state
+
+    def page_table_entries(self) -> dict[int, int]:
+        """The 4-level tables for `mappings`, as {physical address: entry}."""
+        pt = PageTables(self.page_tables)
+        for m in self.mappings:
+            pt.map_range(m.linear, m.physical, m.size, P | RW)
+        return pt.entries
+
+
 @dataclass
 class RunResult:
     status: int  # the guest's exit status; 0 after HLT
@@ -83,7 +152,7 @@ class RunResult:
     detail: str = ""
 
 
-def load_image(ram_write: Callable[[int, bytes], None], data: bytes, addr: int = LOAD_ADDR) -> Image:
+def load_image(ram_write: Callable[[int, bytes], None], data: bytes, addr: int) -> Image:
     """Copy an ELF32/ELF64 (by its PT_LOAD segments) or a flat 64-bit binary (at `addr`) into RAM."""
     if data[:4] != b"\x7fELF":
         ram_write(addr, data)
@@ -113,76 +182,65 @@ def load_image(ram_write: Callable[[int, bytes], None], data: bytes, addr: int =
     return Image(entry, 64 if is64 else 32)
 
 
-def initial_state(image: Image, ram_size: int) -> tuple[Regs, Control]:
-    """CPU state at entry: 64-bit long mode with identity paging, or flat 32-bit protected mode."""
-    regs = Regs(rip=image.entry)
-    regs.gprs[4] = (ram_size - 16) & ~0xF
-    if image.bits == 64:
-        ctl = long_mode_control(PT_BASE, SEL_CODE64)
-        ctl.cr0 |= _CR0_MP_ET_NE
-        ctl.cr4 |= _CR4_SSE
-        code = ctl.segs[1]
-    else:
-        ctl = Control(cr0=CR0_PE | _CR0_MP_ET_NE, cr4=_CR4_SSE)
-        code = Segment(selector=SEL_CODE32, limit=0xFFFF_FFFF, type=11, db=True, g=True)
-    data = [Segment(selector=SEL_DATA, limit=0xFFFF_FFFF, type=3, db=True, g=True) for _ in range(6)]
-    ctl.segs = [data[0], code, data[2], data[3], data[4], data[5]]
-    return regs, ctl
-
-
-def page_tables() -> dict[int, int]:
-    """The identity map of the first 4 GiB, as {physical address: entry}."""
-    pt = PageTables(PT_BASE)
-    for addr in range(0, IDENTITY_LIMIT, PAGE_2M):
-        pt.map(addr, addr, PAGE_2M, P | RW)
-    return pt.entries
-
-
-@dataclass
 class Machine:
-    """RAM, the default devices, a loaded image and a vCPU, with the loop that services its exits."""
+    """RAM, the layout's devices, a loaded image and a vCPU, with the loop that services its exits."""
 
-    ram_size: int = 32 << 20
-    uart_sink: Callable[[bytes], None] | None = None
-    mmio: AddressMap = field(default_factory=AddressMap)
-    ports: AddressMap = field(default_factory=AddressMap)
-
-    def __post_init__(self) -> None:
-        self.vm = Vm(self.ram_size)
-        self.uart = Uart16550() if self.uart_sink is None else Uart16550(self.uart_sink)
-        self.testdev = MemoryDevice(TESTDEV_SIZE)
+    def __init__(
+        self, layout: Layout | None = None, *, uart_sink: Callable[[bytes], None] | None = None
+    ) -> None:
+        self.layout = layout = layout if layout is not None else Layout()
+        self.vm = Vm(layout.ram_size)
+        self.mmio = AddressMap("MMIO device range")
+        self.ports = AddressMap("port device range")
+        self.uart = Uart16550() if uart_sink is None else Uart16550(uart_sink)
+        self.testdev = MemoryDevice(layout.testdev_size)
         debug = DebugExit()
-        self.mmio.add(UART_MMIO, 0x1000, self.uart)
-        self.mmio.add(DEBUG_EXIT_MMIO, 0x1000, debug)
-        self.mmio.add(TESTDEV_MMIO, TESTDEV_SIZE, self.testdev)
-        self.ports.add(UART_PORT, 8, self.uart)
-        self.ports.add(DEBUG_EXIT_PORT, 1, debug)
+        for base, size, device, is_port in (
+            (layout.uart_mmio, 0x1000, self.uart, False),
+            (layout.debug_exit_mmio, 0x1000, debug, False),
+            (layout.testdev_mmio, layout.testdev_size, self.testdev, False),
+            (layout.uart_port, 8, self.uart, True),
+            (layout.debug_exit_port, 1, debug, True),
+        ):
+            if base is not None:
+                (self.add_port if is_port else self.add_mmio)(base, size, device)
 
-    def load(self, data: bytes, addr: int = LOAD_ADDR) -> Image:
+    def add_mmio(self, base: int, size: int, device: Device) -> None:
+        """Serve [base, base+size) from `device` in userspace; refused over RAM or another device."""
+        if self.vm.memory.regions.overlaps(base, size):
+            raise ValueError(f"MMIO device range [{base:#x}, {base + size:#x}) overlaps guest RAM")
+        self.mmio.add(base, size, device)
+
+    def add_port(self, base: int, count: int, device: Device) -> None:
+        """Serve ports [base, base+count) from `device` in userspace; refused over another device."""
+        if base < 0 or base + count > 0x10000:
+            raise ValueError(f"ports {base:#x}+{count} are outside 0..0xffff")
+        if self.vm.ports.overlaps(base, count):
+            raise ValueError(f"ports [{base:#x}, {base + count:#x}) are served in the kernel")
+        self.ports.add(base, count, device)
+
+    def load(self, data: bytes, addr: int | None = None) -> Image:
         """Load an image and the structures the entry state needs (GDT, page tables)."""
+        layout = self.layout
         mem = self.vm.memory
         for n, desc in enumerate(GDT):
-            mem.write_int(GDT_BASE + 8 * n, 8, desc)
-        for gpa, entry in page_tables().items():
-            mem.write_int(gpa, 8, entry)
-        return load_image(mem.write, data, addr)
+            mem.write_int(layout.gdt_base + 8 * n, 8, desc)
+        if layout.paging:
+            for gpa, entry in layout.page_table_entries().items():
+                mem.write_int(gpa, 8, entry)
+        return load_image(mem.write, data, layout.load_addr if addr is None else addr)
+
+    def entry_state(self, image: Image) -> CpuState:
+        return self.layout.entry_state(image, self.layout)
 
     def vcpu(self, image: Image, backend: str = "unicorn") -> ExitSource:
         """A vCPU at the image's entry state on the named backend ("unicorn" or "kvm")."""
-        regs, ctl = initial_state(image, self.ram_size)
-        gdtr = (GDT_BASE, 8 * len(GDT) - 1)
-        if backend == "unicorn":
-            from vmmio.backends.unicorn import UnicornBackend
-
-            hw = UnicornBackend(self.vm.memory, walker=self.vm.walker)
-            hw.set_control(ctl, gdtr=gdtr, idtr=(0, 0xFFF))
-            hw.set_regs(regs, (1 << 18) - 1)
-            return self.vm.create_vcpu(hw)
+        state = self.entry_state(image)
         if backend == "kvm":
-            from vmmio.backends.kvm import KvmVcpu
+            from vmmio.reference.kvm import KvmVcpu
 
-            return KvmVcpu(self.vm.memory, regs, ctl, gdtr=gdtr, idtr=(0, 0xFFF), ports=self.vm.ports)
-        raise ValueError(f"unknown backend {backend!r} (choose unicorn or kvm)")
+            return KvmVcpu(self.vm.memory, state, ports=self.vm.ports)
+        return self.vm.create_vcpu(backend, state=state)
 
     def service(self, ex: MmioExit | InoutExit) -> VmEntry:
         """Answer one request from the device it addresses (raises GuestExit for the debug device)."""
@@ -193,9 +251,9 @@ class Machine:
         if write:
             if hit is not None:
                 hit[0].write(hit[1], ex.size, ex.data)
-            return ex.fulfil()
+            return ex.fulfill()
         value = hit[0].read(hit[1], ex.size) if hit is not None else UNCLAIMED
-        return ex.fulfil(value & ((1 << (8 * ex.size)) - 1))
+        return ex.fulfill(value & ((1 << (8 * ex.size)) - 1))
 
     def run(
         self, vcpu: ExitSource, trace: Callable[[VmExit], None] | None = None, max_exits: int = 0
@@ -225,10 +283,20 @@ def _final(ex: HltExit | ShutdownExit | InstEmulExit, exits: int) -> RunResult:
     if isinstance(ex, HltExit):
         return RunResult(0, "hlt", exits)
     if isinstance(ex, ShutdownExit):
-        return RunResult(0x7F, "shutdown", exits, "triple fault")
+        return RunResult(0x7F, "shutdown", exits, ex.reason.name.lower().replace("_", " "))
     return RunResult(
         0x7E, "inst_emul", exits, f"rip={ex.rip:#x} bytes={ex.insn.hex()} reason={ex.reason.name}"
     )
 
 
-__all__ = ["Device", "ExitSource", "Image", "Machine", "RunResult", "initial_state", "load_image"]
+__all__ = [
+    "Device",
+    "ExitSource",
+    "Image",
+    "Layout",
+    "Machine",
+    "Mapping",
+    "RunResult",
+    "default_entry_state",
+    "load_image",
+]

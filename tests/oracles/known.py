@@ -55,6 +55,16 @@ UNICORN_BUGS: dict[str, UnicornBug] = {
         "abort the whole process (a TCG assertion), so no illegal-LOCK case is run on Unicorn",
         _case("lock mov [rbx], eax", "f08903", "", expect="#UD"),
     ),
+    "rep-a32-zero-count": UnicornBug(
+        "QEMU leaves RCX/RSI/RDI alone for a REP string instruction with 32-bit addressing and ECX = 0; "
+        "Intel CPUs clear the upper half of RCX (and of RSI/RDI for MOVS, RDI for STOS) as KVM does",
+        replace(
+            _case("addr32 rep stosb with ECX = 0", "67f3aa", ""),
+            gprs=(0, 0xFFFF_0000_0000_0000, 0, WINDOW, 0, 0, 0, 0xFFFF_0000_0000_0000 | WINDOW, *[0] * 8),
+            rep=True,
+            addr_size=4,
+        ),
+    ),
     "too-long": UnicornBug(
         "QEMU executes instructions longer than 15 bytes; the CPU raises #GP(0)",
         _case("add [rbx], eax behind 14 DS prefixes", "3e" * 14 + "0103", "", expect="#GP"),
@@ -76,4 +86,6 @@ def unicorn_known_wrong(case: Case) -> str | None:
         return "rex.r-mov-imm"
     if "lock" in case.tags and case.form.startswith("neg"):
         return "lock-neg"
+    if case.rep and case.addr_size == 4 and not case.gprs[1] & 0xFFFF_FFFF:
+        return "rep-a32-zero-count"
     return None

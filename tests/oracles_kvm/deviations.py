@@ -22,7 +22,7 @@ from oracles.gen import STATUS, WINDOW, Access, Case
 from oracles.outcome import Outcome, Request
 
 from oracles_kvm.kvm_run import KvmOutcome
-from vmmio.backends.kvm import KvmMmio
+from vmmio.reference.kvm import KvmMmio
 from vmmio.x86.regs import DF
 
 __all__ = [

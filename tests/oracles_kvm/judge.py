@@ -36,7 +36,7 @@ from oracles.vmmio_run import run_vmmio
 
 from oracles_kvm.deviations import DOCUMENTED, documented_deviation, kvm_deviation
 from oracles_kvm.kvm_run import KvmOutcome, KvmRunner
-from vmmio.backends.kvm import KvmMmio
+from vmmio.reference.kvm import KvmMmio
 
 __all__ = [
     "KVM_DEFAULT_CASES",

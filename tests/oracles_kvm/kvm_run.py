@@ -38,10 +38,10 @@ from oracles.outcome import Outcome, Request
 from oracles.vmmio_run import FILLER, exception_name
 
 from vmmio.abi import FulfillMmio, HltExit, MmioExit, VmExit
-from vmmio.backends.base import Control, Regs
-from vmmio.backends.kvm import KvmError, KvmExitError, KvmIo, KvmMmio, KvmVcpu, kvm_usable
-from vmmio.machine import GDT, GDT_BASE, Image, initial_state, page_tables
-from vmmio.vmm.memory import GuestMemory
+from vmmio.machine import GDT, GDT_BASE, Image, Layout, default_entry_state
+from vmmio.memory import GuestMemory
+from vmmio.reference.kvm import KvmError, KvmExitError, KvmIo, KvmMmio, KvmVcpu, kvm_usable
+from vmmio.x86.state import Control, CpuState, Regs
 
 __all__ = ["KvmOutcome", "KvmRunner", "WindowDevice", "unavailable_reason"]
 
@@ -85,10 +85,10 @@ class WindowDevice:
             if inside:
                 self.data[off : off + ex.size] = ex.data.to_bytes(ex.size, "little")
             self.trace.append(Request(ex.gpa, ex.size, True, ex.data))
-            return ex.fulfil()
+            return ex.fulfill()
         value = int.from_bytes(self.data[off : off + ex.size], "little") if inside else (1 << 8 * ex.size) - 1
         self.trace.append(Request(ex.gpa, ex.size, False, value))
-        return ex.fulfil(value)
+        return ex.fulfill(value)
 
 
 @dataclass
@@ -124,7 +124,7 @@ class KvmRunner:
         # after a case is a stray write by the emulator.
         for n, desc in enumerate(GDT):
             mem.write_int(GDT_BASE + 8 * n, 8, desc | DESC_ACCESSED if desc else 0)
-        for gpa, entry in page_tables().items():
+        for gpa, entry in Layout().page_table_entries().items():
             mem.write_int(gpa, 8, entry | PTE_ACCESSED_DIRTY)
         for vector in range(VECTORS):
             stub = STUBS + STUB_STRIDE * vector
@@ -132,22 +132,17 @@ class KvmRunner:
             mem.write_int(IDT_BASE + 16 * vector, 8, low)
             mem.write_int(IDT_BASE + 16 * vector + 8, 8, high)
             mem.write(stub, HLT)
-        self.regs, self.ctl = initial_state(Image(CODE, 64), SYSTEM_SIZE)
+        state = default_entry_state(Image(CODE, 64), Layout(ram_size=SYSTEM_SIZE))
+        state.control.idtr = (IDT_BASE, 16 * VECTORS - 1)
+        self.regs, self.ctl = state.regs, state.control
         self.device = WindowDevice()
         self.vcpu: KvmVcpu | None = None
         self.rebuilds = 0
         self._open()
 
     def _open(self) -> KvmVcpu:
-        vcpu = KvmVcpu(
-            self.memory,
-            self.regs,
-            self.ctl,
-            gdtr=(GDT_BASE, 8 * len(GDT) - 1),
-            idtr=(IDT_BASE, 16 * VECTORS - 1),
-            record_raw=True,
-        )
-        tr = vcpu.get_sregs().tr
+        vcpu = KvmVcpu(self.memory, CpuState(self.regs, self.ctl), record_raw=True)
+        tr = vcpu.get_control().tr
         # KVM's reset TR (base 0) serves as the 64-bit TSS: only IST1 is read, on exception delivery.
         self.memory.write_int(tr.base + TSS_IST1, 8, IST_TOP)
         self.system = self.memory.read(0, IST_BOTTOM)

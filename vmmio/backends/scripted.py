@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from vmmio.backends.base import DIRTY_RFLAGS, DIRTY_RIP, BackendEvent, Control, HltEvent, Regs
+from vmmio.backends.base import BackendEvent, HltEvent, StoppedEvent
+from vmmio.x86.state import DIRTY_RFLAGS, DIRTY_RIP, Control, Regs
 
 Injected = tuple[int, int | None, int | None]
 
@@ -27,9 +28,13 @@ class ScriptedBackend:
         self.events: deque[BackendEvent] = deque(events)
         self.injected: list[Injected] = []
         self.runs = 0
+        self._stop = False
 
     def run(self) -> BackendEvent:
         self.runs += 1
+        if self._stop:
+            self._stop = False
+            return StoppedEvent()
         return self.events.popleft() if self.events else HltEvent()
 
     def get_regs(self) -> Regs:
@@ -47,6 +52,15 @@ class ScriptedBackend:
 
     def get_control(self) -> Control:
         return self.control
+
+    def set_control(self, ctl: Control) -> None:
+        self.control = ctl.copy()
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    def close(self) -> None:
+        pass
 
     def inject_exception(self, vector: int, error_code: int | None, cr2: int | None) -> None:
         self.injected.append((vector, error_code, cr2))

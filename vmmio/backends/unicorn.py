@@ -37,7 +37,7 @@ Where this differs from hardware (all are Unicorn's doing):
 - SYSCALL/SYSENTER do nothing without a Unicorn hook (they fall through); ICEBP (F1) raises #UD.
 - Delivery: no real mode, no task gates or 16-bit gates, no LDT code selectors, no 32-bit privilege
   change (64-bit: same privilege, CPL change through TSS.RSPn, IST); such a delivery shuts the vCPU
-  down with `shutdown_reason` saying why. The accessed bit of the loaded CS descriptor is not set.
+  down with a ShutdownEvent saying why. The accessed bit of the loaded CS descriptor is not set.
 """
 
 from __future__ import annotations
@@ -53,25 +53,23 @@ from typing import Any, Final
 from unicorn import unicorn_const as ucc
 from unicorn import x86_const as ux
 
-from vmmio.backends.base import (
-    CR0_PE,
-    DIRTY_ALL,
-    DIRTY_RFLAGS,
-    DIRTY_RIP,
-    EFER_LMA,
-    BackendEvent,
-    Control,
-    HltEvent,
-    IoEvent,
-    NpfEvent,
-    Regs,
-    Segment,
-    ShutdownEvent,
-    StoppedEvent,
+from vmmio.backends.base import BackendEvent, HltEvent, IoEvent, NpfEvent, ShutdownEvent, StoppedEvent
+from vmmio.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, RamRegion
+from vmmio.x86.delivery import (
+    DESC_B,
+    DESC_G,
+    DESC_L,
+    DESC_P,
+    DESC_S,
+    LinearMemory,
+    Shutdown,
+    Unsupported,
+    deliver_event,
 )
-from vmmio.vmm.faults import PFEC_I, PFEC_U, PFEC_W, EmulationAbort, GuestFault
-from vmmio.vmm.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, RamRegion
-from vmmio.vmm.paging import Updates, Walker, apply_updates
+from vmmio.x86.faults import HAS_ERROR_CODE, PFEC_I, PFEC_U, UD, GuestFault
+from vmmio.x86.paging import Walker
+from vmmio.x86.regs import VM
+from vmmio.x86.state import CR0_PE, DIRTY_ALL, DIRTY_RFLAGS, DIRTY_RIP, EFER_LMA, Control, Regs, Segment
 
 try:
     from unicorn.unicorn_py3.unicorn import uclib as _lib
@@ -116,26 +114,13 @@ _HF_CS64 = 1 << 15
 _HF_GUEST = 1 << 21
 _SEG_HFLAGS = _HF_CPL | _HF_CS32 | _HF_SS32 | _HF_ADDSEG | _HF_PE | _HF_LMA | _HF_CS64
 
-# Descriptor high-dword bits, which QEMU keeps as the segment cache's flags.
-_DESC_S = 1 << 12
-_DESC_P = 1 << 15
-_DESC_L = 1 << 21
-_DESC_B = 1 << 22
-_DESC_G = 1 << 23
+# QEMU keeps a segment cache's flags in the descriptor high-dword layout (DESC_* from x86.delivery).
 
 # SVM: Unicorn reports a #VMEXIT as interrupt number EXCP_VMEXIT + exit code.
 _EXCP_VMEXIT = 0x100
 _SVM_EXIT_INTR = 0x60
 _SVM_EXIT_HLT = 0x78
 _INTR_HLT = _EXCP_VMEXIT + _SVM_EXIT_HLT
-
-# Exception vectors and classes for double-fault escalation (SDM vol. 3, table 6-5).
-_UD, _DF, _TS, _NP, _SS, _GP, _PF = 6, 8, 10, 11, 12, 13, 14
-_CONTRIBUTORY = frozenset((0, 10, 11, 12, 13))
-_HAS_ERROR_CODE = frozenset((8, 10, 11, 12, 13, 14, 17, 21, 29, 30))
-
-# RFLAGS bits touched by delivery.
-_TF, _IF, _NT, _RF, _VM = 1 << 8, 1 << 9, 1 << 14, 1 << 16, 1 << 17
 
 # Register batch: GPRs in hardware order, then RIP and RFLAGS (Regs and the dirty mask use this order).
 _REG_IDS = (
@@ -341,52 +326,37 @@ class _Engine:
         _check(_lib.uc_ctl(self.h, _ctl_code(ctl, ucc.UC_CTL_IO_WRITE, len(args)), *args), "uc_ctl")
 
 
-# -- delivery outcomes ---------------------------------------------------------------------------------
-
-
-_Piece = tuple[RamRegion, int, int]  # (region, offset in it, length)
-
-
-class _Unsupported(Exception):
-    """Delivery needs something this backend does not model; the vCPU shuts down with the reason."""
+# -- segment caches --------------------------------------------------------------------------------------
 
 
 def _seg_flags(seg: Segment) -> int:
     """A Segment as QEMU's cache flags (descriptor high-dword layout); unusable means not present."""
     return (
         (seg.type & 0xF) << 8
-        | (_DESC_S if seg.s else 0)
+        | (DESC_S if seg.s else 0)
         | (seg.dpl & 3) << 13
-        | (_DESC_P if seg.present and not seg.unusable else 0)
-        | (_DESC_L if seg.l else 0)
-        | (_DESC_B if seg.db else 0)
-        | (_DESC_G if seg.g else 0)
+        | (DESC_P if seg.present and not seg.unusable else 0)
+        | (DESC_L if seg.l else 0)
+        | (DESC_B if seg.db else 0)
+        | (DESC_G if seg.g else 0)
     )
 
 
 def _segment(selector: int, base: int, limit: int, flags: int) -> Segment:
-    present = bool(flags & _DESC_P)
+    present = bool(flags & DESC_P)
     return Segment(
         selector=selector & 0xFFFF,
         base=base,
         limit=limit,
         type=(flags >> 8) & 0xF,
-        s=bool(flags & _DESC_S),
+        s=bool(flags & DESC_S),
         dpl=(flags >> 13) & 3,
         present=present,
-        db=bool(flags & _DESC_B),
-        l=bool(flags & _DESC_L),
-        g=bool(flags & _DESC_G),
+        db=bool(flags & DESC_B),
+        l=bool(flags & DESC_L),
+        g=bool(flags & DESC_G),
         unusable=not present,
     )
-
-
-def _descriptor_base_limit(e1: int, e2: int) -> tuple[int, int]:
-    base = (e1 >> 16) | ((e2 & 0xFF) << 16) | (e2 & 0xFF00_0000)
-    limit = (e1 & 0xFFFF) | (e2 & 0xF_0000)
-    if e2 & _DESC_G:
-        limit = (limit << 12) | 0xFFF
-    return base, limit
 
 
 # -- the backend -----------------------------------------------------------------------------------------
@@ -398,7 +368,7 @@ class UnicornBackend:
     Starts in Unicorn's 64-bit state (long mode, paging off, flat CPL-0 segments) unless `control` is
     given; set_control() loads any 64-bit or 32-bit protected-mode state. `max_insns`/`timeout_us` are
     the default budgets of run() (0: none). `walker` translates linear addresses for exception delivery
-    (IDT, GDT, TSS, stack); pass the Vm's so both agree on MAXPHYADDR (default: a Walker over `memory`).
+    (IDT, GDT, TSS, stack): the Vm's own, so the kernel and the hardware agree on MAXPHYADDR.
 
     Costs measured on the development machine (pytest tests/test_backend_unicorn.py -k bench -s): an
     MMIO exit plus re-entry ~8-12 us, an I/O exit ~25 us (snapshot, RAM protect/unprotect, restore);
@@ -409,10 +379,10 @@ class UnicornBackend:
     def __init__(
         self,
         memory: GuestMemory,
+        walker: Walker,
+        *,
         regs: Regs | None = None,
         control: Control | None = None,
-        *,
-        walker: Walker | None = None,
         max_insns: int = 0,
         timeout_us: int = 0,
     ) -> None:
@@ -420,10 +390,10 @@ class UnicornBackend:
         self._eng = eng = _Engine()
         self._h = eng.h
         self.memory = memory
-        self.walker = walker if walker is not None else Walker(memory)
+        self.walker = walker
+        self._linear = LinearMemory(walker, memory)
         self.max_insns = max_insns
         self.timeout_us = timeout_us
-        self.shutdown_reason: str | None = None
 
         self._snap = eng.new_context()  # CPU state at an I/O instruction, restored after the stop
         self._ctx_bytes = memoryview(eng.ctx_view).cast("B")
@@ -447,7 +417,7 @@ class UnicornBackend:
         self._hook_error: BaseException | None = None
         self._stop_requested = False
         self._running = False
-        self._shutdown = False
+        self._shutdown: ShutdownEvent | None = None
         self._ctl: Control | None = None
         self._ctl_key = b""  # raw bytes the last Control was built from
         self._ctl_last: Control | None = None
@@ -586,8 +556,8 @@ class UnicornBackend:
         Guest exceptions the engine raises are delivered here without an exit; under a budget the
         run then ends with StoppedEvent (the budget cannot be carried over into a new engine run).
         """
-        if self._shutdown:
-            return ShutdownEvent()
+        if self._shutdown is not None:
+            return self._shutdown
         count = self.max_insns if max_insns is None else max_insns
         timeout = self.timeout_us if timeout_us is None else timeout_us
         if len(self._mapped) != len(self.memory.ram):
@@ -635,15 +605,15 @@ class UnicornBackend:
             elif err == ucc.UC_ERR_INSN_INVALID:
                 # Unicorn stops on #UD instead of reporting it; RIP is at the instruction.
                 _lib.uc_reg_read(h, ux.UC_X86_REG_RIP, ctypes.byref(rip_val))
-                self._raise_event(_UD, None, 0, rip_val.value)
+                self._raise_event(UD, None, 0, rip_val.value, None)
             elif err != ucc.UC_ERR_OK:
                 raise UnicornBackendError(f"uc_emu_start: {_lib.uc_strerror(err).decode()}")
             else:
                 # Nothing of ours stopped it: a budget ran out, or request_stop().
                 self._stop_requested = False
                 return StoppedEvent()
-            if self._shutdown:
-                return ShutdownEvent()
+            if self._shutdown is not None:
+                return self._shutdown
             if count or timeout:
                 # Delivery happened inside this budget; give control back rather than start a new one.
                 return StoppedEvent()
@@ -665,7 +635,7 @@ class UnicornBackend:
         while n < 15:
             try:
                 chunk = self._read_code(ctl, la + n, min(15 - n, PAGE_SIZE - ((la + n) & PAGE_MASK)))
-            except (GuestFault, _Unsupported):
+            except (GuestFault, Unsupported):
                 break
             for byte in chunk:
                 n += 1
@@ -680,7 +650,7 @@ class UnicornBackend:
         return rip if ctl.code_size == 64 else (ctl.segs[1].base + rip) & 0xFFFF_FFFF
 
     def _read_code(self, ctl: Control, la: int, size: int) -> bytes:
-        return self._read_linear(ctl, la, size, PFEC_I | (PFEC_U if ctl.cpl == 3 else 0))
+        return self._linear.read(ctl, la, size, PFEC_I | (PFEC_U if ctl.cpl == 3 else 0))
 
     def _engine_exception(self, vector: int, rip: int) -> None:
         """Deliver an exception the engine raised, with the error code QEMU recorded for it."""
@@ -690,10 +660,10 @@ class UnicornBackend:
         if is_int:
             # INT n / INT3 / INTO: Unicorn already moved RIP past the instruction (the return address);
             # a fault while delivering it must point back at it.
-            self._raise_event(vector, None, self._soft_int_length(vector, rip), rip)
+            self._raise_event(vector, None, self._soft_int_length(vector, rip), rip, None)
         else:
-            ec = error_code & 0xFFFF_FFFF if vector in _HAS_ERROR_CODE else None
-            self._raise_event(vector, ec, 0, rip)
+            ec = error_code & 0xFFFF_FFFF if vector in HAS_ERROR_CODE else None
+            self._raise_event(vector, ec, 0, rip, None)
 
     def _soft_int_length(self, vector: int, next_rip: int) -> int:
         """Length of the software interrupt ending at `next_rip`: CC (INT3), CE (INTO) or CD ib."""
@@ -701,7 +671,7 @@ class UnicornBackend:
             ctl = self.get_control()
             try:
                 last = self._read_code(ctl, self._code_la(ctl, next_rip - 1), 1)[0]
-            except (GuestFault, _Unsupported):
+            except (GuestFault, Unsupported):
                 last = -1
             if last == (0xCC if vector == 3 else 0xCE):
                 return 1
@@ -774,6 +744,8 @@ class UnicornBackend:
         v, lay = self._eng.ctx_view, self._layout
         cr0, _cr1, cr2, cr3, cr4 = struct.unpack_from("<5Q", v, lay.cr)
         segs = [_segment(*struct.unpack_from("<I4xQII", v, lay.segs + i * _SEG_SIZE)) for i in range(6)]
+        gdt = struct.unpack_from("<Q", v, lay.gdt + 8)[0], struct.unpack_from("<I", v, lay.gdt + 16)[0]
+        idt = struct.unpack_from("<Q", v, lay.idt + 8)[0], struct.unpack_from("<I", v, lay.idt + 16)[0]
         return Control(
             cr0=cr0,
             cr2=cr2,
@@ -782,32 +754,19 @@ class UnicornBackend:
             efer=struct.unpack_from("<Q", v, lay.efer)[0],
             cpl=struct.unpack_from("<I", v, lay.hflags)[0] & _HF_CPL,
             segs=segs,
+            gdtr=gdt,
+            idtr=idt,
+            tr=_segment(*struct.unpack_from("<I4xQII", v, lay.tr)),
+            ldtr=_segment(*struct.unpack_from("<I4xQII", v, lay.segs + 6 * _SEG_SIZE)),
         )
 
-    def descriptor_tables(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int]]:
-        """((GDT base, limit), (IDT base, limit), (TR selector, base, limit))."""
-        eng, lay = self._eng, self._layout
-        eng.save()
-        v = eng.ctx_view
-        gdt = struct.unpack_from("<Q", v, lay.gdt + 8)[0], struct.unpack_from("<I", v, lay.gdt + 16)[0]
-        idt = struct.unpack_from("<Q", v, lay.idt + 8)[0], struct.unpack_from("<I", v, lay.idt + 16)[0]
-        tr_sel, tr_base, tr_limit, _ = struct.unpack_from("<I4xQII", v, lay.tr)
-        return gdt, idt, (tr_sel, tr_base, tr_limit)
-
-    def set_control(
-        self,
-        ctl: Control,
-        *,
-        gdtr: tuple[int, int] | None = None,
-        idtr: tuple[int, int] | None = None,
-        tr: tuple[int, int, int] | None = None,
-    ) -> None:
-        """Load CRs, EFER, CPL and the six segment caches (and GDTR/IDTR/TR if given).
+    def set_control(self, ctl: Control) -> None:
+        """Load CRs, EFER, CPL, the six segment caches, GDTR/IDTR, TR and LDTR.
 
         CR4, CR3, EFER and CR0 go through Unicorn's register API first so that QEMU flushes its TLB and
         derives its CR-dependent flags (and enters long mode on CR0.PG with EFER.LME, as the CPU does);
         then the blob gets the exact EFER (LMA is not writable through WRMSR), the segment caches and the
-        flags QEMU derives from them (CS32/SS32/CS64/ADDSEG/CPL). `tr` is (selector, base, limit).
+        flags QEMU derives from them (CS32/SS32/CS64/ADDSEG/CPL).
         """
         eng, lay = self._eng, self._layout
         eng.msr_write(MSR_EFER, ctl.efer)
@@ -815,22 +774,19 @@ class UnicornBackend:
         eng.reg_write(ux.UC_X86_REG_CR3, ctl.cr3)
         eng.reg_write(ux.UC_X86_REG_CR0, ctl.cr0)
         eng.reg_write(ux.UC_X86_REG_CR2, ctl.cr2)
-        if gdtr is not None:
-            eng.mmr_write(ux.UC_X86_REG_GDTR, 0, gdtr[0], gdtr[1])
-        if idtr is not None:
-            eng.mmr_write(ux.UC_X86_REG_IDTR, 0, idtr[0], idtr[1])
-        if tr is not None:
-            tss = _Mmr(tr[0], tr[1], tr[2], (0xB << 8) | _DESC_P)
-            _check(_lib.uc_reg_write(self._h, ux.UC_X86_REG_TR, ctypes.byref(tss)), "TR write")
+        eng.mmr_write(ux.UC_X86_REG_GDTR, 0, ctl.gdtr[0], ctl.gdtr[1])
+        eng.mmr_write(ux.UC_X86_REG_IDTR, 0, ctl.idtr[0], ctl.idtr[1])
         eng.save()
         v = eng.ctx_view
         struct.pack_into("<Q", v, lay.efer, ctl.efer)
         struct.pack_into("<Q", v, lay.cr, ctl.cr0)
         struct.pack_into("<Q", v, lay.cr + 32, ctl.cr4)
-        for i, seg in enumerate(ctl.segs):
-            struct.pack_into(
-                "<I4xQII", v, lay.segs + i * _SEG_SIZE, seg.selector, seg.base, seg.limit, _seg_flags(seg)
-            )
+        for at, seg in (
+            *((lay.segs + i * _SEG_SIZE, seg) for i, seg in enumerate(ctl.segs)),
+            (lay.segs + 6 * _SEG_SIZE, ctl.ldtr),
+            (lay.tr, ctl.tr),
+        ):
+            struct.pack_into("<I4xQII", v, at, seg.selector, seg.base, seg.limit, _seg_flags(seg))
         self._fix_hflags(ctl.cpl)
         eng.restore()
         eng.ctl(ucc.UC_CTL_TLB_FLUSH)
@@ -850,14 +806,14 @@ class UnicornBackend:
             hf |= _HF_PE
         if efer & EFER_LMA:
             hf |= _HF_LMA
-        if flags[2] & _DESC_B:
+        if flags[2] & DESC_B:
             hf |= _HF_SS32
-        if hf & _HF_LMA and flags[1] & _DESC_L:
+        if hf & _HF_LMA and flags[1] & DESC_L:
             hf |= _HF_CS32 | _HF_CS64
         else:
-            if flags[1] & _DESC_B:
+            if flags[1] & DESC_B:
                 hf |= _HF_CS32
-            if not cr0 & CR0_PE or eflags & _VM or not hf & _HF_CS32 or bases[0] | bases[2] | bases[3]:
+            if not cr0 & CR0_PE or eflags & VM or not hf & _HF_CS32 or bases[0] | bases[2] | bases[3]:
                 hf |= _HF_ADDSEG
         struct.pack_into("<I", v, lay.hflags, hf)
 
@@ -873,227 +829,43 @@ class UnicornBackend:
 
     def inject_exception(self, vector: int, error_code: int | None, cr2: int | None) -> None:
         """Deliver `vector` through the guest's IDT now, with RIP (the faulting instruction) as return."""
-        if self._shutdown:
+        if self._shutdown is not None:
             return
-        if cr2 is not None:
-            self._eng.reg_write(ux.UC_X86_REG_CR2, cr2)
-            self._ctl = None
         _lib.uc_reg_read(self._h, ux.UC_X86_REG_RIP, ctypes.byref(self._rip_val))
-        self._raise_event(vector, error_code, 0, self._rip_val.value)
+        self._raise_event(vector, error_code, 0, self._rip_val.value, cr2)
 
-    def _raise_event(self, vector: int, error_code: int | None, soft_len: int, rip: int) -> None:
-        """Deliver an event, escalating faults during delivery as the CPU does (#DF, then shutdown).
+    def _raise_event(
+        self, vector: int, error_code: int | None, soft_len: int, rip: int, cr2: int | None
+    ) -> None:
+        """Deliver an event with x86.delivery and load what it decided (or shut the vCPU down).
 
-        `soft_len` is the length of a software interrupt (INT n) whose return address `rip` is past
-        it, 0 for exceptions; a fault while delivering INT n is reported at the INT instruction.
+        `soft_len` is the length of a software interrupt (INT n) whose return address `rip` is past it.
         """
-        while True:
-            try:
-                self._deliver(vector, error_code, soft_len > 0, rip)
-                return
-            except GuestFault as f:
-                second = f.vector
-                if f.cr2 is not None:
-                    self._eng.reg_write(ux.UC_X86_REG_CR2, f.cr2)
-                if vector == _DF:
-                    self._shut(f"triple fault: #{second} while delivering #DF")
-                    return
-                if not soft_len and (
-                    (vector in _CONTRIBUTORY and second in _CONTRIBUTORY)
-                    or (vector == _PF and (second in _CONTRIBUTORY or second == _PF))
-                ):
-                    vector, error_code = _DF, 0
-                else:
-                    vector, error_code = second, f.error_code
-                rip -= soft_len
-                soft_len = 0
-            except _Unsupported as u:
-                self._shut(str(u))
-                return
-            finally:
-                self._ctl = None
-
-    def _shut(self, reason: str) -> None:
-        self._shutdown = True
-        self.shutdown_reason = reason
-
-    def _deliver(self, vector: int, error_code: int | None, soft: bool, rip: int) -> None:
-        ctl = self.get_control()
-        if not ctl.cr0 & CR0_PE:
-            raise _Unsupported("exception delivery in real mode is not implemented")
-        (_gdt, (idt_base, idt_limit), _tr) = self.descriptor_tables()
-        ext = 0 if soft else 1
-        idt_ec = vector * 8 + 2 + ext
-        long_mode = bool(ctl.efer & EFER_LMA)
-        size = 16 if long_mode else 8
-        if vector * size + size - 1 > idt_limit:
-            raise GuestFault(_GP, idt_ec)
-        raw = self._read_linear(ctl, idt_base + vector * size, size, 0)
-        lo, hi = struct.unpack_from("<II", raw)
-        gate_type = (hi >> 8) & 0x1F  # type with the S bit, which must be 0
-        if long_mode:
-            if gate_type not in (0xE, 0xF):
-                raise GuestFault(_GP, idt_ec)
-        elif gate_type in (0x5, 0x6, 0x7):
-            raise _Unsupported(f"IDT entry {vector}: task gates and 16-bit gates are not implemented")
-        elif gate_type not in (0xE, 0xF):
-            raise GuestFault(_GP, idt_ec)
-        if soft and (hi >> 13) & 3 < ctl.cpl:
-            raise GuestFault(_GP, vector * 8 + 2)
-        if not hi & _DESC_P:
-            raise GuestFault(_NP, idt_ec)
-        selector = lo >> 16
-        offset = (lo & 0xFFFF) | (hi & 0xFFFF_0000)
-        if long_mode:
-            offset |= struct.unpack_from("<I", raw, 8)[0] << 32
-        e1, e2, new_cpl = self._code_segment(ctl, selector, ext)
         regs = self.get_regs()
-        rflags = regs.rflags
-        ec = [] if error_code is None else [error_code]
-        if long_mode:
-            if not e2 & _DESC_L or e2 & _DESC_B:
-                raise GuestFault(_GP, (selector & 0xFFFC) + ext)
-            ist = hi & 7
-            rsp = regs.gprs[4]
-            if ist or new_cpl < ctl.cpl:
-                rsp = self._tss_stack(ctl, ist, new_cpl, ext)
-            rsp &= ~0xF & _MASK64
-            frame = [*ec, rip, ctl.segs[1].selector, rflags, regs.gprs[4], ctl.segs[2].selector]
-            slots = [((rsp - 8 * (k + 1)) & _MASK64, w & _MASK64) for k, w in enumerate(reversed(frame))]
-            if not all(_canonical(la) for la, _ in slots):
-                raise GuestFault(_SS, ext)
-            self._push(ctl, slots, 8)
-            new_rsp = slots[-1][0]
-        else:
-            if new_cpl != ctl.cpl:
-                raise _Unsupported("32-bit delivery with a privilege change is not implemented")
-            ss = ctl.segs[2]
-            frame = [*ec, rip & 0xFFFF_FFFF, ctl.segs[1].selector, rflags & 0xFFFF_FFFF]
-            width = 0xFFFF_FFFF if ss.db else 0xFFFF
-            esp = regs.gprs[4] & width
-            new_esp = (esp - 4 * len(frame)) & width
-            if not _stack_ok(ss, new_esp, 4 * len(frame), width):
-                raise GuestFault(_SS, ext)
-            _base, cs_limit = _descriptor_base_limit(e1, e2)
-            if offset > cs_limit:
-                raise GuestFault(_GP, 0)
-            slots = [
-                ((ss.base + ((esp - 4 * (k + 1)) & width)) & 0xFFFF_FFFF, w)
-                for k, w in enumerate(reversed(frame))
-            ]
-            self._push(ctl, slots, 4)
-            new_rsp = (regs.gprs[4] & ~width) | new_esp
+        regs.rip = rip
+        try:
+            outcome = deliver_event(
+                vector, error_code, regs, self.get_control(), self._linear, soft_len=soft_len, cr2=cr2
+            )
+        finally:
+            self._ctl = None
+        if isinstance(outcome, Shutdown):
+            self._shutdown = ShutdownEvent(outcome.detail, outcome.unsupported)
+            return
+        if outcome.cr2 is not None:
+            self._eng.reg_write(ux.UC_X86_REG_CR2, outcome.cr2)
+        self._load_segments(outcome.cs, outcome.ss, outcome.cpl)
+        self.set_regs(outcome.regs, (1 << 4) | DIRTY_RIP | DIRTY_RFLAGS)
 
-        # Commit: CS (and SS on a privilege change) in the blob, then RSP/RIP/RFLAGS.
-        self._load_cs(selector, e1, e2, new_cpl, long_mode and new_cpl != ctl.cpl)
-        regs.gprs[4] = new_rsp
-        regs.rip = offset
-        rflags &= ~(_TF | _NT | _RF | _VM)
-        if gate_type == 0xE:
-            rflags &= ~_IF
-        regs.rflags = rflags
-        self.set_regs(regs, (1 << 4) | DIRTY_RIP | DIRTY_RFLAGS)
-
-    def _code_segment(self, ctl: Control, selector: int, ext: int) -> tuple[int, int, int]:
-        """The gate's target code descriptor (e1, e2) and the CPL it runs at, with the CPU's checks."""
-        err = (selector & 0xFFFC) + ext
-        if not selector & 0xFFFC:
-            raise GuestFault(_GP, ext)
-        if selector & 4:
-            raise _Unsupported("gate selector in the LDT is not implemented")
-        (gdt_base, gdt_limit), _idt, _tr = self.descriptor_tables()
-        index = selector & 0xFFF8
-        if index + 7 > gdt_limit:
-            raise GuestFault(_GP, err)
-        e1, e2 = struct.unpack("<II", self._read_linear(ctl, gdt_base + index, 8, 0))
-        if not e2 & _DESC_S or not e2 & (1 << 11):
-            raise GuestFault(_GP, err)
-        dpl = (e2 >> 13) & 3
-        if dpl > ctl.cpl:
-            raise GuestFault(_GP, err)
-        if not e2 & _DESC_P:
-            raise GuestFault(_NP, err)
-        conforming = bool(e2 & (1 << 10))
-        return e1, e2, ctl.cpl if conforming else dpl
-
-    def _tss_stack(self, ctl: Control, ist: int, cpl: int, ext: int) -> int:
-        """RSP for a 64-bit delivery from the TSS: IST entry `ist` if non-zero, else RSP[cpl]."""
-        _gdt, _idt, (tr_sel, tr_base, tr_limit) = self.descriptor_tables()
-        offset = 36 + 8 * (ist - 1) if ist else 4 + 8 * cpl
-        if offset + 7 > tr_limit:
-            raise GuestFault(_TS, (tr_sel & 0xFFFC) + ext)
-        rsp: int = struct.unpack("<Q", self._read_linear(ctl, tr_base + offset, 8, 0))[0]
-        return rsp
-
-    def _load_cs(self, selector: int, e1: int, e2: int, cpl: int, null_ss: bool) -> None:
+    def _load_segments(self, cs: Segment, ss: Segment | None, cpl: int) -> None:
         eng, lay = self._eng, self._layout
-        base, limit = _descriptor_base_limit(e1, e2)
         eng.save()
         v = eng.ctx_view
-        struct.pack_into("<I4xQII", v, lay.segs + _SEG_SIZE, (selector & 0xFFFC) | cpl, base, limit, e2)
-        if null_ss:
-            struct.pack_into("<I4xQII", v, lay.segs + 2 * _SEG_SIZE, cpl, 0, 0, cpl << 13)
+        struct.pack_into("<I4xQII", v, lay.segs + _SEG_SIZE, cs.selector, cs.base, cs.limit, _seg_flags(cs))
+        if ss is not None:
+            struct.pack_into(
+                "<I4xQII", v, lay.segs + 2 * _SEG_SIZE, ss.selector, ss.base, ss.limit, _seg_flags(ss)
+            )
         self._fix_hflags(cpl)
         eng.restore()
-
-    # -- guest-linear memory for delivery -------------------------------------------------------------
-
-    def _translate(self, ctl: Control, la: int, access: int) -> tuple[int, Updates]:
-        try:
-            return self.walker.walk(ctl, la & _MASK64, access, False)
-        except EmulationAbort as a:
-            raise _Unsupported(f"delivery: {a.detail}") from None
-
-    def _pieces(self, ctl: Control, la: int, size: int, access: int) -> tuple[list[_Piece], Updates]:
-        """(region, offset, length) for each page of an access, and its A/D updates (not yet applied)."""
-        pieces: list[_Piece] = []
-        updates: Updates = []
-        while size:
-            n = min(size, PAGE_SIZE - (la & PAGE_MASK))
-            gpa, upd = self._translate(ctl, la, access)
-            region = self.memory.ram_at(gpa, n)
-            if region is None:
-                raise _Unsupported(f"delivery touches {gpa:#x}, which is not RAM")
-            pieces.append((region, gpa - region.gpa, n))
-            updates += upd
-            la, size = la + n, size - n
-        return pieces, updates
-
-    def _read_linear(self, ctl: Control, la: int, size: int, access: int) -> bytes:
-        pieces, updates = self._pieces(ctl, la, size, access)
-        apply_updates(updates)
-        return b"".join(bytes(r.view[o : o + n]) for r, o, n in pieces)
-
-    def _push(self, ctl: Control, slots: list[tuple[int, int]], width: int) -> None:
-        """Write a frame in push order (highest slot first), all or nothing.
-
-        Every slot is translated before anything is written, so the first slot that faults decides
-        the exception and CR2, as the CPU's successive pushes would.
-        """
-        planned: list[tuple[list[_Piece], bytes]] = []
-        updates: Updates = []
-        for la, word in slots:
-            data = word.to_bytes(width, "little")
-            pieces, upd = self._pieces(ctl, la, width, PFEC_W)
-            planned.append((pieces, data))
-            updates += upd
-        apply_updates(updates)
-        for pieces, data in planned:
-            pos = 0
-            for region, off, n in pieces:
-                region.view[off : off + n] = data[pos : pos + n]
-                pos += n
-
-
-def _canonical(la: int) -> bool:
-    return ((la + (1 << 47)) & _MASK64) < (1 << 48)
-
-
-def _stack_ok(ss: Segment, offset: int, size: int, width: int) -> bool:
-    """Whether [offset, offset+size) fits SS's limit (expand-up or expand-down data segment)."""
-    last = offset + size - 1
-    if last > width:
-        return False
-    if ss.type & 4:  # expand-down: valid offsets are (limit, top]
-        return offset > ss.limit
-    return last <= ss.limit
+        self._forget_control()

@@ -3,7 +3,7 @@
 On a fault the Vcpu fetches and decodes the instruction at CS:RIP and runs its semantics. Each access
 the semantics yields is translated, split at page boundaries and into naturally aligned pieces of at
 most 8 bytes, and performed: RAM and in-kernel handlers directly, anything else as an exit to
-userspace. The instruction's progress stays here until userspace fulfils the request on the next
+userspace. The instruction's progress stays here until userspace fulfills the request on the next
 entry; registers are committed only when the instruction (or one REP iteration) completes.
 """
 
@@ -15,41 +15,42 @@ from vmmio.abi import (
     AbiError,
     Default,
     Discard,
+    EntryError,
     HltExit,
     InoutExit,
     InstEmulExit,
     InstEmulReason,
     MmioExit,
     ShutdownExit,
+    ShutdownReason,
     SuspendedExit,
     VmEntry,
     VmExit,
-    fulfilment_data,
+    fulfillment_data,
+    split_access,
 )
 from vmmio.backends.base import (
-    DIRTY_RIP,
     Backend,
     BackendEvent,
-    Control,
     HltEvent,
     IoEvent,
     NpfEvent,
-    Regs,
     ShutdownEvent,
     StoppedEvent,
 )
-from vmmio.vmm.faults import GP, PFEC_I, PFEC_U, PFEC_W, UD, EmulationAbort, GuestFault
-from vmmio.vmm.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, HandlerRegion, RamRegion
-from vmmio.vmm.paging import apply_updates
-from vmmio.vmm.segmentation import linear_address
+from vmmio.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, HandlerRegion, RamRegion
+from vmmio.vmm.abort import EmulationAbort
 from vmmio.vmm.semantics import lookup
 from vmmio.vmm.semantics.context import PORT_IN, READ, TOUCH, WRITE, Exec, Form, Steps
 from vmmio.vmm.vm import Vm
 from vmmio.x86.decode import decode_cached
-from vmmio.x86.insn import DecodeError, DecodeStatus, Insn
+from vmmio.x86.faults import GP, PFEC_I, PFEC_U, PFEC_W, UD, GuestFault
+from vmmio.x86.insn import MAX_INSN_LEN, DecodeError, DecodeStatus, Insn
+from vmmio.x86.paging import TranslationError, apply_updates
 from vmmio.x86.regs import AC, MASK, ZF, Gpr, Seg
+from vmmio.x86.segmentation import linear_address
+from vmmio.x86.state import DIRTY_ALL, DIRTY_RIP, Control, Regs
 
-MAX_INSN = 15
 DECODE_CACHE_LIMIT = 16384
 
 # Page-fault error-code bits each request kind checks (RMW reads are checked for write).
@@ -57,12 +58,7 @@ _ACCESS_BITS = (0, PFEC_W, PFEC_W, 0)
 _CS = int(Seg.CS)
 _WHOLE = frozenset((1, 2, 4, 8))  # device accesses of these sizes stay one request
 _HLT = HltExit()
-_SHUTDOWN = ShutdownExit()
 _SUSPENDED = SuspendedExit()
-
-
-class EntryError(ValueError):
-    """userspace's entry does not fit the vCPU's state; nothing was changed and it may retry."""
 
 
 # A piece of one access: (byte offset within the access, gpa, size, RAM region / handler / None).
@@ -93,8 +89,17 @@ class _Inflight:
     is_write: bool = False
 
 
+class VcpuBusy(RuntimeError):
+    """The vCPU's state cannot be changed while an instruction is in flight (a request is pending)."""
+
+
 class Vcpu:
-    """One virtual CPU. `run` is the only way through the kernel/userspace boundary."""
+    """One virtual CPU. `run` is the only way through the kernel/userspace boundary.
+
+    Between exits userspace may read the register and control state (`regs`, `control`) and, when no
+    request is pending, change it (`set_regs`, `set_control`): how a VMM finishes an instruction the
+    kernel handed back with an INST_EMUL exit, or loads state it saved.
+    """
 
     def __init__(self, vm: Vm, backend: Backend, rep_budget: int = 64) -> None:
         self.vm = vm
@@ -102,6 +107,7 @@ class Vcpu:
         self.memory = vm.memory
         self.walker = vm.walker
         self.rep_budget = rep_budget
+        self.shutdown_detail = ""  # what the backend said with the last ShutdownExit
         self._cur: _Inflight | None = None
         self._pending: MmioExit | InoutExit | None = None
         # (instruction bytes, mode) -> (decoded instruction, its semantics or None).
@@ -109,8 +115,38 @@ class Vcpu:
 
     @property
     def pending(self) -> MmioExit | InoutExit | None:
-        """The request userspace must fulfil on the next entry, if any."""
+        """The request userspace must fulfill on the next entry, if any."""
         return self._pending
+
+    # -- architectural state ----------------------------------------------------------------------
+
+    @property
+    def regs(self) -> Regs:
+        """A copy of the GPRs, RIP and RFLAGS as the guest sees them (by name: `vcpu.regs.rax`).
+
+        While a request is pending this is the state before the instruction in flight: its results
+        are committed only when it completes.
+        """
+        return self.backend.get_regs()
+
+    @property
+    def control(self) -> Control:
+        """A copy of the control state (CRs, EFER, CPL, segment caches, descriptor tables)."""
+        return self.backend.get_control().copy()
+
+    def set_regs(self, regs: Regs) -> None:
+        """Load all GPRs, RIP and RFLAGS; refused (VcpuBusy) while a request is pending."""
+        self._idle("set_regs")
+        self.backend.set_regs(regs, DIRTY_ALL)
+
+    def set_control(self, ctl: Control) -> None:
+        """Load the control state; refused (VcpuBusy) while a request is pending."""
+        self._idle("set_control")
+        self.backend.set_control(ctl)
+
+    def _idle(self, what: str) -> None:
+        if self._pending is not None:
+            raise VcpuBusy(f"{what} while {self._pending} is pending: fulfill or discard it first")
 
     # -- the boundary -------------------------------------------------------------------------
 
@@ -127,7 +163,7 @@ class Vcpu:
             self._cur = None
         else:
             try:
-                value = fulfilment_data(pending, entry)
+                value = fulfillment_data(pending, entry)
             except AbiError as err:
                 raise EntryError(str(err)) from None
             self._pending = None
@@ -163,7 +199,10 @@ class Vcpu:
         return _HLT
 
     def _on_shutdown(self, event: BackendEvent) -> VmExit | None:
-        return _SHUTDOWN
+        assert type(event) is ShutdownEvent
+        self.shutdown_detail = event.detail
+        unsupported = ShutdownReason.UNSUPPORTED_DELIVERY
+        return ShutdownExit(unsupported if event.unsupported else ShutdownReason.TRIPLE_FAULT)
 
     def _on_stopped(self, event: BackendEvent) -> VmExit | None:
         return _SUSPENDED
@@ -202,7 +241,9 @@ class Vcpu:
             self._inject(fault)
             return None
         except EmulationAbort as abort:
-            return InstEmulExit(regs.rip, code[:MAX_INSN], InstEmulReason(abort.reason))
+            return InstEmulExit(regs.rip, code[:MAX_INSN_LEN], abort.reason)
+        except TranslationError:
+            return InstEmulExit(regs.rip, code[:MAX_INSN_LEN], InstEmulReason.TRANSLATION_FAILED)
         self._cur = cur
         if form.string and insn.rep and not x.gprs[Gpr.RCX] & MASK[insn.addr_size]:
             # REP with a zero count: no iteration, no access; the instruction only advances RIP (and,
@@ -238,21 +279,21 @@ class Vcpu:
         gpa, updates = walker.walk(ctl, la, access, False)
         if updates:
             apply_updates(updates)
-        first = min(MAX_INSN, PAGE_SIZE - (la & PAGE_MASK))
+        first = min(MAX_INSN_LEN, PAGE_SIZE - (la & PAGE_MASK))
         region = self.memory.find(gpa)
         if type(region) is not RamRegion:
             raise EmulationAbort(InstEmulReason.FETCH_FAILED, f"code at {gpa:#x} is not RAM")
         off = gpa - region.gpa
         code = region.mem[off : off + first]
-        if first < MAX_INSN:
+        if first < MAX_INSN_LEN:
             decoded = decode_cached(code, mode)
             if type(decoded) is DecodeError and decoded.status is DecodeStatus.TRUNCATED:
                 gpa2 = walker.translate(ctl, la + first, access, False)
-                region2 = self.memory.ram_at(gpa2, MAX_INSN - first)
+                region2 = self.memory.ram_at(gpa2, MAX_INSN_LEN - first)
                 if region2 is None:
                     raise EmulationAbort(InstEmulReason.FETCH_FAILED, f"code at {gpa2:#x} is not RAM")
                 off2 = gpa2 - region2.gpa
-                code += bytes(region2.view[off2 : off2 + MAX_INSN - first])
+                code += bytes(region2.view[off2 : off2 + MAX_INSN_LEN - first])
         return code
 
     # -- driving an instruction -----------------------------------------------------------------
@@ -283,7 +324,10 @@ class Vcpu:
             return None
         except EmulationAbort as abort:
             self._cur = None
-            return InstEmulExit(cur.rip, cur.insn.raw, InstEmulReason(abort.reason))
+            return InstEmulExit(cur.rip, cur.insn.raw, abort.reason)
+        except TranslationError:
+            self._cur = None
+            return InstEmulExit(cur.rip, cur.insn.raw, InstEmulReason.TRANSLATION_FAILED)
 
     def _rep_iteration_done(self, cur: _Inflight) -> bool:
         """Count one REP iteration down and commit it; True when the instruction is finished."""
@@ -371,8 +415,7 @@ class Vcpu:
             if all_ram or size in _WHOLE:
                 pieces = [(0, gpa, size, target)]
             else:
-                pieces = []
-                _split_pieces(pieces, 0, gpa, size, target)
+                pieces = [(o, g, n, target) for o, g, n in split_access(gpa, size)]
         else:
             la2 = (la + split) & (MASK[8] if cur.mode == 64 else 0xFFFF_FFFF)
             gpa2, updates2 = walker.walk(ctl, la2, access, ac_flag)
@@ -387,7 +430,7 @@ class Vcpu:
                     pieces.append((start, g, n, target))
                 else:
                     all_ram = False
-                    _split_pieces(pieces, start, g, n, target)
+                    pieces += [(start + o, g2, n2, target) for o, g2, n2 in split_access(g, n)]
         if not matched and (kind != READ or not all_ram):
             raise EmulationAbort(InstEmulReason.GPA_MISMATCH, f"access at {gpa:#x} before the faulting page")
         if matched:
@@ -447,12 +490,13 @@ class Vcpu:
             cur.fault_port = -1
         cur.accesses += 1
         cur.value = 0
-        handler = self.vm.ports.get(port)
-        if handler is not None:
+        hit = self.vm.ports.lookup(port)
+        if hit is not None:
+            base, device = hit
             if is_in:
-                cur.value = handler.read(port, size) & MASK[size]
+                cur.value = device.read(port - base, size) & MASK[size]
             else:
-                handler.write(port, size, data)
+                device.write(port - base, size, data)
             return None
         # Userspace answers; its data comes back through `_drive`'s value (pieces stays None).
         ex = InoutExit(port, size, is_in, 0 if is_in else data)
@@ -465,25 +509,4 @@ class Vcpu:
         self.backend.inject_exception(fault.vector, fault.error_code, fault.cr2)
 
 
-def _split_pieces(
-    pieces: list[Piece], start: int, gpa: int, n: int, target: RamRegion | HandlerRegion | None
-) -> None:
-    """Cut a device span into naturally aligned power-of-two pieces of at most 8 bytes.
-
-    A span of 1, 2, 4 or 8 bytes stays whole even if misaligned, as the CPU issues it; only page
-    crossings and other sizes are cut.
-    """
-    if n in (1, 2, 4, 8):
-        pieces.append((start, gpa, n, target))
-        return
-    end = gpa + n
-    while gpa < end:
-        size = 8
-        while size > end - gpa or gpa & (size - 1):
-            size >>= 1
-        pieces.append((start, gpa, size, target))
-        start += size
-        gpa += size
-
-
-__all__ = ["EntryError", "Vcpu"]
+__all__ = ["EntryError", "Vcpu", "VcpuBusy"]

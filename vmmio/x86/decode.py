@@ -13,12 +13,11 @@ import struct
 from typing import Any
 
 from vmmio.x86 import tables as T
-from vmmio.x86.insn import DecodeError, DecodeStatus, Encoding, Insn, MemOperand, OpMap
+from vmmio.x86.insn import MAX_INSN_LEN, DecodeError, DecodeStatus, Encoding, Insn, MemOperand, OpMap
 from vmmio.x86.regs import NO_REG, RIP_REG, VEC_REG, Seg
 
 __all__ = ["CACHE_LIMIT", "MAX_INSN_LEN", "decode", "decode_cached"]
 
-MAX_INSN_LEN = 15
 CACHE_LIMIT = 65536
 
 _TRUNCATED = DecodeStatus.TRUNCATED

@@ -11,6 +11,8 @@ from enum import IntEnum
 
 from vmmio.x86.regs import NO_REG, RIP_REG, VEC_REG
 
+MAX_INSN_LEN = 15  # the CPU raises #GP when decoding runs past this many bytes
+
 
 class OpMap(IntEnum):
     """Opcode map of the opcode byte (VEX/EVEX maps share the legacy escape numbering)."""

@@ -71,13 +71,21 @@ class PageTables:
             table = self._tables[(table, (va >> shift) & 0x1FF)]
         raise ValueError(f"bad level {level}")
 
+    def map_range(self, va: int, pa: int, size: int, flags: int = P | RW) -> None:
+        """Map [va, va+size) to [pa, pa+size): 2 MiB pages where both are aligned, 4 KiB elsewhere."""
+        end = (va + size + 0xFFF) & ~0xFFF
+        va &= ~0xFFF
+        pa &= ~0xFFF
+        while va < end:
+            if va % PAGE_2M == 0 and pa % PAGE_2M == 0 and va + PAGE_2M <= end:
+                self.map(va, pa, PAGE_2M, flags)
+                step = PAGE_2M
+            else:
+                self.map(va, pa, PAGE_4K, flags)
+                step = PAGE_4K
+            va += step
+            pa += step
+
     def identity(self, start: int, end: int, flags: int = P | RW) -> None:
         """Identity-map [start, end) with 2 MiB pages where aligned, 4 KiB pages elsewhere."""
-        addr = start & ~0xFFF
-        while addr < end:
-            if addr % PAGE_2M == 0 and addr + PAGE_2M <= end:
-                self.map(addr, addr, PAGE_2M, flags)
-                addr += PAGE_2M
-            else:
-                self.map(addr, addr, PAGE_4K, flags)
-                addr += PAGE_4K
+        self.map_range(start, start, end - start, flags)

@@ -60,7 +60,14 @@ TF = 1 << 8
 IF = 1 << 9
 DF = 1 << 10
 OF = 1 << 11
+IOPL = 3 << 12
+NT = 1 << 14
+RF = 1 << 16
+VM = 1 << 17
 AC = 1 << 18
+VIF = 1 << 19
+VIP = 1 << 20
+ID = 1 << 21
 STATUS_FLAGS = CF | PF | AF | ZF | SF | OF
 RFLAGS_FIXED1 = 1 << 1
 

@@ -13,10 +13,10 @@ checked after the limit/canonical checks, so those faults take priority.
 
 from __future__ import annotations
 
-from vmmio.backends.base import CR0_AM, CR0_PE, CR4_LA57, Control
-from vmmio.vmm.faults import AC, GP, PFEC_I, PFEC_W, SS, GuestFault
+from vmmio.x86.faults import AC, GP, PFEC_I, PFEC_W, SS, GuestFault
 from vmmio.x86.regs import AC as RFLAGS_AC
 from vmmio.x86.regs import Seg
+from vmmio.x86.state import CR0_AM, CR0_PE, CR4_LA57, Control
 
 _FS, _SS = int(Seg.FS), int(Seg.SS)
 _MASK64 = (1 << 64) - 1

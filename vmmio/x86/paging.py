@@ -12,28 +12,38 @@ from the SDM's rules (U/S, R/W with CR0.WP, NX, SMEP, SMAP), so no mode is a cha
 
 from __future__ import annotations
 
-from vmmio.backends.base import (
-    CR0_PG,
-    CR4_LA57,
-    CR4_PAE,
-    CR4_PKE,
-    CR4_PSE,
-    EFER_LMA,
-    EFER_NXE,
-    Control,
-)
-from vmmio.vmm.faults import (
-    PF,
-    PFEC_I,
-    PFEC_P,
-    PFEC_PK,
-    PFEC_RSVD,
-    PFEC_U,
-    PFEC_W,
-    EmulationAbort,
-    GuestFault,
-)
-from vmmio.vmm.memory import GuestMemory
+from typing import Protocol
+
+from vmmio.x86.faults import PF, PFEC_I, PFEC_P, PFEC_PK, PFEC_RSVD, PFEC_U, PFEC_W, GuestFault
+from vmmio.x86.state import CR0_PG, CR4_LA57, CR4_PAE, CR4_PKE, CR4_PSE, EFER_LMA, EFER_NXE, Control
+
+
+class RamSpan(Protocol):
+    """Guest RAM holding a paging-structure entry: its GPA range and views in bytes and qwords."""
+
+    @property
+    def gpa(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def view(self) -> memoryview: ...
+    @property
+    def qwords(self) -> memoryview: ...
+
+
+class TableMemory(Protocol):
+    """The one thing a walk needs from guest memory: the RAM holding `size` bytes at `gpa`, if any."""
+
+    def ram_at(self, gpa: int, size: int) -> RamSpan | None: ...
+
+
+class TranslationError(Exception):
+    """A walk needed a paging-structure entry that is not in guest RAM: no CPU outcome to model."""
+
+    def __init__(self, gpa: int) -> None:
+        super().__init__(f"page-table entry at {gpa:#x} is not in RAM")
+        self.gpa = gpa
+
 
 PTE_P = 1 << 0
 PTE_RW = 1 << 1
@@ -42,10 +52,6 @@ PTE_A = 1 << 5
 PTE_D = 1 << 6
 PTE_PS = 1 << 7
 PTE_NX = 1 << 63
-
-# Translation outcome reasons for EmulationAbort (values from the ABI's InstEmulReason are assigned by
-# the Vcpu; here we only say why in text).
-TABLE_NOT_RAM = "page-table entry is not in RAM"
 
 # A/D-bit writes a successful walk implies: (entry view, index in it, new entry value).
 Updates = list[tuple[memoryview, int, int]]
@@ -173,11 +179,10 @@ CacheKey = tuple[int, int, bool, int, int, int, int, int, int, tuple[int, int, i
 class Walker:
     """Translates linear addresses for one guest; `maxphyaddr` decides the reserved address bits."""
 
-    def __init__(self, memory: GuestMemory, maxphyaddr: int = 46, unsupported_reason: int = 0) -> None:
+    def __init__(self, memory: TableMemory, maxphyaddr: int = 46) -> None:
         self.memory = memory
         self.maxphyaddr = maxphyaddr
         self.addr_mask = ((1 << maxphyaddr) - 1) & ~0xFFF
-        self.unsupported_reason = unsupported_reason
         self._format_cache: dict[int, _Format] = {}
         # 32-bit views of RAM regions for 32-bit paging, by region base (regions never overlap).
         self._dwords: dict[int, memoryview] = {}
@@ -202,7 +207,7 @@ class Walker:
         """
         region = self.memory.ram_at(gpa, 1 << entry_shift)
         if region is None:
-            raise EmulationAbort(self.unsupported_reason, f"{TABLE_NOT_RAM} ({gpa:#x})")
+            raise TranslationError(gpa)
         if entry_shift == 3:
             return region.qwords, region.gpa, region.end
         view = self._dwords.get(region.gpa)
@@ -223,7 +228,7 @@ class Walker:
         access). `ac_flag` is RFLAGS.AC of an explicit access (False for implicit ones): it lifts SMAP
         for supervisor data accesses at CPL 0-2. The updates are returned rather than applied so that
         an access spanning two pages sets no bit when its second page faults.
-        Raises GuestFault(#PF) with the CPU's error code and CR2, or EmulationAbort.
+        Raises GuestFault(#PF) with the CPU's error code and CR2, or TranslationError.
         """
         cr0 = ctl.cr0
         efer = ctl.efer

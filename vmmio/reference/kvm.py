@@ -7,7 +7,7 @@ machine run one guest on both and compare the MMIO/port traces: that comparison 
 
 Exit mapping (KVM_RUN's exit_reason -> vmmio exit):
 
-- KVM_EXIT_MMIO -> `MmioExit`. For a read, the fulfilment's data is copied into kvm_run.mmio.data before
+- KVM_EXIT_MMIO -> `MmioExit`. For a read, the fulfillment's data is copied into kvm_run.mmio.data before
   the next KVM_RUN, which completes the instruction. Linux splits a page-crossing access at the page
   boundary (and anything wider than 8 bytes into 8-byte fragments), so it can report 3-, 5-, 6- or
   7-byte accesses, which vmmio's ABI does not have. Such a piece is *presented* as the naturally aligned
@@ -28,8 +28,8 @@ Exit mapping (KVM_RUN's exit_reason -> vmmio exit):
   that hit MMIO, SYSTEM_EVENT, ...) raises `KvmExitError` with the raw fields: vmmio's ABI has no honest
   exit for them.
 
-Entries follow `vmmio.vmm.vcpu.Vcpu.run`: a fulfilment must match the pending request (gpa/port, size,
-direction, written data echoed); a mismatch, a fulfilment with nothing pending, or `Default` while a
+Entries follow `vmmio.vmm.vcpu.Vcpu.run`: a fulfillment must match the pending request (gpa/port, size,
+direction, written data echoed); a mismatch, a fulfillment with nothing pending, or `Default` while a
 request is pending raises `KvmEntryError` (an `EntryError`) and changes nothing. Where KVM differs:
 
 - exit_consistent: KVM's documented way is KVM_RUN with kvm_run.immediate_exit = 1, which completes the
@@ -40,7 +40,7 @@ request is pending raises `KvmEntryError` (an `EntryError`) and changes nothing.
 - Discard: not possible. Linux's emulator holds the instruction's progress in the kernel and completes
   it on the next KVM_RUN whatever userspace does (for a write the exit is only reported once the
   instruction has retired). `Discard` raises `KvmEntryError`, leaving the request pending.
-- In-kernel port handlers (`Vm.ports`) are served only when passed as `ports=`.
+- In-kernel port devices (`Vm.ports`) are served only when passed as `ports=`.
 
 What Linux does that vmmio's kernel does not (tests/test_backend_kvm.py pins each down):
 - The write exit of an instruction comes after it has retired (RIP already past it); reads stop with
@@ -60,7 +60,6 @@ import mmap
 import os
 import struct
 import weakref
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -68,7 +67,9 @@ from vmmio.abi import (
     MAX_INSN_LEN,
     AbiError,
     Default,
+    Device,
     Discard,
+    EntryError,
     HltExit,
     InoutExit,
     InstEmulExit,
@@ -78,11 +79,11 @@ from vmmio.abi import (
     SuspendedExit,
     VmEntry,
     VmExit,
-    fulfilment_data,
+    fulfillment_data,
+    split_access,
 )
-from vmmio.backends.base import CR0_PE, Control, Regs, Segment
-from vmmio.vmm.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, HandlerRegion, PortHandler, RamRegion
-from vmmio.vmm.vcpu import EntryError
+from vmmio.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, HandlerRegion, RamRegion, RangeMap
+from vmmio.x86.state import CR0_PE, Control, CpuState, Regs, Segment
 
 __all__ = [
     "KvmEntryError",
@@ -259,10 +260,6 @@ class KvmSregs:
     """KVM_GET_SREGS as vmmio values: the Control plus what Control does not hold."""
 
     control: Control
-    gdtr: tuple[int, int]
-    idtr: tuple[int, int]
-    tr: Segment
-    ldt: Segment
     cr8: int
     apic_base: int
 
@@ -350,26 +347,6 @@ def _unpack_segment(raw: bytes | bytearray, offset: int) -> Segment:
     )
 
 
-def _presentation_pieces(gpa: int, n: int) -> list[tuple[int, int, int]]:
-    """(byte offset, gpa, size) pieces vmmio's kernel would emit for `n` device bytes within one page.
-
-    1, 2, 4 and 8 stay whole (misaligned too, as the CPU issues them); other sizes, which only Linux's
-    page/8-byte fragmenting produces, become naturally aligned power-of-two pieces in address order.
-    """
-    if n in (1, 2, 4, 8):
-        return [(0, gpa, n)]
-    pieces = []
-    start, end = 0, gpa + n
-    while gpa < end:
-        size = 8
-        while size > end - gpa or gpa & (size - 1):
-            size >>= 1
-        pieces.append((start, gpa, size))
-        start += size
-        gpa += size
-    return pieces
-
-
 # --- the vCPU ---------------------------------------------------------------------------------------
 
 
@@ -384,16 +361,13 @@ class KvmVcpu:
     def __init__(
         self,
         memory: GuestMemory,
-        regs: Regs,
-        ctl: Control,
+        state: CpuState,
         *,
-        gdtr: tuple[int, int] | None = None,
-        idtr: tuple[int, int] | None = None,
-        ports: Mapping[int, PortHandler] | None = None,
+        ports: RangeMap[Device] | None = None,
         record_raw: bool = False,
     ) -> None:
         self.memory = memory
-        self.ports: Mapping[int, PortHandler] = ports if ports is not None else {}
+        self.ports: RangeMap[Device] = ports if ports is not None else RangeMap("port range")
         self.raw_exits: list[KvmMmio | KvmIo] | None = [] if record_raw else None
         # Requests of the KVM exit being answered: (request, offset in kvm_run where a read's data goes,
         # -1 for a write), the next one to hand out, and the one handed out and not yet fulfilled.
@@ -406,8 +380,8 @@ class KvmVcpu:
         self._finalizer = weakref.finalize(self, _release, self._fds, self._maps)
         try:
             self._open(memory)
-            self.set_control(ctl, gdtr=gdtr, idtr=idtr)
-            self.set_regs(regs)
+            self.set_control(state.control)
+            self.set_regs(state.regs)
         except BaseException:
             self.close()
             raise
@@ -483,17 +457,20 @@ class KvmVcpu:
         gdt = _DTABLE.unpack_from(buf, _SREGS_GDT)
         idt = _DTABLE.unpack_from(buf, _SREGS_GDT + _DTABLE.size)
         cr0, cr2, cr3, cr4, cr8, efer, apic_base = _CTL.unpack_from(buf, _SREGS_CTL)
-        cpl = segs[2].dpl if cr0 & CR0_PE else 0  # SS.DPL is the CPL in protected mode
-        ctl = Control(cr0=cr0, cr2=cr2, cr3=cr3, cr4=cr4, efer=efer, cpl=cpl, segs=segs)
-        return KvmSregs(
-            ctl,
-            (gdt[0], gdt[1]),
-            (idt[0], idt[1]),
-            _unpack_segment(buf, 6 * _SEG.size),
-            _unpack_segment(buf, 7 * _SEG.size),
-            cr8,
-            apic_base,
+        ctl = Control(
+            cr0=cr0,
+            cr2=cr2,
+            cr3=cr3,
+            cr4=cr4,
+            efer=efer,
+            cpl=segs[2].dpl if cr0 & CR0_PE else 0,  # SS.DPL is the CPL in protected mode
+            segs=segs,
+            gdtr=(gdt[0], gdt[1]),
+            idtr=(idt[0], idt[1]),
+            tr=_unpack_segment(buf, 6 * _SEG.size),
+            ldtr=_unpack_segment(buf, 7 * _SEG.size),
         )
+        return KvmSregs(ctl, cr8, apic_base)
 
     def get_control(self) -> Control:
         return self.get_sregs().control
@@ -503,24 +480,21 @@ class KvmVcpu:
         _ioctl_buf(self._fd, KVM_GET_SREGS, buf, "KVM_GET_SREGS")
         return buf
 
-    def set_control(
-        self, ctl: Control, *, gdtr: tuple[int, int] | None = None, idtr: tuple[int, int] | None = None
-    ) -> None:
-        """CR0/CR2/CR3/CR4/EFER and the six segment caches; GDTR/IDTR when given.
+    def set_control(self, ctl: Control) -> None:
+        """CR0/CR2/CR3/CR4/EFER, the six segment caches, GDTR/IDTR, TR and LDTR.
 
-        TR, LDTR, CR8 and APIC base keep KVM's values (its reset state at creation). The CPL is what KVM
-        derives from the segment caches (SS.DPL); `ctl.cpl`, `ctl.pdptes` and `ctl.pkru` are not used:
-        KVM loads the PDPTEs from CR3 itself.
+        CR8 and the APIC base keep KVM's values. The CPL is what KVM derives from the segment caches
+        (SS.DPL); `ctl.cpl`, `ctl.pdptes` and `ctl.pkru` are not used: KVM loads the PDPTEs from CR3.
         """
         self._check_idle("set_control")
         buf = self._get_sregs_raw()
         for n, seg in enumerate(ctl.segs):
             at = _SEG.size * _HW_TO_SREGS_SLOT[n]
             buf[at : at + _SEG.size] = _pack_segment(seg)
-        if gdtr is not None:
-            _DTABLE.pack_into(buf, _SREGS_GDT, *gdtr)
-        if idtr is not None:
-            _DTABLE.pack_into(buf, _SREGS_GDT + _DTABLE.size, *idtr)
+        buf[6 * _SEG.size : 7 * _SEG.size] = _pack_segment(ctl.tr)
+        buf[7 * _SEG.size : 8 * _SEG.size] = _pack_segment(ctl.ldtr)
+        _DTABLE.pack_into(buf, _SREGS_GDT, *ctl.gdtr)
+        _DTABLE.pack_into(buf, _SREGS_GDT + _DTABLE.size, *ctl.idtr)
         _cr0, _cr2, _cr3, _cr4, cr8, _efer, apic_base = _CTL.unpack_from(buf, _SREGS_CTL)
         _CTL.pack_into(buf, _SREGS_CTL, ctl.cr0, ctl.cr2, ctl.cr3, ctl.cr4, cr8, ctl.efer, apic_base)
         _ioctl_buf(self._fd, KVM_SET_SREGS, buf, "KVM_SET_SREGS")
@@ -534,7 +508,7 @@ class KvmVcpu:
 
     @property
     def pending(self) -> MmioExit | InoutExit | None:
-        """The request the next entry must fulfil, if any."""
+        """The request the next entry must fulfill, if any."""
         return self._pending
 
     # -- the boundary ---------------------------------------------------------------------------------
@@ -553,11 +527,11 @@ class KvmVcpu:
         if type(entry) is Discard:
             raise KvmEntryError(
                 "KVM cannot discard an instruction its emulator has in flight: it completes it on the next "
-                f"KVM_RUN whatever userspace does; fulfil {pending} instead (exit_consistent=True to stop "
+                f"KVM_RUN whatever userspace does; fulfill {pending} instead (exit_consistent=True to stop "
                 "right after it)"
             )
         try:
-            data = fulfilment_data(pending, entry)
+            data = fulfillment_data(pending, entry)
         except AbiError as err:
             raise KvmEntryError(str(err)) from None
         run = self._run
@@ -614,7 +588,7 @@ class KvmVcpu:
         write = bool(is_write)
         if self.raw_exits is not None:
             self.raw_exits.append(KvmMmio(gpa, length, write, raw[:length] if write else b""))
-        pieces = _presentation_pieces(gpa, length)
+        pieces = split_access(gpa, length)
         region = self.memory.find(gpa)
         if type(region) is HandlerRegion:
             # An in-kernel device: answer in place, as vmmio's kernel does, and keep running.
@@ -642,15 +616,16 @@ class KvmVcpu:
         if self.raw_exits is not None:
             out = b"" if is_in else bytes(run[data_offset : data_offset + count * size])
             self.raw_exits.append(KvmIo(port, size, is_in, count, out))
-        handler = self.ports.get(port)
-        if handler is not None:
+        hit = self.ports.lookup(port)
+        if hit is not None:
+            base, device = hit
             for i in range(count):
                 at = data_offset + i * size
                 if is_in:
-                    value = handler.read(port, size) & ((1 << (8 * size)) - 1)
+                    value = device.read(port - base, size) & ((1 << (8 * size)) - 1)
                     run[at : at + size] = value.to_bytes(size, "little")
                 else:
-                    handler.write(port, size, int.from_bytes(run[at : at + size], "little"))
+                    device.write(port - base, size, int.from_bytes(run[at : at + size], "little"))
             return None
         parts: list[tuple[MmioExit | InoutExit, int]] = []
         for i in range(count):

@@ -1,0 +1,1 @@
+"""References that speak vmmio's boundary with another emulator inside (Linux KVM's)."""

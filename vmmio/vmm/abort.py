@@ -1,0 +1,14 @@
+"""Giving up on an instruction: the kernel, not the guest, is the limit."""
+
+from __future__ import annotations
+
+from vmmio.abi import InstEmulReason
+
+
+class EmulationAbort(Exception):
+    """The kernel cannot emulate this instruction faithfully; userspace gets an INST_EMUL exit."""
+
+    def __init__(self, reason: InstEmulReason, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
