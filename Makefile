@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/vmmio demo
 
-SOURCES := vmmio tests bench guests
+SOURCES := vmmio tests bench guests examples
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
@@ -32,6 +32,7 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python bench/bench_emulate.py
 	$(BIN)/python bench/bench_exits.py
+	$(BIN)/python bench/bench_backend.py
 
 # The long differential campaign: CASES generated cases per oracle test module (host CPU, Unicorn, KVM
 # where usable), a summary by oracle and form in verify-summary.txt, then the real-code decoder sweep

@@ -16,17 +16,12 @@ import struct
 import subprocess
 import tempfile
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from unicorn import x86_const as ux
-from unicorn.unicorn_const import UC_ARCH_X86, UC_MODE_64
-from unicorn.unicorn_py3.unicorn import Uc
 
 from vmmio.backends.base import HltEvent, IoEvent, NpfEvent, ShutdownEvent, StoppedEvent
 from vmmio.backends.unicorn import UnicornBackend
@@ -716,65 +711,3 @@ def test_control_round_trip_and_refresh_after_run() -> None:
 
 
 # -- micro-benchmark (printed, not asserted) ----------------------------------------------------------------
-
-
-def _per_call_us(fn: Callable[[], object], n: int) -> float:
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - t) / n * 1e6
-
-
-def test_bench_exit_cycle() -> None:
-    """Exits per second for a guest loop that reads MMIO, re-entered at once past the instruction."""
-    g = make_guest(paging=False)
-    code = g.load(f"l: mov eax, [{MMIO}]\njmp l")
-    length = len(code) - 2
-    backend = g.backend
-    n = 20000
-
-    def cycle(start: int, kernel_like: bool) -> float:
-        g.set(rip=start)
-        t = time.perf_counter()
-        for _ in range(n):
-            backend.run()
-            regs = backend.get_regs()
-            if kernel_like:
-                backend.get_control()
-            regs.rip += length
-            backend.set_regs(regs, DIRTY_RIP)
-        return n / (time.perf_counter() - t)
-
-    npf = cycle(CODE, False)
-    npf_kernel = cycle(CODE, True)
-    assert backend.run() == NpfEvent(MMIO, False)
-    g.load("l: out 0x80, al\njmp l", at=CODE + 0x100)  # new code, new address: no stale translation
-    length = 2
-    io = cycle(CODE + 0x100, False)
-    assert backend.run() == IoEvent(0x80, 1, False)
-
-    regs = backend.get_regs()
-    get_us = _per_call_us(backend.get_regs, n)
-    set_all_us = _per_call_us(lambda: backend.set_regs(regs, DIRTY_ALL), n)
-    set_rip_us = _per_call_us(lambda: backend.set_regs(regs, DIRTY_RIP), n)
-
-    def control_unchanged() -> None:
-        backend._ctl = None  # what run() does: re-read, reuse the Control if the state is unchanged
-        backend.get_control()
-
-    def control_rebuilt() -> None:
-        backend._forget_control()
-        backend.get_control()
-
-    ctl_same_us = _per_call_us(control_unchanged, n)
-    ctl_new_us = _per_call_us(control_rebuilt, n)
-    binding = Uc(UC_ARCH_X86, UC_MODE_64)
-    ids = [ux.UC_X86_REG_RAX + i for i in range(16)]
-    binding_us = _per_call_us(lambda: [binding.reg_read(r) for r in ids], n // 10) / 16
-    print(
-        f"\nunicorn backend: MMIO-read exit + re-entry {npf:,.0f}/s, with get_control {npf_kernel:,.0f}/s; "
-        f"OUT exit + re-entry {io:,.0f}/s\n"
-        f"get_regs (18 regs, one batch) {get_us:.2f} us; set_regs all {set_all_us:.2f} us, RIP only "
-        f"{set_rip_us:.2f} us; Python binding reg_read {binding_us:.2f} us per register\n"
-        f"get_control after a run: {ctl_same_us:.2f} us if unchanged, {ctl_new_us:.2f} us rebuilt"
-    )

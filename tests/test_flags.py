@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -24,10 +25,6 @@ from vmmio.x86.regs import AF, CF, DF, IF, MASK, OF, PF, RFLAGS_FIXED1, SF, STAT
 
 ADD, OR, ADC, SBB, AND, SUB, XOR, CMP = AluOp
 
-U8, MIN8, MAX8 = 0xFF, 0x80, 0x7F
-U16, MIN16, MAX16 = 0xFFFF, 0x8000, 0x7FFF
-U32, MIN32, MAX32 = 0xFFFF_FFFF, 0x8000_0000, 0x7FFF_FFFF
-U64, MIN64, MAX64 = 0xFFFF_FFFF_FFFF_FFFF, 0x8000_0000_0000_0000, 0x7FFF_FFFF_FFFF_FFFF
 
 _FLAG_BITS = {"CF": CF, "PF": PF, "AF": AF, "ZF": ZF, "SF": SF, "OF": OF}
 ALL = "CF PF AF ZF SF OF"
@@ -41,6 +38,26 @@ def fl(names: str) -> int:
     return v
 
 
+def value(v: Value, width: int) -> int:
+    """A row's operand or result at `width`: an int, or MAX/MIN/ONES of that width."""
+    if isinstance(v, int):
+        return v
+    return {"MAX": MASK[width] >> 1, "MIN": (MASK[width] >> 1) + 1, "ONES": MASK[width]}[v]
+
+
+def flags_at(names: str, width: int) -> int:
+    """A row's flags at `width`: "PF16+" is PF when width > 1, "PF8" PF when width == 1."""
+    pf = {"PF16+": width > 1, "PF8": width == 1}
+    return fl(" ".join(n for n in names.split() if n not in pf)) | (
+        PF if any(pf[n] for n in names.split() if n in pf) else 0
+    )
+
+
+def expand(rows: list[Any]) -> list[Any]:
+    """One pytest param per (row, width), named row-width."""
+    return [pytest.param(w, *r[1:-1], id=f"{r[0]}-{8 * w}") for r in rows for w in r[-1]]
+
+
 def show(rflags: int) -> str:
     return " ".join(n for n, bit in _FLAG_BITS.items() if rflags & bit) or "-"
 
@@ -52,252 +69,104 @@ def show(rflags: int) -> str:
 # MAX (0x7F..) likewise. AF is the carry/borrow out of bit 3.
 # --------------------------------------------------------------------------------------------------
 
-# name, op, size, a, b, flags in, result, flags out
-ALU_ROWS: list[tuple[str, AluOp, int, int, int, str, int, str]] = [
-    ("add8_max_plus_1", ADD, 1, MAX8, 1, "CF ZF", MIN8, "OF SF AF"),
-    ("add16_max_plus_1", ADD, 2, MAX16, 1, "CF ZF", MIN16, "OF SF AF PF"),
-    ("add32_max_plus_1", ADD, 4, MAX32, 1, "CF ZF", MIN32, "OF SF AF PF"),
-    ("add64_max_plus_1", ADD, 8, MAX64, 1, "CF ZF", MIN64, "OF SF AF PF"),
-    ("add8_ones_plus_1", ADD, 1, U8, 1, "", 0, "CF ZF AF PF"),
-    ("add16_ones_plus_1", ADD, 2, U16, 1, "", 0, "CF ZF AF PF"),
-    ("add32_ones_plus_1", ADD, 4, U32, 1, "", 0, "CF ZF AF PF"),
-    ("add64_ones_plus_1", ADD, 8, U64, 1, "", 0, "CF ZF AF PF"),
-    ("add8_min_plus_min", ADD, 1, MIN8, MIN8, "", 0, "CF OF ZF PF"),
-    ("add16_min_plus_min", ADD, 2, MIN16, MIN16, "", 0, "CF OF ZF PF"),
-    ("add32_min_plus_min", ADD, 4, MIN32, MIN32, "", 0, "CF OF ZF PF"),
-    ("add64_min_plus_min", ADD, 8, MIN64, MIN64, "", 0, "CF OF ZF PF"),
-    ("add8_ones_plus_ones", ADD, 1, U8, U8, "", 0xFE, "CF SF AF"),
-    ("add16_ones_plus_ones", ADD, 2, U16, U16, "", 0xFFFE, "CF SF AF"),
-    ("add32_ones_plus_ones", ADD, 4, U32, U32, "", 0xFFFF_FFFE, "CF SF AF"),
-    ("add64_ones_plus_ones", ADD, 8, U64, U64, "", 0xFFFF_FFFF_FFFF_FFFE, "CF SF AF"),
-    ("add8_nibble_carry", ADD, 1, 0x08, 0x08, ALL, 0x10, "AF"),
-    ("add16_nibble_carry", ADD, 2, 0x0108, 0x0008, ALL, 0x0110, "AF"),
-    ("add32_nibble_carry", ADD, 4, 0x08, 0x08, ALL, 0x10, "AF"),
-    ("add64_nibble_carry", ADD, 8, 0x08, 0x08, ALL, 0x10, "AF"),
-    ("add8_clears_all", ADD, 1, 0x01, 0x01, ALL, 0x02, ""),
-    ("add16_clears_all", ADD, 2, 0x0101, 0x0101, ALL, 0x0202, ""),
-    ("add32_clears_all", ADD, 4, 0x01, 0x01, ALL, 0x02, ""),
-    ("add64_clears_all", ADD, 8, 0x1_0000_0001, 0x01, ALL, 0x1_0000_0002, ""),
-    ("or8_zero", OR, 1, 0, 0, "CF OF AF", 0, "ZF PF"),
-    ("or16_zero", OR, 2, 0, 0, "CF OF AF", 0, "ZF PF"),
-    ("or32_zero", OR, 4, 0, 0, "CF OF AF", 0, "ZF PF"),
-    ("or64_zero", OR, 8, 0, 0, "CF OF AF", 0, "ZF PF"),
-    ("or8_min_or_1", OR, 1, MIN8, 1, "", 0x81, "SF PF"),
-    ("or16_min_or_1", OR, 2, MIN16, 1, "", 0x8001, "SF"),
-    ("or32_min_or_1", OR, 4, MIN32, 1, "", 0x8000_0001, "SF"),
-    ("or64_min_or_1", OR, 8, MIN64, 1, "", 0x8000_0000_0000_0001, "SF"),
-    ("or8_max_or_min", OR, 1, MAX8, MIN8, ALL, U8, "SF PF"),
-    ("or16_max_or_min", OR, 2, MAX16, MIN16, ALL, U16, "SF PF"),
-    ("or32_max_or_min", OR, 4, MAX32, MIN32, ALL, U32, "SF PF"),
-    ("or64_max_or_min", OR, 8, MAX64, MIN64, ALL, U64, "SF PF"),
-    ("or8_nibbles", OR, 1, 0x0F, 0x10, "AF", 0x1F, ""),
-    ("or16_nibbles", OR, 2, 0x0F, 0x10, "AF", 0x1F, ""),
-    ("or32_nibbles", OR, 4, 0x0F, 0x10, "AF", 0x1F, ""),
-    ("or64_nibbles", OR, 8, 0x0F, 0x10, "AF", 0x1F, ""),
-    ("adc8_max_plus_0_cin", ADC, 1, MAX8, 0, "CF", MIN8, "OF SF AF"),
-    ("adc16_max_plus_0_cin", ADC, 2, MAX16, 0, "CF", MIN16, "OF SF AF PF"),
-    ("adc32_max_plus_0_cin", ADC, 4, MAX32, 0, "CF", MIN32, "OF SF AF PF"),
-    ("adc64_max_plus_0_cin", ADC, 8, MAX64, 0, "CF", MIN64, "OF SF AF PF"),
-    ("adc8_ones_plus_0_cin", ADC, 1, U8, 0, "CF", 0, "CF ZF AF PF"),
-    ("adc16_ones_plus_0_cin", ADC, 2, U16, 0, "CF", 0, "CF ZF AF PF"),
-    ("adc32_ones_plus_0_cin", ADC, 4, U32, 0, "CF", 0, "CF ZF AF PF"),
-    ("adc64_ones_plus_0_cin", ADC, 8, U64, 0, "CF", 0, "CF ZF AF PF"),
-    ("adc8_ones_plus_ones_cin", ADC, 1, U8, U8, "CF", U8, "CF SF AF PF"),
-    ("adc16_ones_plus_ones_cin", ADC, 2, U16, U16, "CF", U16, "CF SF AF PF"),
-    ("adc32_ones_plus_ones_cin", ADC, 4, U32, U32, "CF", U32, "CF SF AF PF"),
-    ("adc64_ones_plus_ones_cin", ADC, 8, U64, U64, "CF", U64, "CF SF AF PF"),
-    ("adc8_min_plus_ones", ADC, 1, MIN8, U8, "ZF SF", MAX8, "CF OF"),
-    ("adc16_min_plus_ones", ADC, 2, MIN16, U16, "ZF SF", MAX16, "CF OF PF"),
-    ("adc32_min_plus_ones", ADC, 4, MIN32, U32, "ZF SF", MAX32, "CF OF PF"),
-    ("adc64_min_plus_ones", ADC, 8, MIN64, U64, "ZF SF", MAX64, "CF OF PF"),
-    ("adc8_nibble_cin", ADC, 1, 0x0E, 0x01, "CF", 0x10, "AF"),
-    ("adc16_nibble_cin", ADC, 2, 0x0E, 0x01, "CF", 0x10, "AF"),
-    ("adc32_nibble_cin", ADC, 4, 0x0E, 0x01, "CF", 0x10, "AF"),
-    ("adc64_nibble_cin", ADC, 8, 0x0E, 0x01, "CF", 0x10, "AF"),
-    ("adc8_zero_nocin", ADC, 1, 0, 0, "PF", 0, "ZF PF"),
-    ("adc16_zero_cin", ADC, 2, 0, 0, "CF PF ZF", 1, ""),
-    ("adc32_zero_nocin", ADC, 4, 0, 0, "PF", 0, "ZF PF"),
-    ("adc64_zero_cin", ADC, 8, 0, 0, "CF PF ZF", 1, ""),
-    ("sbb8_zero_cin", SBB, 1, 0, 0, "CF", U8, "CF SF AF PF"),
-    ("sbb16_zero_cin", SBB, 2, 0, 0, "CF", U16, "CF SF AF PF"),
-    ("sbb32_zero_cin", SBB, 4, 0, 0, "CF", U32, "CF SF AF PF"),
-    ("sbb64_zero_cin", SBB, 8, 0, 0, "CF", U64, "CF SF AF PF"),
-    ("sbb8_min_minus_0_cin", SBB, 1, MIN8, 0, "CF", MAX8, "OF AF"),
-    ("sbb16_min_minus_0_cin", SBB, 2, MIN16, 0, "CF", MAX16, "OF AF PF"),
-    ("sbb32_min_minus_0_cin", SBB, 4, MIN32, 0, "CF", MAX32, "OF AF PF"),
-    ("sbb64_min_minus_0_cin", SBB, 8, MIN64, 0, "CF", MAX64, "OF AF PF"),
-    ("sbb8_max_minus_ones", SBB, 1, MAX8, U8, "", MIN8, "CF OF SF"),
-    ("sbb16_max_minus_ones", SBB, 2, MAX16, U16, "", MIN16, "CF OF SF PF"),
-    ("sbb32_max_minus_ones", SBB, 4, MAX32, U32, "", MIN32, "CF OF SF PF"),
-    ("sbb64_max_minus_ones", SBB, 8, MAX64, U64, "", MIN64, "CF OF SF PF"),
-    ("sbb8_nibble_borrow_cin", SBB, 1, 0x10, 0, "CF", 0x0F, "AF PF"),
-    ("sbb16_nibble_borrow_cin", SBB, 2, 0x10, 0, "CF", 0x0F, "AF PF"),
-    ("sbb32_nibble_borrow_cin", SBB, 4, 0x10, 0, "CF", 0x0F, "AF PF"),
-    ("sbb64_nibble_borrow_cin", SBB, 8, 0x10, 0, "CF", 0x0F, "AF PF"),
-    ("sbb8_one_cin", SBB, 1, 1, 0, "CF", 0, "ZF PF"),
-    ("sbb16_one_cin", SBB, 2, 1, 0, "CF", 0, "ZF PF"),
-    ("sbb32_one_cin", SBB, 4, 1, 0, "CF", 0, "ZF PF"),
-    ("sbb64_one_cin", SBB, 8, 1, 0, "CF", 0, "ZF PF"),
-    ("sbb8_no_flags", SBB, 1, 5, 3, "ZF SF OF", 2, ""),
-    ("sbb16_no_flags", SBB, 2, 5, 3, "ZF SF OF", 2, ""),
-    ("sbb32_no_flags", SBB, 4, 5, 3, "ZF SF OF", 2, ""),
-    ("sbb64_no_flags", SBB, 8, 5, 3, "ZF SF OF", 2, ""),
-    ("and8_ones", AND, 1, U8, U8, ALL, U8, "SF PF"),
-    ("and16_ones", AND, 2, U16, U16, ALL, U16, "SF PF"),
-    ("and32_ones", AND, 4, U32, U32, ALL, U32, "SF PF"),
-    ("and64_ones", AND, 8, U64, U64, ALL, U64, "SF PF"),
-    ("and8_min_and_max", AND, 1, MIN8, MAX8, "CF OF AF", 0, "ZF PF"),
-    ("and16_min_and_max", AND, 2, MIN16, MAX16, "CF OF AF", 0, "ZF PF"),
-    ("and32_min_and_max", AND, 4, MIN32, MAX32, "CF OF AF", 0, "ZF PF"),
-    ("and64_min_and_max", AND, 8, MIN64, MAX64, "CF OF AF", 0, "ZF PF"),
-    ("and8_ones_and_min", AND, 1, U8, MIN8, "", MIN8, "SF"),
-    ("and16_ones_and_min", AND, 2, U16, MIN16, "", MIN16, "SF PF"),
-    ("and32_ones_and_min", AND, 4, U32, MIN32, "", MIN32, "SF PF"),
-    ("and64_ones_and_min", AND, 8, U64, MIN64, "", MIN64, "SF PF"),
-    ("and8_low", AND, 1, 0x0F, 0x07, "ZF AF", 0x07, ""),
-    ("and16_low", AND, 2, 0x0F, 0x07, "ZF AF", 0x07, ""),
-    ("and32_low", AND, 4, 0x0F, 0x07, "ZF AF", 0x07, ""),
-    ("and64_low", AND, 8, 0x0F, 0x07, "ZF AF", 0x07, ""),
-    ("sub8_zero_minus_1", SUB, 1, 0, 1, "", U8, "CF SF AF PF"),
-    ("sub16_zero_minus_1", SUB, 2, 0, 1, "", U16, "CF SF AF PF"),
-    ("sub32_zero_minus_1", SUB, 4, 0, 1, "", U32, "CF SF AF PF"),
-    ("sub64_zero_minus_1", SUB, 8, 0, 1, "", U64, "CF SF AF PF"),
-    ("sub8_min_minus_1", SUB, 1, MIN8, 1, "CF", MAX8, "OF AF"),
-    ("sub16_min_minus_1", SUB, 2, MIN16, 1, "CF", MAX16, "OF AF PF"),
-    ("sub32_min_minus_1", SUB, 4, MIN32, 1, "CF", MAX32, "OF AF PF"),
-    ("sub64_min_minus_1", SUB, 8, MIN64, 1, "CF", MAX64, "OF AF PF"),
-    ("sub8_max_minus_ones", SUB, 1, MAX8, U8, "", MIN8, "CF OF SF"),
-    ("sub16_max_minus_ones", SUB, 2, MAX16, U16, "", MIN16, "CF OF SF PF"),
-    ("sub32_max_minus_ones", SUB, 4, MAX32, U32, "", MIN32, "CF OF SF PF"),
-    ("sub64_max_minus_ones", SUB, 8, MAX64, U64, "", MIN64, "CF OF SF PF"),
-    ("sub8_zero_minus_min", SUB, 1, 0, MIN8, "", MIN8, "CF OF SF"),
-    ("sub16_zero_minus_min", SUB, 2, 0, MIN16, "", MIN16, "CF OF SF PF"),
-    ("sub32_zero_minus_min", SUB, 4, 0, MIN32, "", MIN32, "CF OF SF PF"),
-    ("sub64_zero_minus_min", SUB, 8, 0, MIN64, "", MIN64, "CF OF SF PF"),
-    ("sub8_equal", SUB, 1, 5, 5, ALL, 0, "ZF PF"),
-    ("sub16_equal", SUB, 2, 0x1234, 0x1234, ALL, 0, "ZF PF"),
-    ("sub32_equal", SUB, 4, 5, 5, ALL, 0, "ZF PF"),
-    ("sub64_equal", SUB, 8, U64, U64, ALL, 0, "ZF PF"),
-    ("sub8_nibble_borrow", SUB, 1, 0x10, 1, "", 0x0F, "AF PF"),
-    ("sub16_nibble_borrow", SUB, 2, 0x10, 1, "", 0x0F, "AF PF"),
-    ("sub32_nibble_borrow", SUB, 4, 0x10, 1, "", 0x0F, "AF PF"),
-    ("sub64_nibble_borrow", SUB, 8, 0x10, 1, "", 0x0F, "AF PF"),
-    ("sub8_no_flags", SUB, 1, 3, 1, ALL, 2, ""),
-    ("sub16_no_flags", SUB, 2, 3, 1, ALL, 2, ""),
-    ("sub32_no_flags", SUB, 4, 3, 1, ALL, 2, ""),
-    ("sub64_no_flags", SUB, 8, 3, 1, ALL, 2, ""),
-    ("xor8_self", XOR, 1, U8, U8, "CF OF AF SF", 0, "ZF PF"),
-    ("xor16_self", XOR, 2, U16, U16, "CF OF AF SF", 0, "ZF PF"),
-    ("xor32_self", XOR, 4, U32, U32, "CF OF AF SF", 0, "ZF PF"),
-    ("xor64_self", XOR, 8, U64, U64, "CF OF AF SF", 0, "ZF PF"),
-    ("xor8_min_xor_0", XOR, 1, MIN8, 0, "", MIN8, "SF"),
-    ("xor16_min_xor_0", XOR, 2, MIN16, 0, "", MIN16, "SF PF"),
-    ("xor32_min_xor_0", XOR, 4, MIN32, 0, "", MIN32, "SF PF"),
-    ("xor64_min_xor_0", XOR, 8, MIN64, 0, "", MIN64, "SF PF"),
-    ("xor8_one_xor_2", XOR, 1, 1, 2, "", 3, "PF"),
-    ("xor16_one_xor_2", XOR, 2, 1, 2, "", 3, "PF"),
-    ("xor32_one_xor_2", XOR, 4, 1, 2, "", 3, "PF"),
-    ("xor64_one_xor_2", XOR, 8, 1, 2, "", 3, "PF"),
-    ("xor8_max_xor_1", XOR, 1, MAX8, 1, "AF CF", 0x7E, "PF"),
-    ("xor16_max_xor_1", XOR, 2, MAX16, 1, "AF CF", 0x7FFE, ""),
-    ("xor32_max_xor_1", XOR, 4, MAX32, 1, "AF CF", 0x7FFF_FFFE, ""),
-    ("xor64_max_xor_1", XOR, 8, MAX64, 1, "AF CF", 0x7FFF_FFFF_FFFF_FFFE, ""),
-    ("cmp8_below", CMP, 1, 1, 2, "", U8, "CF SF AF PF"),
-    ("cmp16_below", CMP, 2, 1, 2, "", U16, "CF SF AF PF"),
-    ("cmp32_below", CMP, 4, 1, 2, "", U32, "CF SF AF PF"),
-    ("cmp64_below", CMP, 8, 1, 2, "", U64, "CF SF AF PF"),
-    ("cmp8_min_vs_1", CMP, 1, MIN8, 1, "ZF", MAX8, "OF AF"),
-    ("cmp16_min_vs_1", CMP, 2, MIN16, 1, "ZF", MAX16, "OF AF PF"),
-    ("cmp32_min_vs_1", CMP, 4, MIN32, 1, "ZF", MAX32, "OF AF PF"),
-    ("cmp64_min_vs_1", CMP, 8, MIN64, 1, "ZF", MAX64, "OF AF PF"),
-    ("cmp8_equal_ones", CMP, 1, U8, U8, "CF SF", 0, "ZF PF"),
-    ("cmp16_equal_ones", CMP, 2, U16, U16, "CF SF", 0, "ZF PF"),
-    ("cmp32_equal_ones", CMP, 4, U32, U32, "CF SF", 0, "ZF PF"),
-    ("cmp64_equal_ones", CMP, 8, U64, U64, "CF SF", 0, "ZF PF"),
-    ("cmp8_above", CMP, 1, 3, 1, ALL, 2, ""),
-    ("cmp16_above", CMP, 2, 0x0103, 0x0101, ALL, 2, ""),
-    ("cmp32_above", CMP, 4, 3, 1, ALL, 2, ""),
-    ("cmp64_above", CMP, 8, 3, 1, ALL, 2, ""),
+# Rows are width-generic: each runs at every width in its last field. Operand and result values
+# "MAX", "MIN" and "ONES" stand for that width's largest signed, smallest signed and all-ones values.
+# In flags out, "PF16+" is PF at 16 bits and wider only, "PF8" at 8 bits only: PF looks at the low byte,
+# where MIN/MAX of 8 bits (0x80/0x7F) differ from the wider ones (0x..00/0x..FF).
+ALL_WIDTHS = (1, 2, 4, 8)
+Value = int | str
+Widths = tuple[int, ...]
+
+# name, op, a, b, flags in, result, flags out, widths
+ALU_ROWS: list[tuple[str, AluOp, Value, Value, str, Value, str, Widths]] = [
+    ("add_max_plus_1", ADD, "MAX", 1, "CF ZF", "MIN", "OF SF AF PF16+", ALL_WIDTHS),
+    ("add_ones_plus_1", ADD, "ONES", 1, "", 0, "CF ZF AF PF", ALL_WIDTHS),
+    ("add_min_plus_min", ADD, "MIN", "MIN", "", 0, "CF OF ZF PF", ALL_WIDTHS),
+    ("add_ones_plus_ones", ADD, "ONES", "ONES", "", 0xFE, "CF SF AF", (1,)),
+    ("add_ones_plus_ones", ADD, "ONES", "ONES", "", 0xFFFE, "CF SF AF", (2,)),
+    ("add_ones_plus_ones", ADD, "ONES", "ONES", "", 0xFFFFFFFE, "CF SF AF", (4,)),
+    ("add_ones_plus_ones", ADD, "ONES", "ONES", "", 0xFFFFFFFFFFFFFFFE, "CF SF AF", (8,)),
+    ("add_nibble_carry", ADD, 8, 8, ALL, 0x10, "AF", (1, 4, 8)),
+    ("add_nibble_carry", ADD, 0x108, 8, ALL, 0x110, "AF", (2,)),
+    ("add_clears_all", ADD, 1, 1, ALL, 2, "", (1, 4)),
+    ("add_clears_all", ADD, 0x101, 0x101, ALL, 0x202, "", (2,)),
+    ("add_clears_all", ADD, 0x100000001, 1, ALL, 0x100000002, "", (8,)),
+    ("or_zero", OR, 0, 0, "CF OF AF", 0, "ZF PF", ALL_WIDTHS),
+    ("or_min_or_1", OR, "MIN", 1, "", 0x81, "SF PF", (1,)),
+    ("or_min_or_1", OR, "MIN", 1, "", 0x8001, "SF", (2,)),
+    ("or_min_or_1", OR, "MIN", 1, "", 0x80000001, "SF", (4,)),
+    ("or_min_or_1", OR, "MIN", 1, "", 0x8000000000000001, "SF", (8,)),
+    ("or_max_or_min", OR, "MAX", "MIN", ALL, "ONES", "SF PF", ALL_WIDTHS),
+    ("or_nibbles", OR, 0xF, 0x10, "AF", 0x1F, "", ALL_WIDTHS),
+    ("adc_max_plus_0_cin", ADC, "MAX", 0, "CF", "MIN", "OF SF AF PF16+", ALL_WIDTHS),
+    ("adc_ones_plus_0_cin", ADC, "ONES", 0, "CF", 0, "CF ZF AF PF", ALL_WIDTHS),
+    ("adc_ones_plus_ones_cin", ADC, "ONES", "ONES", "CF", "ONES", "CF SF AF PF", ALL_WIDTHS),
+    ("adc_min_plus_ones", ADC, "MIN", "ONES", "ZF SF", "MAX", "CF OF PF16+", ALL_WIDTHS),
+    ("adc_nibble_cin", ADC, 0xE, 1, "CF", 0x10, "AF", ALL_WIDTHS),
+    ("adc_zero_nocin", ADC, 0, 0, "PF", 0, "ZF PF", (1, 4)),
+    ("adc_zero_cin", ADC, 0, 0, "CF PF ZF", 1, "", (2, 8)),
+    ("sbb_zero_cin", SBB, 0, 0, "CF", "ONES", "CF SF AF PF", ALL_WIDTHS),
+    ("sbb_min_minus_0_cin", SBB, "MIN", 0, "CF", "MAX", "OF AF PF16+", ALL_WIDTHS),
+    ("sbb_max_minus_ones", SBB, "MAX", "ONES", "", "MIN", "CF OF SF PF16+", ALL_WIDTHS),
+    ("sbb_nibble_borrow_cin", SBB, 0x10, 0, "CF", 0xF, "AF PF", ALL_WIDTHS),
+    ("sbb_one_cin", SBB, 1, 0, "CF", 0, "ZF PF", ALL_WIDTHS),
+    ("sbb_no_flags", SBB, 5, 3, "ZF SF OF", 2, "", ALL_WIDTHS),
+    ("and_ones", AND, "ONES", "ONES", ALL, "ONES", "SF PF", ALL_WIDTHS),
+    ("and_min_and_max", AND, "MIN", "MAX", "CF OF AF", 0, "ZF PF", ALL_WIDTHS),
+    ("and_ones_and_min", AND, "ONES", "MIN", "", "MIN", "SF PF16+", ALL_WIDTHS),
+    ("and_low", AND, 0xF, 7, "ZF AF", 7, "", ALL_WIDTHS),
+    ("sub_zero_minus_1", SUB, 0, 1, "", "ONES", "CF SF AF PF", ALL_WIDTHS),
+    ("sub_min_minus_1", SUB, "MIN", 1, "CF", "MAX", "OF AF PF16+", ALL_WIDTHS),
+    ("sub_max_minus_ones", SUB, "MAX", "ONES", "", "MIN", "CF OF SF PF16+", ALL_WIDTHS),
+    ("sub_zero_minus_min", SUB, 0, "MIN", "", "MIN", "CF OF SF PF16+", ALL_WIDTHS),
+    ("sub_equal", SUB, 5, 5, ALL, 0, "ZF PF", (1, 4)),
+    ("sub_equal", SUB, 0x1234, 0x1234, ALL, 0, "ZF PF", (2,)),
+    ("sub_equal", SUB, "ONES", "ONES", ALL, 0, "ZF PF", (8,)),
+    ("sub_nibble_borrow", SUB, 0x10, 1, "", 0xF, "AF PF", ALL_WIDTHS),
+    ("sub_no_flags", SUB, 3, 1, ALL, 2, "", ALL_WIDTHS),
+    ("xor_self", XOR, "ONES", "ONES", "CF OF AF SF", 0, "ZF PF", ALL_WIDTHS),
+    ("xor_min_xor_0", XOR, "MIN", 0, "", "MIN", "SF PF16+", ALL_WIDTHS),
+    ("xor_one_xor_2", XOR, 1, 2, "", 3, "PF", ALL_WIDTHS),
+    ("xor_max_xor_1", XOR, "MAX", 1, "AF CF", 0x7E, "PF", (1,)),
+    ("xor_max_xor_1", XOR, "MAX", 1, "AF CF", 0x7FFE, "", (2,)),
+    ("xor_max_xor_1", XOR, "MAX", 1, "AF CF", 0x7FFFFFFE, "", (4,)),
+    ("xor_max_xor_1", XOR, "MAX", 1, "AF CF", 0x7FFFFFFFFFFFFFFE, "", (8,)),
+    ("cmp_below", CMP, 1, 2, "", "ONES", "CF SF AF PF", ALL_WIDTHS),
+    ("cmp_min_vs_1", CMP, "MIN", 1, "ZF", "MAX", "OF AF PF16+", ALL_WIDTHS),
+    ("cmp_equal_ones", CMP, "ONES", "ONES", "CF SF", 0, "ZF PF", ALL_WIDTHS),
+    ("cmp_above", CMP, 3, 1, ALL, 2, "", (1, 4, 8)),
+    ("cmp_above", CMP, 0x103, 0x101, ALL, 2, "", (2,)),
 ]
 
-# name, size, a, b, flags in, flags out
-TEST_ROWS: list[tuple[str, int, int, int, str, str]] = [
-    ("test8_ones", 1, U8, U8, ALL, "SF PF"),
-    ("test16_ones", 2, U16, U16, ALL, "SF PF"),
-    ("test32_ones", 4, U32, U32, ALL, "SF PF"),
-    ("test64_ones", 8, U64, U64, ALL, "SF PF"),
-    ("test8_disjoint", 1, MIN8, MAX8, "CF OF AF", "ZF PF"),
-    ("test16_disjoint", 2, MIN16, MAX16, "CF OF AF", "ZF PF"),
-    ("test32_disjoint", 4, MIN32, MAX32, "CF OF AF", "ZF PF"),
-    ("test64_disjoint", 8, MIN64, MAX64, "CF OF AF", "ZF PF"),
-    ("test8_low", 1, 0x0F, 0x01, "", ""),
-    ("test16_min_or_1", 2, U16, 0x8001, "", "SF"),
-    ("test32_low", 4, 0x0F, 0x01, "", ""),
-    ("test64_min_or_1", 8, U64, 0x8000_0000_0000_0001, "", "SF"),
+# name, a, b, flags in, flags out, widths
+TEST_ROWS: list[tuple[str, Value, Value, str, str, Widths]] = [
+    ("test_ones", "ONES", "ONES", ALL, "SF PF", ALL_WIDTHS),
+    ("test_disjoint", "MIN", "MAX", "CF OF AF", "ZF PF", ALL_WIDTHS),
+    ("test_low", 0xF, 1, "", "", (1, 4)),
+    ("test_min_or_1", "ONES", 0x8001, "", "SF", (2,)),
+    ("test_min_or_1", "ONES", 0x8000000000000001, "", "SF", (8,)),
 ]
 
-# name, op, size, a, flags in, result, flags out
-UNARY_ROWS: list[tuple[str, str, int, int, str, int, str]] = [
-    ("inc8_max", "inc", 1, MAX8, "CF", MIN8, "CF OF SF AF"),
-    ("inc16_max", "inc", 2, MAX16, "CF", MIN16, "CF OF SF AF PF"),
-    ("inc32_max", "inc", 4, MAX32, "CF", MIN32, "CF OF SF AF PF"),
-    ("inc64_max", "inc", 8, MAX64, "CF", MIN64, "CF OF SF AF PF"),
-    ("inc8_ones_no_carry", "inc", 1, U8, "", 0, "ZF AF PF"),
-    ("inc16_ones_no_carry", "inc", 2, U16, "", 0, "ZF AF PF"),
-    ("inc32_ones_no_carry", "inc", 4, U32, "", 0, "ZF AF PF"),
-    ("inc64_ones_no_carry", "inc", 8, U64, "", 0, "ZF AF PF"),
-    ("inc8_nibble", "inc", 1, 0x0F, "", 0x10, "AF"),
-    ("inc16_nibble", "inc", 2, 0x0F, "", 0x10, "AF"),
-    ("inc32_nibble", "inc", 4, 0x0F, "", 0x10, "AF"),
-    ("inc64_nibble", "inc", 8, 0x0F, "", 0x10, "AF"),
-    ("inc8_two", "inc", 1, 2, "OF SF ZF AF", 3, "PF"),
-    ("inc16_two", "inc", 2, 2, "OF SF ZF AF", 3, "PF"),
-    ("inc32_two", "inc", 4, 2, "OF SF ZF AF", 3, "PF"),
-    ("inc64_two", "inc", 8, 2, "OF SF ZF AF", 3, "PF"),
-    ("inc8_zero", "inc", 1, 0, "", 1, ""),
-    ("inc16_zero", "inc", 2, 0, "", 1, ""),
-    ("inc32_zero", "inc", 4, 0, "", 1, ""),
-    ("inc64_zero", "inc", 8, 0, "", 1, ""),
-    ("dec8_min", "dec", 1, MIN8, "CF", MAX8, "CF OF AF"),
-    ("dec16_min", "dec", 2, MIN16, "CF", MAX16, "CF OF AF PF"),
-    ("dec32_min", "dec", 4, MIN32, "CF", MAX32, "CF OF AF PF"),
-    ("dec64_min", "dec", 8, MIN64, "CF", MAX64, "CF OF AF PF"),
-    ("dec8_zero_no_borrow", "dec", 1, 0, "", U8, "SF AF PF"),
-    ("dec16_zero_no_borrow", "dec", 2, 0, "", U16, "SF AF PF"),
-    ("dec32_zero_no_borrow", "dec", 4, 0, "", U32, "SF AF PF"),
-    ("dec64_zero_no_borrow", "dec", 8, 0, "", U64, "SF AF PF"),
-    ("dec8_one", "dec", 1, 1, "", 0, "ZF PF"),
-    ("dec16_one", "dec", 2, 1, "", 0, "ZF PF"),
-    ("dec32_one", "dec", 4, 1, "", 0, "ZF PF"),
-    ("dec64_one", "dec", 8, 1, "", 0, "ZF PF"),
-    ("dec8_nibble", "dec", 1, 0x10, "", 0x0F, "AF PF"),
-    ("dec16_nibble", "dec", 2, 0x10, "", 0x0F, "AF PF"),
-    ("dec32_nibble", "dec", 4, 0x10, "", 0x0F, "AF PF"),
-    ("dec64_nibble", "dec", 8, 0x10, "", 0x0F, "AF PF"),
-    ("dec8_three_keeps_cf", "dec", 1, 3, ALL, 2, "CF"),
-    ("dec16_three_keeps_cf", "dec", 2, 3, ALL, 2, "CF"),
-    ("dec32_three_keeps_cf", "dec", 4, 3, ALL, 2, "CF"),
-    ("dec64_three_keeps_cf", "dec", 8, 3, ALL, 2, "CF"),
-    ("neg8_zero", "neg", 1, 0, "CF", 0, "ZF PF"),
-    ("neg16_zero", "neg", 2, 0, "CF", 0, "ZF PF"),
-    ("neg32_zero", "neg", 4, 0, "CF", 0, "ZF PF"),
-    ("neg64_zero", "neg", 8, 0, "CF", 0, "ZF PF"),
-    ("neg8_one", "neg", 1, 1, "", U8, "CF SF AF PF"),
-    ("neg16_one", "neg", 2, 1, "", U16, "CF SF AF PF"),
-    ("neg32_one", "neg", 4, 1, "", U32, "CF SF AF PF"),
-    ("neg64_one", "neg", 8, 1, "", U64, "CF SF AF PF"),
-    ("neg8_min", "neg", 1, MIN8, "", MIN8, "CF OF SF"),
-    ("neg16_min", "neg", 2, MIN16, "", MIN16, "CF OF SF PF"),
-    ("neg32_min", "neg", 4, MIN32, "", MIN32, "CF OF SF PF"),
-    ("neg64_min", "neg", 8, MIN64, "", MIN64, "CF OF SF PF"),
-    ("neg8_ones", "neg", 1, U8, "ZF SF", 1, "CF AF"),
-    ("neg16_ones", "neg", 2, U16, "ZF SF", 1, "CF AF"),
-    ("neg32_ones", "neg", 4, U32, "ZF SF", 1, "CF AF"),
-    ("neg64_ones", "neg", 8, U64, "ZF SF", 1, "CF AF"),
-    ("neg8_0x10", "neg", 1, 0x10, "AF", 0xF0, "CF SF PF"),
-    ("neg16_0x10", "neg", 2, 0x10, "AF", 0xFFF0, "CF SF PF"),
-    ("neg32_0x10", "neg", 4, 0x10, "AF", 0xFFFF_FFF0, "CF SF PF"),
-    ("neg64_0x10", "neg", 8, 0x10, "AF", 0xFFFF_FFFF_FFFF_FFF0, "CF SF PF"),
+# name, op, a, flags in, result, flags out, widths
+UNARY_ROWS: list[tuple[str, str, Value, str, Value, str, Widths]] = [
+    ("inc_max", "inc", "MAX", "CF", "MIN", "CF OF SF AF PF16+", ALL_WIDTHS),
+    ("inc_ones_no_carry", "inc", "ONES", "", 0, "ZF AF PF", ALL_WIDTHS),
+    ("inc_nibble", "inc", 0xF, "", 0x10, "AF", ALL_WIDTHS),
+    ("inc_two", "inc", 2, "OF SF ZF AF", 3, "PF", ALL_WIDTHS),
+    ("inc_zero", "inc", 0, "", 1, "", ALL_WIDTHS),
+    ("dec_min", "dec", "MIN", "CF", "MAX", "CF OF AF PF16+", ALL_WIDTHS),
+    ("dec_zero_no_borrow", "dec", 0, "", "ONES", "SF AF PF", ALL_WIDTHS),
+    ("dec_one", "dec", 1, "", 0, "ZF PF", ALL_WIDTHS),
+    ("dec_nibble", "dec", 0x10, "", 0xF, "AF PF", ALL_WIDTHS),
+    ("dec_three_keeps_cf", "dec", 3, ALL, 2, "CF", ALL_WIDTHS),
+    ("neg_zero", "neg", 0, "CF", 0, "ZF PF", ALL_WIDTHS),
+    ("neg_one", "neg", 1, "", "ONES", "CF SF AF PF", ALL_WIDTHS),
+    ("neg_min", "neg", "MIN", "", "MIN", "CF OF SF PF16+", ALL_WIDTHS),
+    ("neg_ones", "neg", "ONES", "ZF SF", 1, "CF AF", ALL_WIDTHS),
+    ("neg_0x10", "neg", 0x10, "AF", 0xF0, "CF SF PF", (1,)),
+    ("neg_0x10", "neg", 0x10, "AF", 0xFFF0, "CF SF PF", (2,)),
+    ("neg_0x10", "neg", 0x10, "AF", 0xFFFFFFF0, "CF SF PF", (4,)),
+    ("neg_0x10", "neg", 0x10, "AF", 0xFFFFFFFFFFFFFFF0, "CF SF PF", (8,)),
 ]
 
 # name, flags in, bit value, flags out (only CF is written; ZF unaffected; OF SF AF PF kept, our choice)
@@ -311,30 +180,27 @@ BT_ROWS: list[tuple[str, str, int, str]] = [
 UNARY: dict[str, Callable[[int, int, int], tuple[int, int]]] = {"inc": inc, "dec": dec, "neg": neg}
 
 
-@pytest.mark.parametrize(
-    ("op", "size", "a", "b", "fin", "result", "fout"), [pytest.param(*r[1:], id=r[0]) for r in ALU_ROWS]
-)
-def test_alu_vectors(op: AluOp, size: int, a: int, b: int, fin: str, result: int, fout: str) -> None:
+@pytest.mark.parametrize(("size", "op", "a", "b", "fin", "result", "fout"), expand(ALU_ROWS))
+def test_alu_vectors(size: int, op: AluOp, a: Value, b: Value, fin: str, result: Value, fout: str) -> None:
     rflags_in = RFLAGS_FIXED1 | fl(fin)
-    res, rflags = alu(op, size, a, b, rflags_in)
-    assert (hex(res), show(rflags)) == (hex(result), show(fl(fout)))
-    assert rflags == RFLAGS_FIXED1 | fl(fout)
+    res, rflags = alu(op, size, value(a, size), value(b, size), rflags_in)
+    want = flags_at(fout, size)
+    assert (hex(res), show(rflags)) == (hex(value(result, size)), show(want))
+    assert rflags == RFLAGS_FIXED1 | want
 
 
-@pytest.mark.parametrize(
-    ("size", "a", "b", "fin", "fout"), [pytest.param(*r[1:], id=r[0]) for r in TEST_ROWS]
-)
-def test_test_vectors(size: int, a: int, b: int, fin: str, fout: str) -> None:
-    assert show(flags.test(size, a, b, fl(fin))) == show(fl(fout))
+@pytest.mark.parametrize(("size", "a", "b", "fin", "fout"), expand(TEST_ROWS))
+def test_test_vectors(size: int, a: Value, b: Value, fin: str, fout: str) -> None:
+    got = flags.test(size, value(a, size), value(b, size), fl(fin))
+    assert show(got) == show(flags_at(fout, size))
 
 
-@pytest.mark.parametrize(
-    ("op", "size", "a", "fin", "result", "fout"), [pytest.param(*r[1:], id=r[0]) for r in UNARY_ROWS]
-)
-def test_unary_vectors(op: str, size: int, a: int, fin: str, result: int, fout: str) -> None:
-    res, rflags = UNARY[op](size, a, RFLAGS_FIXED1 | fl(fin))
-    assert (hex(res), show(rflags)) == (hex(result), show(fl(fout)))
-    assert rflags == RFLAGS_FIXED1 | fl(fout)
+@pytest.mark.parametrize(("size", "op", "a", "fin", "result", "fout"), expand(UNARY_ROWS))
+def test_unary_vectors(size: int, op: str, a: Value, fin: str, result: Value, fout: str) -> None:
+    res, rflags = UNARY[op](size, value(a, size), RFLAGS_FIXED1 | fl(fin))
+    want = flags_at(fout, size)
+    assert (hex(res), show(rflags)) == (hex(value(result, size)), show(want))
+    assert rflags == RFLAGS_FIXED1 | want
 
 
 @pytest.mark.parametrize(("fin", "bit", "fout"), [pytest.param(*r[1:], id=r[0]) for r in BT_ROWS])
@@ -345,13 +211,13 @@ def test_bt_vectors(fin: str, bit: int, fout: str) -> None:
 def test_vectors_cover_every_flag_both_ways() -> None:
     """Each op and size has rows leaving each status flag set and rows leaving it clear."""
     seen: dict[tuple[str, int], set[tuple[str, bool]]] = {}
-    rows: list[tuple[str, int, str]] = [(r[1].name, r[2], r[7]) for r in ALU_ROWS]
-    rows += [("TEST", r[1], r[5]) for r in TEST_ROWS]
-    rows += [(r[1], r[2], r[6]) for r in UNARY_ROWS]
+    rows: list[tuple[str, int, int]] = [(r[1].name, w, flags_at(r[6], w)) for r in ALU_ROWS for w in r[-1]]
+    rows += [("TEST", w, flags_at(r[4], w)) for r in TEST_ROWS for w in r[-1]]
+    rows += [(r[1], w, flags_at(r[5], w)) for r in UNARY_ROWS for w in r[-1]]
     for op, size, fout in rows:
         s = seen.setdefault((op, size), set())
         for name, bit in _FLAG_BITS.items():
-            s.add((name, bool(fl(fout) & bit)))
+            s.add((name, bool(fout & bit)))
     for key, s in seen.items():
         missing = [(n, v) for n in _FLAG_BITS for v in (True, False) if (n, v) not in s]
         op = key[0]
@@ -584,9 +450,14 @@ HOST_CASES = 4000
 def host_batch(host_helper: Path) -> tuple[list[Case], list[tuple[int, int]]]:
     cases = random_cases(seed=2024, n=HOST_CASES)
     # Every ALU row of the known vectors runs on the host too: hand-computed rows meet hardware.
-    cases += [(r[1].name.lower(), r[2], r[3], r[4], RFLAGS_FIXED1 | fl(r[5])) for r in ALU_ROWS]
-    cases += [("test", r[1], r[2], r[3], RFLAGS_FIXED1 | fl(r[4])) for r in TEST_ROWS]
-    cases += [(r[1], r[2], r[3], 0, RFLAGS_FIXED1 | fl(r[4])) for r in UNARY_ROWS]
+    for r in ALU_ROWS:
+        cases += [
+            (r[1].name.lower(), w, value(r[2], w), value(r[3], w), RFLAGS_FIXED1 | fl(r[4])) for w in r[-1]
+        ]
+    for t in TEST_ROWS:
+        cases += [("test", w, value(t[1], w), value(t[2], w), RFLAGS_FIXED1 | fl(t[3])) for w in t[-1]]
+    for u in UNARY_ROWS:
+        cases += [(u[1], w, value(u[2], w), 0, RFLAGS_FIXED1 | fl(u[3])) for w in u[-1]]
     return cases, run_host(host_helper, cases)
 
 

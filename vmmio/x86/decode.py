@@ -236,7 +236,7 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
             e = t1[op]
         if e is None:
             return _err(_UNDEFINED, i, "undefined opcode")
-        flags, immk, mnemonic, opmap, sub, shape, rare, osizes = e
+        flags, immk, mnemonic, opmap, sub, shape, rare, osizes, widths = e
         encoding = _LEGACY
         vex_l = 0
         vec = None
@@ -246,13 +246,14 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
                 if r.__class__ is DecodeError:
                     return r
                 i, op, e, rx, szk, encoding, vex_l, vec = r  # type: ignore[misc]
-                flags, immk, mnemonic, opmap, sub, shape, rare, osizes = e
+                flags, immk, mnemonic, opmap, sub, shape, rare, osizes, widths = e
             if sub is not None:
                 e = sub[pidx + _GK[code[i]]] if shape else sub[pidx]
                 if e is None:
                     return _err(_UNDEFINED, i + (shape > 0), "undefined opcode/ModRM/prefix form")
-                flags, immk, mnemonic, opmap, sub, shape, rare, osizes = e
+                flags, immk, mnemonic, opmap, sub, shape, rare, osizes, widths = e
         opsize = osizes[szk]
+        width = widths[szk]
         addr_size = asz_67 if asz else asz_default
         modrm = -1
         reg = -1
@@ -350,6 +351,7 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
     insn.opcode = op
     insn.mnemonic = mnemonic
     insn.opsize = opsize
+    insn.width = width
     insn.addr_size = addr_size
     insn.modrm = modrm
     insn.reg = reg

@@ -86,7 +86,7 @@ class Insn:
     """A decoded instruction.
 
     `opsize` is the effective operand-size attribute (2, 4 or 8) after mode, 66h, REX.W and the
-    default-64/forced-64 rules; byte forms are identified by the opcode, not by `opsize`.
+    default-64/forced-64 rules; `width` is what the operation works on (1 for byte forms).
     """
 
     length: int
@@ -96,6 +96,7 @@ class Insn:
     opcode: int  # the opcode byte within its map
     mnemonic: str  # lower-case Intel mnemonic ("mov", "add", ...); "(bad)" never appears here
     opsize: int  # 2, 4 or 8
+    width: int  # bytes the operation works on: 1 for byte forms (the table's `b`), else `opsize`
     addr_size: int  # 2, 4 or 8
     modrm: int  # the ModRM byte, or -1 if the form has none
     reg: int  # ModRM.reg with REX.R applied (0..15), or -1 without ModRM

@@ -856,7 +856,7 @@ XOP_IMM: dict[int, int] = {8: I_B, 9: I_NONE, 10: I_D}
 
 
 @dataclass(frozen=True, slots=True)
-class Form:
+class Row:
     """One row of the table after parsing (one mnemonic, one opcode, one prefix/ModRM selection)."""
 
     opmap: OpMap
@@ -877,7 +877,7 @@ def _span(text: str) -> list[int]:
     return list(range(int(lo, 16), int(hi or lo, 16) + 1))
 
 
-def _parse_line(line: str) -> list[Form]:
+def _parse_line(line: str) -> list[Row]:
     """Expand one text row into Forms: one per opcode, ModRM selection and mandatory prefix."""
     head, *rest = line.split()
     regs: list[int | None] = [None]
@@ -908,7 +908,7 @@ def _parse_line(line: str) -> list[Form]:
             imm = _IMM_NAMES[t]
         else:
             flags |= _FLAG_NAMES[t]
-    forms: list[Form] = []
+    forms: list[Row] = []
     for pfx, names in variants:
         if names == "-":
             continue
@@ -920,12 +920,12 @@ def _parse_line(line: str) -> list[Form]:
         for mn, (op, reg, modrm) in zip(mnemonics, shapes, strict=True):
             if modrm is not None:
                 reg = modrm >> 3 & 7
-            forms.append(Form(opmap, op, mn, pfx, reg, modrm, flags, imm))
+            forms.append(Row(opmap, op, mn, pfx, reg, modrm, flags, imm))
     return forms
 
 
-def _parse(text: str) -> tuple[Form, ...]:
-    forms: list[Form] = []
+def _parse(text: str) -> tuple[Row, ...]:
+    forms: list[Row] = []
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
         if line:
@@ -933,7 +933,7 @@ def _parse(text: str) -> tuple[Form, ...]:
     return tuple(forms)
 
 
-FORMS: tuple[Form, ...] = _parse(_LEGACY_ROWS)
+ROWS: tuple[Row, ...] = _parse(_LEGACY_ROWS)
 """Every legacy-encoded form, in table order (also the reference list of what the decoder knows)."""
 
 # ---- compiled lookup structures ----
@@ -954,8 +954,11 @@ R_NONE, R_SIZED, R_OTHER = 0, 1, 2
 # - `sub` is None for a leaf; else a list of 4 * 72 entries (None: undefined) indexed by
 #   mandatory-prefix index * 72 + GROUP_KEY[modrm], or for F_SPECIAL [the legacy entry];
 # - `rare` is R_NONE, R_SIZED (mnemonic by operand size) or R_OTHER (flags handled off the hot path);
-# - `opsizes` is the operand size for this mode indexed by (66 ? 1 : 0) + (REX.W ? 2 : 0).
-Entry = tuple[int, int, "str | tuple[str, str, str]", OpMap, "list[Entry | None] | None", int, int, list[int]]
+# - `opsizes` is the operand size for this mode indexed by (66 ? 1 : 0) + (REX.W ? 2 : 0);
+# - `widths` likewise the width of the operation in bytes: 1 for byte forms, else the operand size.
+Entry = tuple[
+    int, int, "str | tuple[str, str, str]", OpMap, "list[Entry | None] | None", int, int, list[int], list[int]
+]
 
 # ModRM -> 0..7 for memory forms (by reg), 8..71 for register forms (by reg and rm).
 GROUP_KEY: list[int] = [(m >> 3 & 7) if m < 0xC0 else 8 + (m & 0x3F) for m in range(256)]
@@ -975,7 +978,7 @@ def opsizes(mode: int, flags: int) -> list[int]:
     return [8 if flags & F_D64 else 4, 2, 8, 8]
 
 
-def _keys(form: Form) -> list[int]:
+def _keys(form: Row) -> list[int]:
     """The GROUP_KEY values (ModRM classes) a row applies to."""
     if form.modrm is not None:
         return [8 + (form.modrm & 0x3F)]
@@ -988,7 +991,7 @@ def _keys(form: Form) -> list[int]:
     return keys
 
 
-def _specificity(form: Form) -> int:
+def _specificity(form: Row) -> int:
     return (
         (8 if form.modrm is not None else 0)
         + (4 if form.pfx is not None else 0)
@@ -1013,17 +1016,18 @@ def make_entry(flags: int, imm: int, mnemonic: str, opmap: OpMap, mode: int) -> 
         mn = (a, b, c)
         flags |= F_ASIZED if flags & F_ASIZED else F_SIZED
     sizes = opsizes(mode, flags)
+    widths = [1, 1, 1, 1] if flags & F_BYTE else sizes
     flags &= 0xFFFF
     rare = R_NONE if not flags & _RARE else R_SIZED if flags & _RARE == F_SIZED else R_OTHER
-    return (flags, imm, mn, opmap, None, _shape(flags), rare, sizes)
+    return (flags, imm, mn, opmap, None, _shape(flags), rare, sizes, widths)
 
 
-def _leaf(form: Form, mode: int) -> Entry:
+def _leaf(form: Row, mode: int) -> Entry:
     opmap = OpMap.X87 if form.opmap == OpMap.ONE and 0xD8 <= form.opcode <= 0xDF else form.opmap
     return make_entry(form.flags, form.imm, form.mnemonic, opmap, mode)
 
 
-def _compile(forms: list[Form], mode: int) -> Entry | None:
+def _compile(forms: list[Row], mode: int) -> Entry | None:
     """Turn the rows of one opcode into a leaf or a dispatch entry for one mode."""
     live = [f for f in forms if not (mode == 64 and f.flags & F_I64) and not (mode != 64 and f.flags & F_O64)]
     if not live:
@@ -1035,7 +1039,7 @@ def _compile(forms: list[Form], mode: int) -> Entry | None:
     simple = first.pfx is None and first.reg is None and first.modrm is None
     if len(live) == 1 and simple and not first.flags & (F_MEM | F_REG):
         return _leaf(first, mode)
-    best: list[Form | None] = [None] * (4 * _NKEYS)
+    best: list[Row | None] = [None] * (4 * _NKEYS)
     for f in live:
         spec = _specificity(f)
         keys = _keys(f) if has_modrm else list(range(_NKEYS))
@@ -1050,12 +1054,13 @@ def _compile(forms: list[Form], mode: int) -> Entry | None:
     leaves = {id(f): _leaf(f, mode) for f in live}
     sub: list[Entry | None] = [None if f is None else leaves[id(f)] for f in best]
     flags = first.flags & F_MODRM | F_SUB
-    return (flags, I_NONE, "", first.opmap, sub, _shape(flags), R_NONE, opsizes(mode, 0))
+    sizes = opsizes(mode, 0)
+    return (flags, I_NONE, "", first.opmap, sub, _shape(flags), R_NONE, sizes, sizes)
 
 
 def _build(mode: int) -> dict[OpMap, list[Entry | None]]:
-    by_op: dict[tuple[OpMap, int], list[Form]] = {}
-    for f in FORMS:
+    by_op: dict[tuple[OpMap, int], list[Row]] = {}
+    for f in ROWS:
         by_op.setdefault((f.opmap, f.opcode), []).append(f)
     tables: dict[OpMap, list[Entry | None]] = {}
     for m in (OpMap.ONE, OpMap.M0F, OpMap.M0F38, OpMap.M0F3A):
@@ -1063,7 +1068,8 @@ def _build(mode: int) -> dict[OpMap, list[Entry | None]]:
     one = tables[OpMap.ONE]
     # Bytes that may start VEX/EVEX/XOP: the decoder's special path looks at the next byte.
     for op in (0xC4, 0xC5, 0x62, 0x8F):
-        one[op] = (F_SPECIAL, I_NONE, "", OpMap.ONE, [one[op]], S_NONE, R_NONE, opsizes(mode, 0))
+        sizes = opsizes(mode, 0)
+        one[op] = (F_SPECIAL, I_NONE, "", OpMap.ONE, [one[op]], S_NONE, R_NONE, sizes, sizes)
     return tables
 
 

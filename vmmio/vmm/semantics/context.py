@@ -86,6 +86,19 @@ class Exec:
         assert mem is not None
         return (WRITE, mem.seg, mem.effective_address(self.gprs, self.next_rip), width, value & MASK[width])
 
+    def rm_read(self, width: int, for_update: bool = False) -> Operand:
+        """The ModRM r/m operand: a register, or a read (checked for write when the result goes back)."""
+        if self.insn.mem is None:
+            return self.get(self.insn.rm, width)
+        return (yield self.load_for_update(width) if for_update else self.load(width))
+
+    def rm_write(self, width: int, value: int) -> Steps:
+        """Write the ModRM r/m operand: a register, or a store."""
+        if self.insn.mem is None:
+            self.set(self.insn.rm, width, value)
+        else:
+            yield self.store(width, value)
+
 
 Semantic = Callable[[Exec, Insn], Steps]
 

@@ -7,10 +7,12 @@ from vmmio.vmm.semantics.registry import emulates
 from vmmio.x86.insn import Insn, OpMap
 from vmmio.x86.regs import Gpr
 
+_PORT_IN_DX = 0xEC  # EC-EF take the port from DX; E4-E7 from an imm8
+
 
 def _port_and_width(x: Exec, i: Insn) -> tuple[int, int]:
-    port = i.imm & 0xFF if i.opcode < 0xEC else x.get(Gpr.RDX, 2)
-    return port, 1 if i.opcode & 1 == 0 else min(i.opsize, 4)
+    port = i.imm & 0xFF if i.opcode < _PORT_IN_DX else x.get(Gpr.RDX, 2)
+    return port, i.width
 
 
 @emulates(OpMap.ONE, (0xE4, 0xE5, 0xEC, 0xED))

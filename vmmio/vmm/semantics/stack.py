@@ -12,7 +12,7 @@ _SS = int(Seg.SS)
 
 @emulates(OpMap.ONE, (0xFF,), (6,))
 def push_rm(x: Exec, i: Insn) -> Steps:
-    w = i.opsize
+    w = i.width
     v = x.get(i.rm, w) if i.mem is None else (yield x.load(w))
     sp = (x.gprs[Gpr.RSP] - w) & MASK[x.stack_size]
     yield (WRITE, _SS, sp, w, v)
@@ -21,7 +21,7 @@ def push_rm(x: Exec, i: Insn) -> Steps:
 
 @emulates(OpMap.ONE, (0x8F,), (0,))
 def pop_rm(x: Exec, i: Insn) -> Steps:
-    w = i.opsize
+    w = i.width
     sp = x.gprs[Gpr.RSP] & MASK[x.stack_size]
     v = yield (READ, _SS, sp, w, 0)
     # The destination address is computed with the already incremented stack pointer.

@@ -31,13 +31,9 @@ def _addr(x: Exec, reg: int) -> int:
     return x.get(reg, x.addr_size)
 
 
-def _width(i: Insn) -> int:
-    return 1 if i.opcode & 1 == 0 else i.opsize
-
-
 @emulates(OpMap.ONE, (0xA4, 0xA5), string=True, zero_count_clears=(Gpr.RSI, Gpr.RDI))
 def movs(x: Exec, i: Insn) -> Steps:
-    w = _width(i)
+    w = i.width
     v = yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)
     yield (WRITE, _ES, _addr(x, Gpr.RDI), w, v)
     _step(x, Gpr.RSI, w)
@@ -46,21 +42,21 @@ def movs(x: Exec, i: Insn) -> Steps:
 
 @emulates(OpMap.ONE, (0xAA, 0xAB), string=True, zero_count_clears=(Gpr.RDI,))
 def stos(x: Exec, i: Insn) -> Steps:
-    w = _width(i)
+    w = i.width
     yield (WRITE, _ES, _addr(x, Gpr.RDI), w, x.get(Gpr.RAX, w))
     _step(x, Gpr.RDI, w)
 
 
 @emulates(OpMap.ONE, (0xAC, 0xAD), string=True)
 def lods(x: Exec, i: Insn) -> Steps:
-    w = _width(i)
+    w = i.width
     x.set(Gpr.RAX, w, (yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)))
     _step(x, Gpr.RSI, w)
 
 
 @emulates(OpMap.ONE, (0xA6, 0xA7), string=True, rep_zf=True)
 def cmps(x: Exec, i: Insn) -> Steps:
-    w = _width(i)
+    w = i.width
     a = yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)
     b = yield (READ, _ES, _addr(x, Gpr.RDI), w, 0)
     x.set_flags(flags.alu(_CMP, w, a, b, x.rflags)[1])
@@ -70,7 +66,7 @@ def cmps(x: Exec, i: Insn) -> Steps:
 
 @emulates(OpMap.ONE, (0xAE, 0xAF), string=True, rep_zf=True)
 def scas(x: Exec, i: Insn) -> Steps:
-    w = _width(i)
+    w = i.width
     b = yield (READ, _ES, _addr(x, Gpr.RDI), w, 0)
     x.set_flags(flags.alu(_CMP, w, x.get(Gpr.RAX, w), b, x.rflags)[1])
     _step(x, Gpr.RDI, w)
@@ -78,7 +74,7 @@ def scas(x: Exec, i: Insn) -> Steps:
 
 @emulates(OpMap.ONE, (0x6C, 0x6D), string=True)
 def ins(x: Exec, i: Insn) -> Steps:
-    w = 1 if i.opcode == 0x6C else min(i.opsize, 4)
+    w = i.width
     v = yield (PORT_IN, x.get(Gpr.RDX, 2), 0, w, 0)
     yield (WRITE, _ES, _addr(x, Gpr.RDI), w, v)
     _step(x, Gpr.RDI, w)
@@ -86,7 +82,7 @@ def ins(x: Exec, i: Insn) -> Steps:
 
 @emulates(OpMap.ONE, (0x6E, 0x6F), string=True)
 def outs(x: Exec, i: Insn) -> Steps:
-    w = 1 if i.opcode == 0x6E else min(i.opsize, 4)
+    w = i.width
     v = yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)
     yield (PORT_OUT, x.get(Gpr.RDX, 2), 0, w, v)
     _step(x, Gpr.RSI, w)
