@@ -17,10 +17,16 @@ from vmmio.x86.state import Control, Regs
 
 @dataclass(frozen=True, slots=True)
 class NpfEvent:
-    """A guest-physical address with no RAM behind it was touched; nothing of the instruction ran."""
+    """A guest-physical address with no RAM behind it was touched; nothing of the instruction ran.
+
+    `fetch`: the access was an instruction fetch. RIP may then be at the start of a straight-line run of
+    instructions that led into it (an engine that translates blocks reports it there), not at the one
+    whose bytes are missing.
+    """
 
     gpa: int
     is_write: bool = False
+    fetch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +53,12 @@ class ShutdownEvent:
 
 @dataclass(frozen=True, slots=True)
 class StoppedEvent:
-    """The backend stopped for its own reasons (time slice, request): nothing to service."""
+    """The backend stopped for its own reasons (time slice, request): nothing to service.
+
+    `stop_at` is the RIP of a stop the kernel asked for with `Backend.stop_at`, else None.
+    """
+
+    stop_at: int | None = None
 
 
 BackendEvent = NpfEvent | IoEvent | HltEvent | ShutdownEvent | StoppedEvent
@@ -82,6 +93,15 @@ class Backend(Protocol):
 
     def request_stop(self) -> None:
         """Make the current or next run() return StoppedEvent soon; callable from another thread."""
+        ...
+
+    def stop_at(self, rip: int) -> None:
+        """Make the next run() return StoppedEvent when RIP reaches `rip`, before executing there."""
+        ...
+
+    def ram_written(self, la: int, gpa: int, size: int) -> None:
+        """The kernel changed guest RAM at `gpa` (reached through linear `la` in the current address
+        space): anything the hardware derived from those bytes, such as translated code, is stale."""
         ...
 
     def close(self) -> None:

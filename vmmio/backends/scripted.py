@@ -28,6 +28,8 @@ class ScriptedBackend:
         self.events: deque[BackendEvent] = deque(events)
         self.injected: list[Injected] = []
         self.runs = 0
+        self.stops: list[int] = []  # stop_at() requests, for tests
+        self.written: list[tuple[int, int, int]] = []  # ram_written() notices: (la, gpa, size)
         self._stop = False
 
     def run(self) -> BackendEvent:
@@ -58,6 +60,12 @@ class ScriptedBackend:
 
     def request_stop(self) -> None:
         self._stop = True
+
+    def stop_at(self, rip: int) -> None:
+        self.stops.append(rip)
+
+    def ram_written(self, la: int, gpa: int, size: int) -> None:
+        self.written.append((la, gpa, size))
 
     def close(self) -> None:
         pass

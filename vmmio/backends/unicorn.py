@@ -67,7 +67,7 @@ from vmmio.x86.delivery import (
     deliver_event,
 )
 from vmmio.x86.faults import HAS_ERROR_CODE, PFEC_I, PFEC_U, UD, GuestFault
-from vmmio.x86.paging import Walker
+from vmmio.x86.paging import TranslationError, Walker
 from vmmio.x86.regs import VM
 from vmmio.x86.state import CR0_PE, DIRTY_ALL, DIRTY_RFLAGS, DIRTY_RIP, EFER_LMA, Control, Regs, Segment
 
@@ -120,6 +120,10 @@ _SEG_HFLAGS = _HF_CPL | _HF_CS32 | _HF_SS32 | _HF_ADDSEG | _HF_PE | _HF_LMA | _H
 _EXCP_VMEXIT = 0x100
 _SVM_EXIT_INTR = 0x60
 _SVM_EXIT_HLT = 0x78
+_SVM_EXIT_SHUTDOWN = 0x7F
+_INTR_SHUTDOWN = _EXCP_VMEXIT + _SVM_EXIT_SHUTDOWN  # QEMU's triple fault, as an intercepted guest
+# Translation-cache size: QEMU flushes it whole when full, so this bounds the engine's memory.
+TCG_BUFFER_SIZE = 64 << 20
 _INTR_HLT = _EXCP_VMEXIT + _SVM_EXIT_HLT
 
 # Register batch: GPRs in hardware order, then RIP and RFLAGS (Regs and the dirty mask use this order).
@@ -174,6 +178,7 @@ class _Layout:
     cr: int
     efer: int
     error_code: int  # followed by exception_is_int (both int32)
+    old_exception: int  # int32: the exception QEMU believes is being delivered (-1: none)
     intercept: int
 
 
@@ -238,6 +243,7 @@ def _probe_layout() -> _Layout:
                 cr=base + 184 + 10 * _SEG_SIZE,
                 efer=(changed[0] & ~7) if changed else -1,
                 error_code=dr0 - 16,  # error_code, exception_is_int, exception_next_eip, dr[8]
+                old_exception=dr0 + 96,  # after dr[8] and 4 breakpoint pointers
                 intercept=dr0 + 120,  # dr[8], 4 breakpoint pointers, old_exception, vm_vmcb, tsc_offset
             )
             checks = (
@@ -250,6 +256,7 @@ def _probe_layout() -> _Layout:
                 # After dr[0]: dr[8], 4 breakpoint pointers, old_exception, vm_vmcb, tsc_offset,
                 # intercept, 4 x u16, intercept_exceptions, nested_cr3, nested_pg_mode, v_tpr, retaddr.
                 layout.size == dr0 + 168,
+                struct.unpack_from("<i", blob, dr0 + 96)[0] == -1,  # old_exception at reset
                 len(changed) == 1 and layout.cr + 40 < layout.efer < layout.error_code,
                 struct.unpack_from("<I", blob, layout.hflags)[0] & (_HF_LMA | _HF_CS64 | _HF_PE)
                 == _HF_LMA | _HF_CS64 | _HF_PE,
@@ -271,6 +278,8 @@ class _Engine:
         handle = _void_p()
         _check(_lib.uc_open(ucc.UC_ARCH_X86, ucc.UC_MODE_64, ctypes.byref(handle)), "uc_open")
         self.h = handle
+        # Before anything initializes the engine: its translation cache is allocated at this size.
+        self.ctl(ucc.UC_CTL_TCG_BUFFER_SIZE, ctypes.c_uint32(TCG_BUFFER_SIZE))
         ctx = _void_p()
         _check(_lib.uc_context_alloc(handle, ctypes.byref(ctx)), "uc_context_alloc")
         self.ctx = ctx
@@ -421,6 +430,10 @@ class UnicornBackend:
         self._ctl: Control | None = None
         self._ctl_key = b""  # raw bytes the last Control was built from
         self._ctl_last: Control | None = None
+        self._stop_at: int | None = None  # stop_at() for the next run
+        self._exit_buf = (_u64 * 1)()
+        self._flush_pending = False  # the kernel wrote RAM that may hold code no alias lets us name
+        self.tb_flushes = 0  # whole translation-cache flushes, for tests and benchmarks
 
         self._install_hooks()
         # Run until an exit or a budget, never to an address.
@@ -509,7 +522,8 @@ class UnicornBackend:
 
     def _on_unmapped(self, _h: Any, access: int, address: int, size: int, value: int, _ud: Any) -> bool:
         if self._event is None and not self._rolling:
-            self._event = NpfEvent(address, access == ucc.UC_MEM_WRITE_UNMAPPED)
+            fetch = access == ucc.UC_MEM_FETCH_UNMAPPED
+            self._event = NpfEvent(address, access == ucc.UC_MEM_WRITE_UNMAPPED, fetch)
         return False
 
     def _on_prot(self, _h: Any, access: int, address: int, size: int, value: int, _ud: Any) -> bool:
@@ -544,6 +558,28 @@ class UnicornBackend:
 
     # -- run ------------------------------------------------------------------------------------------
 
+    def stop_at(self, rip: int) -> None:
+        """Make the next run() stop (StoppedEvent) when RIP reaches `rip`, through Unicorn's exits."""
+        self._stop_at = rip & _MASK64
+
+    def ram_written(self, la: int, gpa: int, size: int) -> None:
+        """Forget code the engine translated from RAM the kernel changed (self-modifying code through
+        the emulator: stores from outside the engine are invisible to QEMU's own tracking).
+
+        QEMU drops translations by the physical page behind a linear code address, so `la` names the
+        page exactly when the current CPL may fetch through it; otherwise the page is only reachable as
+        code through another mapping, and the whole cache is flushed before the guest runs again.
+        """
+        ctl = self.get_control()
+        try:
+            fetch_gpa, _ = self.walker.walk(ctl, la, PFEC_I | (PFEC_U if ctl.cpl == 3 else 0), False)
+        except (GuestFault, TranslationError):
+            fetch_gpa = -1
+        if fetch_gpa == gpa:
+            self._eng.ctl(ucc.UC_CTL_TB_REMOVE_CACHE, _u64(la), _u64(la + size))
+        else:
+            self._flush_pending = True
+
     def request_stop(self) -> None:
         """Make the current (or next) run() return StoppedEvent; callable from another thread."""
         self._stop_requested = True
@@ -562,6 +598,30 @@ class UnicornBackend:
         timeout = self.timeout_us if timeout_us is None else timeout_us
         if len(self._mapped) != len(self.memory.ram):
             self._map_new_ram()
+        h = self._h
+        rip_val = self._rip_val
+        if self._flush_pending:
+            self._eng.ctl(ucc.UC_CTL_TB_FLUSH)
+            self._flush_pending = False
+            self.tb_flushes += 1
+        stop_at, self._stop_at = self._stop_at, None
+        if stop_at is not None:
+            self._set_exits(stop_at)
+        try:
+            return self._run(count, timeout, stop_at)
+        finally:
+            if stop_at is not None:
+                # The engine stops at an exit by translating a HLT there: forget that translation.
+                self._set_exits(None)
+                self._eng.ctl(ucc.UC_CTL_TB_FLUSH)
+                self.tb_flushes += 1
+
+    def _set_exits(self, rip: int | None) -> None:
+        self._exit_buf[0] = rip or 0
+        n = ctypes.c_size_t(0 if rip is None else 1)
+        self._eng.ctl(ucc.UC_CTL_UC_EXITS, ctypes.cast(self._exit_buf, _void_p), n)
+
+    def _run(self, count: int, timeout: int, stop_at: int | None) -> BackendEvent:
         h = self._h
         rip_val = self._rip_val
         while True:
@@ -595,8 +655,13 @@ class UnicornBackend:
             if intr is not None:
                 intno, rip = intr
                 if intno == _INTR_HLT:
+                    if rip == stop_at:
+                        return StoppedEvent(stop_at)  # the engine's exit, not a HLT: RIP stays
                     self._write_rip(rip + self._hlt_length(rip))
                     return HltEvent()
+                if intno == _INTR_SHUTDOWN:
+                    self._shutdown = ShutdownEvent("triple fault (raised by the engine)")
+                    return self._shutdown
                 if intno >= 256:
                     raise UnicornBackendError(f"unexpected engine event {intno:#x} at {rip:#x}")
                 # A guest exception: Unicorn moved RIP to exception_next_eip; the hook saw the right one.
@@ -657,6 +722,10 @@ class UnicornBackend:
         eng, lay = self._eng, self._layout
         eng.save()
         error_code, is_int = struct.unpack_from("<iI", eng.ctx_view, lay.error_code)
+        # Delivery is ours, not QEMU's: QEMU must not think this exception is still being delivered, or
+        # it turns the next one into #DF and the one after into a triple fault.
+        struct.pack_into("<i", eng.ctx_view, lay.old_exception, -1)
+        eng.restore()
         if is_int:
             # INT n / INT3 / INTO: Unicorn already moved RIP past the instruction (the return address);
             # a fault while delivering it must point back at it.

@@ -57,6 +57,7 @@ DECODE_CACHE_LIMIT = 16384
 _ACCESS_BITS = (0, PFEC_W, PFEC_W, 0)
 _CS = int(Seg.CS)
 _WHOLE = frozenset((1, 2, 4, 8))  # device accesses of these sizes stay one request
+_MAX_BLOCK = 4096  # instructions decoded ahead to find where a fetch fault really is
 _HLT = HltExit()
 _SUSPENDED = SuspendedExit()
 
@@ -87,6 +88,10 @@ class _Inflight:
     value: int = 0
     data: int = 0
     is_write: bool = False
+    la: int = 0  # linear address of the access in progress
+    # RAM writes of the instruction (or REP iteration) in flight: (region, offset, bytes, linear address).
+    # They land when it commits, so a fault or a Discard leaves RAM as it was.
+    deferred: list[tuple[RamRegion, int, bytes, int]] | None = None
 
 
 class VcpuBusy(RuntimeError):
@@ -169,10 +174,13 @@ class Vcpu:
             self._pending = None
             cur = self._cur
             assert cur is not None
-            cur.consistent = entry.exit_consistent
+            # The request stays in effect for the rest of the instruction, whatever later entries say.
+            cur.consistent = cur.consistent or entry.exit_consistent
             ex = self._advance(cur, value)
             if ex is not None:
                 return ex
+            if cur.consistent:
+                return _SUSPENDED
         if entry.exit_consistent:
             return _SUSPENDED
         return self._run_guest()
@@ -189,7 +197,41 @@ class Vcpu:
 
     def _on_npf(self, event: BackendEvent) -> VmExit | None:
         assert type(event) is NpfEvent
+        if event.fetch:
+            return self._fetch_fault()
         return self._emulate(event.gpa >> PAGE_SHIFT, -1)
+
+    def _fetch_fault(self) -> VmExit | None:
+        """The hardware could not fetch code: hand the instruction whose bytes are not RAM to userspace.
+
+        An engine that translates blocks reports the fault at the start of the straight-line run that led
+        to it (a block never contains a branch before its end). The instructions before the missing bytes
+        are decoded here, the hardware runs up to the first that cannot be fetched, and that one becomes
+        a FETCH_FAILED exit carrying the bytes that are RAM, at its own RIP, as a CPU would report it.
+        """
+        backend = self.backend
+        ctl = backend.get_control()
+        regs = backend.get_regs()
+        mode = ctl.code_size
+        wrap = MASK[8] if mode == 64 else 0xFFFF_FFFF
+        rip = regs.rip
+        for _ in range(_MAX_BLOCK):
+            try:
+                code = self._fetch(ctl, rip, regs.rflags, mode)
+            except EmulationAbort as abort:
+                if rip == regs.rip:
+                    return InstEmulExit(rip, abort.insn[:MAX_INSN_LEN], InstEmulReason.FETCH_FAILED)
+                break
+            except (GuestFault, TranslationError):
+                break  # the hardware raises or reports it itself when it gets there
+            result = decode_cached(code, mode)
+            if type(result) is not Insn:
+                break
+            rip = (rip + result.length) & wrap
+        if rip == regs.rip:
+            return InstEmulExit(rip, b"", InstEmulReason.FETCH_FAILED)
+        backend.stop_at(rip)
+        return None
 
     def _on_io(self, event: BackendEvent) -> VmExit | None:
         assert type(event) is IoEvent
@@ -205,7 +247,8 @@ class Vcpu:
         return ShutdownExit(unsupported if event.unsupported else ShutdownReason.TRIPLE_FAULT)
 
     def _on_stopped(self, event: BackendEvent) -> VmExit | None:
-        return _SUSPENDED
+        assert type(event) is StoppedEvent
+        return None if event.stop_at is not None else _SUSPENDED  # the kernel's own stop: go on
 
     _event_handlers = {
         NpfEvent: _on_npf,
@@ -241,7 +284,7 @@ class Vcpu:
             self._inject(fault)
             return None
         except EmulationAbort as abort:
-            return InstEmulExit(regs.rip, code[:MAX_INSN_LEN], abort.reason)
+            return InstEmulExit(regs.rip, (code or abort.insn)[:MAX_INSN_LEN], abort.reason)
         except TranslationError:
             return InstEmulExit(regs.rip, code[:MAX_INSN_LEN], InstEmulReason.TRANSLATION_FAILED)
         self._cur = cur
@@ -288,10 +331,11 @@ class Vcpu:
         if first < MAX_INSN_LEN:
             decoded = decode_cached(code, mode)
             if type(decoded) is DecodeError and decoded.status is DecodeStatus.TRUNCATED:
-                gpa2 = walker.translate(ctl, la + first, access, False)
+                la2 = (la + first) & (MASK[8] if mode == 64 else 0xFFFF_FFFF)
+                gpa2 = walker.translate(ctl, la2, access, False)
                 region2 = self.memory.ram_at(gpa2, MAX_INSN_LEN - first)
                 if region2 is None:
-                    raise EmulationAbort(InstEmulReason.FETCH_FAILED, f"code at {gpa2:#x} is not RAM")
+                    raise EmulationAbort(InstEmulReason.FETCH_FAILED, f"code at {gpa2:#x} is not RAM", code)
                 off2 = gpa2 - region2.gpa
                 code += bytes(region2.view[off2 : off2 + MAX_INSN_LEN - first])
         return code
@@ -352,7 +396,14 @@ class Vcpu:
         return None
 
     def _commit(self, cur: _Inflight, rip: bool) -> None:
-        """Write the staged registers back; the backend copies them, so staging may go on after."""
+        """Write the staged registers and RAM back; the backend copies them, so staging may go on after."""
+        deferred = cur.deferred
+        if deferred:
+            written = self.backend.ram_written
+            for region, off, data, la in deferred:
+                region.view[off : off + len(data)] = data
+                written(la, region.gpa + off, len(data))
+            cur.deferred = None
         x = cur.x
         dirty = x.dirty
         if rip:
@@ -445,6 +496,7 @@ class Vcpu:
         cur.piece = 0
         cur.data = data
         cur.is_write = kind == WRITE
+        cur.la = la
         return self._resume_access(cur, None)
 
     def _resume_access(self, cur: _Inflight, fulfilled: int | None) -> VmExit | None:
@@ -464,7 +516,11 @@ class Vcpu:
             if type(target) is RamRegion:
                 o = gpa - target.gpa
                 if is_write:
-                    target.view[o : o + n] = piece_data.to_bytes(n, "little")
+                    if cur.deferred is None:
+                        cur.deferred = []
+                    cur.deferred.append((target, o, piece_data.to_bytes(n, "little"), cur.la + start))
+                elif cur.deferred:
+                    cur.value |= int.from_bytes(_overlay(cur.deferred, target, o, n), "little") << (8 * start)
                 else:
                     cur.value |= int.from_bytes(target.view[o : o + n], "little") << (8 * start)
             elif type(target) is HandlerRegion:
@@ -507,6 +563,16 @@ class Vcpu:
 
     def _inject(self, fault: GuestFault) -> None:
         self.backend.inject_exception(fault.vector, fault.error_code, fault.cr2)
+
+
+def _overlay(deferred: list[tuple[RamRegion, int, bytes, int]], region: RamRegion, off: int, n: int) -> bytes:
+    """RAM as the instruction in flight sees it: what it has written so far, over what is there."""
+    buf = bytearray(region.view[off : off + n])
+    for r, o, data, _la in deferred:
+        if r is region and o < off + n and off < o + len(data):
+            lo, hi = max(o, off), min(o + len(data), off + n)
+            buf[lo - off : hi - off] = data[lo - o : hi - o]
+    return bytes(buf)
 
 
 __all__ = ["EntryError", "Vcpu", "VcpuBusy"]
