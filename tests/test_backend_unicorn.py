@@ -281,7 +281,13 @@ NPF_CASES = [
         NpfEvent(MMIO + 0x50, False),
         {"rcx": 3, "rsi": MMIO + 0x50, "rdi": OUT + 0x200},
     ),
-    ("fetch", f"mov rax, {MMIO + 0x60}", "jmp rax", NpfEvent(MMIO + 0x60, False, fetch=True), {"rip": MMIO + 0x60}),
+    (
+        "fetch",
+        f"mov rax, {MMIO + 0x60}",
+        "jmp rax",
+        NpfEvent(MMIO + 0x60, False, fetch=True),
+        {"rip": MMIO + 0x60},
+    ),
 ]
 
 

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from vmmio.abi import HltExit, InoutExit, MmioExit, VmEntry, VmExit
+from vmmio.abi import HltExit, InoutExit, MmioExit, SuspendedExit, VmEntry, VmExit
 from vmmio.devices import AddressMap, MemoryDevice, Uart16550
 from vmmio.machine import LOAD_ADDR, TESTDEV_MMIO, Machine, load_image
 
@@ -135,6 +135,9 @@ class Script:
     def run(self, entry: VmEntry | None = None) -> VmExit:
         self.entries.append(entry)
         return self.exits.pop(0)
+
+    def request_stop(self) -> None:
+        self.exits.insert(0, SuspendedExit())
 
 
 def test_run_loop_answers_each_request_from_its_device() -> None:

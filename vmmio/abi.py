@@ -642,9 +642,9 @@ def _pack(codec: _Codec[Any], magic: bytes, flags: int, value: object) -> bytes:
 
 
 def _unpack(data: object, magic: bytes, what: str, by_kind: dict[int, _Codec[Any]], flag_mask: int) -> Any:
-    if isinstance(data, bytes):
+    if type(data) is bytes:
         raw = data
-    elif isinstance(data, bytearray | memoryview):
+    elif isinstance(data, bytes | bytearray | memoryview):  # a subclass's own len() is not trusted
         try:
             raw = bytes(data)
         except (ValueError, TypeError) as e:  # e.g. a released memoryview

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import struct
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,6 +14,17 @@ from typing import IO, Any
 from vmmio.abi import InoutExit, InstEmulExit, MmioExit, VmExit
 
 EPILOG = """\
+exit status of `vmmio run` and `vmmio demo` (the last line on stderr always says what happened):
+  0    the guest exited with status 0, or halted
+  1    the guest exited with a non-zero status (see --guest-status)
+  2    bad command line
+  3    the image cannot be read or loaded
+  4    the guest stopped: shutdown (triple fault) or an instruction vmmio cannot emulate
+  5    --max-exits or --timeout reached
+  6    the execution backend cannot run here
+  130  interrupted (Ctrl-C, SIGTERM)
+  141  output closed (broken pipe)
+
 examples:
   vmmio demo                         run the built-in hello guest
   vmmio run guest.bin --trace        run a flat 64-bit image, printing every exit
@@ -21,19 +34,61 @@ examples:
 """
 
 
+EXIT_OK, EXIT_GUEST, EXIT_USAGE, EXIT_IMAGE, EXIT_STOPPED, EXIT_LIMIT, EXIT_BACKEND = range(7)
+EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141
+# How a run ended -> the command's exit status (RunResult.reason).
+RUN_STATUS = {
+    "hlt": EXIT_OK,
+    "shutdown": EXIT_STOPPED,
+    "inst_emul": EXIT_STOPPED,
+    "limit": EXIT_LIMIT,
+    "timeout": EXIT_LIMIT,
+    "interrupted": EXIT_INTERRUPTED,
+    "terminated": EXIT_INTERRUPTED,
+}
+MIN_RAM, MAX_RAM = 2 << 20, 3 << 30  # the default layout: tables and image below 2 MiB, devices above 3 GiB
+
+
 class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+    """A user-facing error: printed as one line, with its exit status (bad usage by default)."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _int(text: str) -> int:
-    """An integer in any base (0x.., 0o.., decimal) with an optional K/M/G suffix."""
+    """A non-negative integer in any base (0x.., 0o.., decimal) with an optional K/M/G suffix."""
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     scale = units.get(text[-1:].lower(), 1)
     body = text[:-1] if scale != 1 else text
     try:
-        return int(body, 0) * scale
+        value = int(body, 0) * scale
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _ram(text: str) -> int:
+    size = _int(text)
+    if not MIN_RAM <= size <= MAX_RAM or size % 4096:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: guest RAM must be a multiple of 4K from 2M to 3G (devices live above it)"
+        )
+    return size
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
 
 
 def describe_exit(ex: VmExit) -> dict[str, Any]:
@@ -74,43 +129,66 @@ def _tracer(text: bool, json_file: IO[str] | None) -> Callable[[VmExit], None] |
     return trace
 
 
-def run_image(args: argparse.Namespace, data: bytes) -> int:
-    from vmmio.machine import Layout, Machine
+def _uart_out(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
-    machine = Machine(Layout(ram_size=args.ram))
-    image = machine.load(data, args.load_addr)
+
+def run_image(args: argparse.Namespace, data: bytes, name: str) -> int:
+    from vmmio.machine import Layout, Machine, RunControl
+
+    machine = Machine(Layout(ram_size=args.ram), uart_sink=_uart_out)
+    try:
+        image = machine.load(data, args.load_addr)
+    except (ValueError, IndexError, struct.error) as err:
+        raise CliError(f"cannot load {name}: {err}", EXIT_IMAGE) from None
     try:
         vcpu = machine.vcpu(image, args.backend)
     except OSError as err:
-        raise CliError(f"cannot start the {args.backend} backend: {err}") from None
-    json_file = open(args.trace_json, "w") if args.trace_json else None  # noqa: SIM115
+        raise CliError(f"cannot start the {args.backend} backend: {err}", EXIT_BACKEND) from None
     try:
-        result = machine.run(vcpu, _tracer(args.trace, json_file), args.max_exits)
+        json_file = open(args.trace_json, "w") if args.trace_json else None  # noqa: SIM115
+    except OSError as err:
+        raise CliError(f"cannot write {args.trace_json}: {err.strerror}") from None
+    try:
+        with RunControl(vcpu, args.timeout) as control:
+            result = machine.run(vcpu, _tracer(args.trace, json_file), args.max_exits, control)
     finally:
         if json_file is not None:
             json_file.close()
-    if result.reason not in ("exit", "hlt"):
-        print(f"vmmio: guest stopped: {result.reason} {result.detail}".rstrip(), file=sys.stderr)
     if args.trace:
         print(f"[vmmio] {result.exits} exits, status {result.status}", file=sys.stderr)
-    return result.status
+    if result.reason == "exit":
+        if result.status:
+            print(f"vmmio: guest exited with status {result.status}", file=sys.stderr)
+        if args.guest_status:
+            return result.status & 0xFF
+        return EXIT_GUEST if result.status else EXIT_OK
+    if result.reason != "hlt":
+        print(f"vmmio: guest stopped: {result.reason} {result.detail}".rstrip(), file=sys.stderr)
+    return RUN_STATUS[result.reason]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from vmmio import guests
+
+    path = Path(args.image)
+    if not path.exists() and args.image in guests.NAMES:
+        return run_image(args, guests.load(args.image), args.image)
     try:
-        data = Path(args.image).read_bytes()
+        data = path.read_bytes()
     except OSError as err:
-        raise CliError(f"cannot read {args.image}: {err.strerror}") from None
+        raise CliError(f"cannot read {args.image}: {err.strerror}", EXIT_IMAGE) from None
     if not data:
-        raise CliError(f"{args.image} is empty")
-    return run_image(args, data)
+        raise CliError(f"{args.image} is empty", EXIT_IMAGE)
+    return run_image(args, data, args.image)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from vmmio import guests
 
     args.load_addr = 0x10_0000
-    return run_image(args, guests.load("hello"))
+    return run_image(args, guests.load("hello"), "hello")
 
 
 def decode_one(text: str, mode: int) -> dict[str, Any]:
@@ -172,13 +250,21 @@ def parser() -> argparse.ArgumentParser:
 
     def run_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--backend", choices=["unicorn", "kvm"], default="unicorn", help="execution backend")
-        sp.add_argument("--ram", type=_int, default=32 << 20, help="guest RAM size, e.g. 64M (default 32M)")
+        sp.add_argument("--ram", type=_ram, default=32 << 20, help="guest RAM size, e.g. 64M (default 32M)")
         sp.add_argument("--trace", action="store_true", help="print every exit to stderr")
         sp.add_argument("--trace-json", metavar="FILE", help="write every exit as one JSON line to FILE")
         sp.add_argument("--max-exits", type=_int, default=0, help="stop after this many exits (0: no limit)")
+        sp.add_argument(
+            "--timeout", type=_seconds, metavar="SECONDS", help="stop the guest after this long, exits or not"
+        )
+        sp.add_argument(
+            "--guest-status",
+            action="store_true",
+            help="exit with the guest's own status (0-255) when it exits through the debug device",
+        )
 
     r = sub.add_parser("run", help="run a guest image (flat 64-bit binary, ELF32 or ELF64)")
-    r.add_argument("image", help="path of the image")
+    r.add_argument("image", help="path of the image, or the name of a shipped guest (hello, insntest)")
     r.add_argument("--load-addr", type=_int, default=0x10_0000, help="load address of a flat image")
     run_options(r)
     r.set_defaults(func=cmd_run)
@@ -201,7 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.func(args)
     except CliError as err:
         print(f"vmmio: {err}", file=sys.stderr)
-        return 2
+        return err.status
+    except KeyboardInterrupt:  # outside a run (a run stops cleanly through RunControl)
+        print("vmmio: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Whoever read our output went away: say nothing more on it, and exit without a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     return status
 
 

@@ -20,9 +20,14 @@ The machine contract guests are built against (`guests/`) is the default `Layout
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import struct
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from vmmio.abi import (
@@ -73,6 +78,85 @@ class ExitSource(Protocol):
     """A vCPU as userspace sees it: vmmio's `Vcpu`, or the KVM reference vCPU."""
 
     def run(self, entry: VmEntry | None = None) -> VmExit: ...
+
+    def request_stop(self) -> None: ...
+
+
+class RunControl:
+    """Stops a run from outside the guest: Ctrl-C, SIGTERM, a deadline; always within ~0.1 s.
+
+    While a guest runs without exits the main thread sits in the engine (Unicorn, with the GIL released)
+    or in KVM_RUN, where no Python signal handler can run. A watcher thread therefore waits on the
+    interpreter's signal wakeup fd and on the deadline, and asks the vCPU to stop (`request_stop`),
+    repeating until the run loop has seen it; a signal kicks the main thread out of a blocking KVM_RUN.
+    Use as a context manager in the main thread around `Machine.run(..., control=...)`.
+    """
+
+    KICK = signal.SIGUSR1  # interrupts KVM_RUN; its handler does nothing
+
+    def __init__(self, vcpu: ExitSource, timeout: float | None = None) -> None:
+        self.vcpu = vcpu
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.reason: str | None = None  # "interrupted", "terminated" or "timeout" once asked to stop
+        self.seen = threading.Event()  # the run loop noticed
+        self._main = threading.get_ident()
+        self._saved: list[tuple[int, object]] = []
+        self._wakeup = -1
+        self._fds: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.vcpu.request_stop()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if signum != self.KICK:
+            self.stop("interrupted" if signum == signal.SIGINT else "terminated")
+
+    def _watch(self) -> None:
+        assert self._fds is not None
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, self.KICK})
+        rfd = self._fds[0]
+        while not self.seen.is_set():
+            wait = 0.05 if self.reason is not None else 0.5
+            if self.deadline is not None and self.reason is None:
+                wait = max(0.0, min(wait, self.deadline - time.monotonic()))
+            ready, _, _ = select.select([rfd], [], [], wait)
+            if ready:
+                data = os.read(rfd, 64)
+                if signal.SIGINT in data:
+                    self.stop("interrupted")
+                elif signal.SIGTERM in data:
+                    self.stop("terminated")
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self.stop("timeout")
+            if self.reason is not None and not self.seen.is_set():
+                self.vcpu.request_stop()  # again: a stop racing with entry into the engine can be lost
+                signal.pthread_kill(self._main, self.KICK)
+
+    def __enter__(self) -> RunControl:
+        rfd, wfd = os.pipe()
+        os.set_blocking(wfd, False)
+        self._fds = (rfd, wfd)
+        for sig in (signal.SIGINT, signal.SIGTERM, self.KICK):
+            self._saved.append((sig, signal.signal(sig, self._on_signal)))
+        self._wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._watch, name="vmmio-run-control", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seen.set()
+        signal.set_wakeup_fd(self._wakeup)
+        assert self._fds is not None
+        os.write(self._fds[1], b"\0")
+        if self._thread is not None:
+            self._thread.join()
+        for sig, handler in self._saved:
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        for fd in self._fds:
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -147,7 +231,7 @@ class Layout:
 @dataclass
 class RunResult:
     status: int  # the guest's exit status; 0 after HLT
-    reason: str  # "exit", "hlt", "shutdown", "inst_emul", "limit"
+    reason: str  # "exit", "hlt", "shutdown", "inst_emul", "limit", "interrupted", "terminated", "timeout"
     exits: int  # exits serviced
     detail: str = ""
 
@@ -256,9 +340,14 @@ class Machine:
         return ex.fulfill(value & ((1 << (8 * ex.size)) - 1))
 
     def run(
-        self, vcpu: ExitSource, trace: Callable[[VmExit], None] | None = None, max_exits: int = 0
+        self,
+        vcpu: ExitSource,
+        trace: Callable[[VmExit], None] | None = None,
+        max_exits: int = 0,
+        control: RunControl | None = None,
     ) -> RunResult:
-        """Run until the guest exits, halts, shuts down, or needs an instruction vmmio cannot emulate."""
+        """Run until the guest exits, halts, shuts down, needs an instruction vmmio cannot emulate, or
+        `control` stops it (reason "interrupted", "terminated" or "timeout")."""
         entry: VmEntry = Default()
         exits = 0
         while not max_exits or exits < max_exits:
@@ -266,11 +355,17 @@ class Machine:
             exits += 1
             if trace is not None:
                 trace(ex)
+            stopping = control is not None and control.reason is not None
             if isinstance(ex, MmioExit | InoutExit):
                 try:
                     entry = self.service(ex)
                 except GuestExit as done:
                     return RunResult(done.status, "exit", exits)
+                if stopping:  # finish the instruction in flight first: no half-done state is left
+                    entry = replace(entry, exit_consistent=True)
+            elif stopping and control is not None and control.reason is not None:
+                control.seen.set()
+                return RunResult(0, control.reason, exits, f"after {exits} exits")
             elif isinstance(ex, SuspendedExit):
                 entry = Default()
             else:

@@ -581,7 +581,11 @@ class UnicornBackend:
             self._flush_pending = True
 
     def request_stop(self) -> None:
-        """Make the current (or next) run() return StoppedEvent; callable from another thread."""
+        """Make the current (or next) run() return StoppedEvent; callable from another thread.
+
+        A stop that lands while run() is entering the engine can be lost (uc_emu_start clears Unicorn's
+        own request): a caller on another thread repeats it until the run returns (machine.RunControl).
+        """
         self._stop_requested = True
         if self._running:
             _lib.uc_emu_stop(self._h)
@@ -598,8 +602,6 @@ class UnicornBackend:
         timeout = self.timeout_us if timeout_us is None else timeout_us
         if len(self._mapped) != len(self.memory.ram):
             self._map_new_ram()
-        h = self._h
-        rip_val = self._rip_val
         if self._flush_pending:
             self._eng.ctl(ucc.UC_CTL_TB_FLUSH)
             self._flush_pending = False

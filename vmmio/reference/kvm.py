@@ -374,6 +374,7 @@ class KvmVcpu:
         self._parts: list[tuple[MmioExit | InoutExit, int]] = []
         self._next = 0
         self._pending: MmioExit | InoutExit | None = None
+        self._stop_requested = False
         self._fds: list[int] = []
         self._run: mmap.mmap | None = None
         self._maps: list[mmap.mmap] = []
@@ -546,6 +547,14 @@ class KvmVcpu:
         self._parts = []
         return self._enter(entry.exit_consistent)
 
+    def request_stop(self) -> None:
+        """Make the next KVM_RUN return at once (SuspendedExit). A KVM_RUN already under way returns
+        when a signal with a handler reaches its thread: the caller kicks it (see machine.RunControl)."""
+        self._stop_requested = True
+        run = self._run
+        if run is not None:
+            run[RUN_IMMEDIATE_EXIT] = 1
+
     def _hand_out(self) -> MmioExit | InoutExit:
         request = self._parts[self._next][0]
         self._next += 1
@@ -562,9 +571,13 @@ class KvmVcpu:
             run[RUN_IMMEDIATE_EXIT] = 1
         try:
             while True:
+                if self._stop_requested:
+                    self._stop_requested = False
+                    return _SUSPENDED
                 try:
                     fcntl.ioctl(fd, KVM_RUN, 0)
                 except InterruptedError:  # EINTR: a signal, or immediate_exit once nothing is in flight
+                    self._stop_requested = False
                     return _SUSPENDED
                 except OSError as e:
                     if e.errno is None:  # raised by a signal handler (e.g. a TimeoutError): not KVM's
@@ -580,8 +593,7 @@ class KvmVcpu:
                 if ex is not None:
                     return ex
         finally:
-            if consistent:
-                run[RUN_IMMEDIATE_EXIT] = 0
+            run[RUN_IMMEDIATE_EXIT] = 0
 
     def _on_mmio(self, run: mmap.mmap) -> VmExit | None:
         gpa, raw, length, is_write = _MMIO.unpack_from(run, RUN_UNION)

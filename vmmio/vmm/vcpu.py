@@ -41,11 +41,13 @@ from vmmio.backends.base import (
 from vmmio.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, HandlerRegion, RamRegion
 from vmmio.vmm.abort import EmulationAbort
 from vmmio.vmm.semantics import lookup
-from vmmio.vmm.semantics.context import PORT_IN, READ, TOUCH, WRITE, Exec, Form, Steps
+from vmmio.vmm.semantics.context import PORT_CHECK, PORT_IN, READ, TOUCH, WRITE, Exec, Form, Steps
 from vmmio.vmm.vm import Vm
 from vmmio.x86.decode import decode_cached
+from vmmio.x86.delivery import LinearMemory, Unsupported
 from vmmio.x86.faults import GP, PFEC_I, PFEC_U, PFEC_W, UD, GuestFault
 from vmmio.x86.insn import MAX_INSN_LEN, DecodeError, DecodeStatus, Insn
+from vmmio.x86.ioperm import check_io
 from vmmio.x86.paging import TranslationError, apply_updates
 from vmmio.x86.regs import AC, MASK, ZF, Gpr, Seg
 from vmmio.x86.segmentation import linear_address
@@ -112,6 +114,7 @@ class Vcpu:
         self.memory = vm.memory
         self.walker = vm.walker
         self.rep_budget = rep_budget
+        self._linear = LinearMemory(vm.walker, vm.memory)  # implicit supervisor reads (TSS)
         self.shutdown_detail = ""  # what the backend said with the last ShutdownExit
         self._cur: _Inflight | None = None
         self._pending: MmioExit | InoutExit | None = None
@@ -148,6 +151,13 @@ class Vcpu:
         """Load the control state; refused (VcpuBusy) while a request is pending."""
         self._idle("set_control")
         self.backend.set_control(ctl)
+
+    def request_stop(self) -> None:
+        """Make the run in progress (or the next) return SuspendedExit soon; callable from any thread.
+
+        A guest that never exits (a tight loop) is stopped only this way.
+        """
+        self.backend.request_stop()
 
     def _idle(self, what: str) -> None:
         if self._pending is not None:
@@ -431,7 +441,10 @@ class Vcpu:
                 req = gen.send(value)
             while True:
                 kind, a, b, size, data = req
-                if kind >= PORT_IN:
+                if kind == PORT_CHECK:
+                    self._check_io(cur, a, size)
+                    ex = None
+                elif kind >= PORT_IN:
                     ex = self._port_access(cur, kind == PORT_IN, a, size, data)
                 else:
                     ex = self._start_access(cur, kind, a, b, size, data)
@@ -538,6 +551,14 @@ class Vcpu:
         return None
 
     # -- port accesses --------------------------------------------------------------------------
+
+    def _check_io(self, cur: _Inflight, port: int, size: int) -> None:
+        """IOPL and the TSS I/O bitmap; #GP(0) before the instruction touches anything."""
+        linear = self._linear
+        try:
+            check_io(cur.ctl, cur.x.rflags, port, size, lambda la, n: linear.read(cur.ctl, la, n))
+        except Unsupported as e:
+            raise EmulationAbort(InstEmulReason.NOT_EMULATED, f"I/O permission bitmap: {e}") from None
 
     def _port_access(self, cur: _Inflight, is_in: bool, port: int, size: int, data: int) -> VmExit | None:
         if cur.fault_port >= 0:

@@ -598,15 +598,23 @@ def _vector_mem(
 _CACHES: dict[int, dict[bytes, Insn | DecodeError]] = {16: {}, 32: {}, 64: {}}
 
 
-def decode_cached(code: bytes, mode: int) -> Insn | DecodeError:
-    """`decode` memoised on (bytes, mode); the records are immutable, so sharing them is safe."""
+def decode_cached(code: bytes | bytearray | memoryview, mode: int) -> Insn | DecodeError:
+    """`decode` memoised on (bytes, mode); the records are immutable, so sharing them is safe.
+
+    Any buffer is accepted; an unhashable one (bytearray) is looked up, and decoded, by its bytes.
+    """
     try:
-        return _CACHES[mode][code]
+        return _CACHES[mode][code]  # type: ignore[index]  # a hashable buffer finds its bytes' entry
     except KeyError:
         pass
-    r = decode(code, mode)
+    except TypeError:  # an unhashable buffer (bytearray): the cache is keyed by its bytes
+        pass
+    key = code if type(code) is bytes else bytes(code)
     cache = _CACHES[mode]
-    if len(cache) >= CACHE_LIMIT:
-        cache.clear()
-    cache[code] = r
+    r = cache.get(key)
+    if r is None:
+        r = decode(key, mode)
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        cache[key] = r
     return r

@@ -21,6 +21,7 @@ RMW_READ = 2  # (RMW_READ, seg, offset, size, 0): a read checked for write permi
 TOUCH = 3  # (TOUCH, seg, offset, size, 0): translated and checked as a read, nothing transferred
 PORT_IN = 4  # (PORT_IN, port, 0, size, 0)
 PORT_OUT = 5  # (PORT_OUT, port, 0, size, value)
+PORT_CHECK = 6  # (PORT_CHECK, port, 0, size, 0): I/O permission (IOPL, TSS bitmap), before any access
 
 Request = tuple[int, int, int, int, int]
 Steps = Generator[Request, int, None]

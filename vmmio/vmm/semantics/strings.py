@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vmmio.vmm.semantics.context import PORT_IN, PORT_OUT, READ, WRITE, Exec, Steps
+from vmmio.vmm.semantics.context import PORT_CHECK, PORT_IN, PORT_OUT, READ, WRITE, Exec, Steps
 from vmmio.vmm.semantics.registry import emulates
 from vmmio.x86 import flags
 from vmmio.x86.flags import AluOp
@@ -75,7 +75,9 @@ def scas(x: Exec, i: Insn) -> Steps:
 @emulates(OpMap.ONE, (0x6C, 0x6D), string=True)
 def ins(x: Exec, i: Insn) -> Steps:
     w = i.width
-    v = yield (PORT_IN, x.get(Gpr.RDX, 2), 0, w, 0)
+    port = x.get(Gpr.RDX, 2)
+    yield (PORT_CHECK, port, 0, w, 0)
+    v = yield (PORT_IN, port, 0, w, 0)
     yield (WRITE, _ES, _addr(x, Gpr.RDI), w, v)
     _step(x, Gpr.RDI, w)
 
@@ -83,6 +85,8 @@ def ins(x: Exec, i: Insn) -> Steps:
 @emulates(OpMap.ONE, (0x6E, 0x6F), string=True)
 def outs(x: Exec, i: Insn) -> Steps:
     w = i.width
+    port = x.get(Gpr.RDX, 2)
+    yield (PORT_CHECK, port, 0, w, 0)
     v = yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)
-    yield (PORT_OUT, x.get(Gpr.RDX, 2), 0, w, v)
+    yield (PORT_OUT, port, 0, w, v)
     _step(x, Gpr.RSI, w)
