@@ -182,7 +182,7 @@ def test_phnum_65535_with_phentsize_0_is_rejected_at_once() -> None:
     ):
         elapsed, message = _timed(elf64(**fields), LAYOUT)
         assert fragment in message
-        assert elapsed < 0.01, f"{fields}: {elapsed:.3f}s"
+        assert elapsed < 0.05, f"{fields}: {elapsed:.3f}s"
 
 
 def test_a_full_table_of_empty_headers_is_walked_quickly() -> None:

@@ -1,8 +1,6 @@
-"""The one exception the image loaders raise, and bounded readers that raise it instead of struct.error."""
+"""The one exception the image loaders raise, and the range notation its messages use."""
 
 from __future__ import annotations
-
-import struct
 
 
 class ImageError(ValueError):
@@ -15,16 +13,6 @@ class ImageError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split("\n")))
-
-
-def unpack(what: str, fmt: str, data: bytes, offset: int) -> tuple[int, ...]:
-    """struct.unpack_from that names `what` when the file ends before the field does."""
-    size = struct.calcsize(fmt)
-    if offset < 0 or offset + size > len(data):
-        raise ImageError(
-            f"{what} truncated: needs bytes {offset:#x}..{offset + size:#x}, file is {len(data):#x}"
-        )
-    return struct.unpack_from(fmt, data, offset)
 
 
 def span(start: int, end: int) -> str:

@@ -10,7 +10,10 @@ header carries load addresses; otherwise the image must be ELF.
 
 The information structure, its memory map, module list and strings are built as one chunk, by default
 at the lowest free page from 0x1000 below 1 MiB (page 0 is left alone: on a PC it holds the real-mode
-IVT and BIOS data). Modules go page-aligned after the kernel.
+IVT and BIOS data). Modules go page-aligned after the kernel. It always sets info flags 0 (mem_lower,
+mem_upper), 2 (command line, "" by default: kvm-unit-tests reads it without checking the flag), 3
+(modules, possibly none), 6 (memory map from the layout: usable RAM type 1, reserved ranges type 2)
+and 9 (boot loader name "vmmio"); no boot device, symbols, drives, APM, VBE or framebuffer.
 """
 
 from __future__ import annotations
