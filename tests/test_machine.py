@@ -8,7 +8,8 @@ import pytest
 
 from vmmio.abi import HltExit, InoutExit, MmioExit, SuspendedExit, VmEntry, VmExit
 from vmmio.devices import AddressMap, MemoryDevice, Uart16550
-from vmmio.machine import LOAD_ADDR, TESTDEV_MMIO, Machine, load_image
+from vmmio.images import ImageError
+from vmmio.machine import TESTDEV_MMIO, Machine
 
 # 64-bit: mov ebx, 0xD0000000; mov byte [rbx], 'A'; mov byte [rbx], '\n'; mov al, 3; out 0xf4, al; hlt
 CODE64 = bytes.fromhex("bb000000d0c60341c6030ab003e6f4f4")
@@ -87,8 +88,19 @@ def test_elf32_runs_in_32_bit_protected_mode() -> None:
     ids=["big-endian", "filesz>memsz"],
 )
 def test_malformed_elf_is_a_clear_error(image: bytes) -> None:
-    with pytest.raises(ValueError):
-        load_image(lambda gpa, data: None, image, LOAD_ADDR)
+    with pytest.raises(ImageError):
+        Machine().load(image)
+
+
+def test_a_named_file_that_is_no_image_is_refused() -> None:
+    with pytest.raises(ImageError, match="unrecognized image format"):
+        Machine().load(b"root:x:0:0:root:/root:/bin/bash\n", name="/etc/passwd")
+    assert Machine().load(CODE64, name="guest.bin").format == "flat"
+
+
+def test_loaders_keep_off_the_machines_own_ram() -> None:
+    with pytest.raises(ImageError, match="in use by the VMM"):
+        Machine().load(elf(CODE64, 64, paddr=0x1000))  # over the page tables
 
 
 def test_unclaimed_mmio_reads_all_ones_and_ignores_writes() -> None:

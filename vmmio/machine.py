@@ -23,13 +23,13 @@ from __future__ import annotations
 import os
 import select
 import signal
-import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from vmmio import images
 from vmmio.abi import (
     Default,
     Device,
@@ -43,6 +43,7 @@ from vmmio.abi import (
     VmExit,
 )
 from vmmio.devices import AddressMap, DebugExit, GuestExit, MemoryDevice, Uart16550
+from vmmio.images import CPU_STATES, CpuMode
 from vmmio.vmm.vm import Vm
 from vmmio.x86.pagetables import RW, P, PageTables
 from vmmio.x86.state import (
@@ -67,8 +68,7 @@ DEBUG_EXIT_MMIO = 0xD000_1000
 TESTDEV_MMIO = 0xD001_0000
 TESTDEV_SIZE = 0x2000
 
-SEL_CODE64, SEL_DATA, SEL_CODE32 = 0x08, 0x10, 0x18
-GDT = [0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF, 0x00CF9A000000FFFF]
+GDT = CPU_STATES["long64"].gdt  # null, 64-bit code (0x08), data (0x10), 32-bit code (0x18)
 
 # Unclaimed MMIO reads as all ones and ignores writes, as on a PC bus with nothing decoding the address.
 UNCLAIMED = 0xFFFF_FFFF_FFFF_FFFF
@@ -161,10 +161,14 @@ class RunControl:
 
 @dataclass(frozen=True)
 class Image:
-    """A loaded guest: where to start and in which mode (32 or 64)."""
+    """A loaded guest: where to start, in which entry mode (`vmmio.images.CPU_STATES`), and the
+    registers its boot protocol sets (multiboot's EAX/EBX, Linux's RSI)."""
 
     entry: int
     bits: int
+    mode: CpuMode = "long64"
+    regs: tuple[tuple[str, int], ...] = ()
+    format: str = "flat"
 
 
 @dataclass(frozen=True)
@@ -179,22 +183,25 @@ class Mapping:
 def default_entry_state(image: Image, layout: Layout) -> CpuState:
     """The CPU state at entry: 64-bit long mode over the layout's page tables, or flat 32-bit protected
     mode with paging off; SSE enabled, interrupts off, an empty IDT, the stack at the top of RAM."""
+    mode = CPU_STATES[image.mode]
     regs = Regs(rip=image.entry)
     regs.rsp = (layout.ram_size - 16) & ~0xF
-    gdtr = (layout.gdt_base, 8 * len(GDT) - 1)
+    for name, value in image.regs:
+        setattr(regs, name, value)
+    gdtr = (layout.gdt_base, 8 * len(mode.gdt) - 1)
     idtr = (0, 0xFFF)
-    if image.bits == 64:
+    if mode.paging:
         if not layout.paging:
             raise ValueError("a 64-bit image needs paging: long mode cannot run with CR0.PG clear")
-        ctl = long_mode_control(layout.page_tables, SEL_CODE64, gdtr=gdtr, idtr=idtr)
+        ctl = long_mode_control(layout.page_tables, mode.cs, gdtr=gdtr, idtr=idtr)
         ctl.cr0 |= CR0_SSE
         ctl.cr4 |= CR4_SSE
     else:
         ctl = flat_protected_control(
-            SEL_CODE32, SEL_DATA, cr0=CR0_PE | CR0_SSE, cr4=CR4_SSE, gdtr=gdtr, idtr=idtr
+            mode.cs, mode.ds, cr0=CR0_PE | CR0_SSE, cr4=CR4_SSE, gdtr=gdtr, idtr=idtr
         )
-    ctl.segs = [flat_segment(SEL_DATA) for _ in range(6)]
-    ctl.segs[1] = flat_segment(SEL_CODE64 if image.bits == 64 else SEL_CODE32, code=True, bits=image.bits)
+    ctl.segs = [flat_segment(mode.ds) for _ in range(6)]
+    ctl.segs[1] = flat_segment(mode.cs, code=True, bits=mode.bits)
     return CpuState(regs, ctl)
 
 
@@ -236,36 +243,6 @@ class RunResult:
     detail: str = ""
 
 
-def load_image(ram_write: Callable[[int, bytes], None], data: bytes, addr: int) -> Image:
-    """Copy an ELF32/ELF64 (by its PT_LOAD segments) or a flat 64-bit binary (at `addr`) into RAM."""
-    if data[:4] != b"\x7fELF":
-        ram_write(addr, data)
-        return Image(addr, 64)
-    if len(data) < 52 or data[5] != 1:
-        raise ValueError("only little-endian ELF images are supported")
-    is64 = data[4] == 2
-    if is64:
-        entry, phoff = struct.unpack_from("<QQ", data, 24)
-        phentsize, phnum = struct.unpack_from("<HH", data, 54)
-    else:
-        entry, phoff = struct.unpack_from("<II", data, 24)
-        phentsize, phnum = struct.unpack_from("<HH", data, 42)
-    for n in range(phnum):
-        off = phoff + n * phentsize
-        if is64:
-            p_type, _flags, p_offset, _vaddr, p_paddr, p_filesz, p_memsz = struct.unpack_from(
-                "<IIQQQQQ", data, off
-            )
-        else:
-            p_type, p_offset, _vaddr, p_paddr, p_filesz, p_memsz = struct.unpack_from("<IIIIII", data, off)
-        if p_type != 1:  # PT_LOAD
-            continue
-        if p_filesz > p_memsz or p_offset + p_filesz > len(data):
-            raise ValueError(f"malformed ELF segment {n}")
-        ram_write(p_paddr, data[p_offset : p_offset + p_filesz] + bytes(p_memsz - p_filesz))
-    return Image(entry, 64 if is64 else 32)
-
-
 class Machine:
     """RAM, the layout's devices, a loaded image and a vCPU, with the loop that services its exits."""
 
@@ -303,16 +280,64 @@ class Machine:
             raise ValueError(f"ports [{base:#x}, {base + count:#x}) are served in the kernel")
         self.ports.add(base, count, device)
 
-    def load(self, data: bytes, addr: int | None = None) -> Image:
-        """Load an image and the structures the entry state needs (GDT, page tables)."""
+    def memory_layout(self) -> images.MemoryLayout:
+        """Guest-physical memory as loaders see it: RAM, the device windows (reserved in the memory
+        maps), and what the machine keeps for itself (GDT, page tables)."""
         layout = self.layout
+        tables = layout.page_table_entries() if layout.paging else {}
+        in_use = [(layout.gdt_base & ~0xFFF, 0x1000)]
+        if tables:
+            in_use.append((layout.page_tables, (max(tables) | 0xFFF) + 1 - layout.page_tables))
+        reserved = [(base, end - base) for base, end, _ in self.mmio]
+        return images.MemoryLayout(((0, layout.ram_size),), tuple(reserved), tuple(sorted(set(in_use))))
+
+    def load(
+        self,
+        data: bytes,
+        addr: int | None = None,
+        *,
+        name: str | None = None,
+        format: images.Format | None = None,
+        cmdline: str | None = None,
+        initrd: bytes | None = None,
+        modules: Sequence[tuple[bytes, str]] | None = None,
+    ) -> Image:
+        """Load an image with `vmmio.images` (ELF32/64, multiboot v1, Linux bzImage, flat), and the
+        structures its entry mode needs (GDT, page tables). Raises `images.ImageError` for a malformed
+        image or one that does not fit.
+
+        Without `format`, the format is detected; unnamed data that is none of the known formats is a
+        flat 64-bit binary at `addr` (default: the layout's load address), while a `name` must end in
+        ".bin" for that, so a text file is refused rather than run.
+        """
+        layout = self.layout
+        fmt = format
+        if fmt is None:
+            try:
+                fmt = images.detect(data, name)
+            except images.ImageError:
+                if name is not None:
+                    raise
+                fmt = "flat"
+        flat_at = (layout.load_addr if addr is None else addr) if fmt == "flat" else None
+        plan = images.load(
+            data,
+            self.memory_layout(),
+            format=fmt,
+            name=name,
+            load_addr=flat_at,
+            cmdline=cmdline,
+            initrd=initrd,
+            modules=modules,
+        )
         mem = self.vm.memory
-        for n, desc in enumerate(GDT):
+        for n, desc in enumerate(plan.state.gdt):
             mem.write_int(layout.gdt_base + 8 * n, 8, desc)
         if layout.paging:
             for gpa, entry in layout.page_table_entries().items():
                 mem.write_int(gpa, 8, entry)
-        return load_image(mem.write, data, layout.load_addr if addr is None else addr)
+        images.apply(plan, mem.write)
+        return Image(plan.entry, plan.state.bits, plan.cpu, plan.regs, plan.format)
 
     def entry_state(self, image: Image) -> CpuState:
         return self.layout.entry_state(image, self.layout)
@@ -393,5 +418,4 @@ __all__ = [
     "Mapping",
     "RunResult",
     "default_entry_state",
-    "load_image",
 ]

@@ -28,7 +28,7 @@ from vmmio.images.multiboot import (
     load_multiboot,
     parse_multiboot_header,
 )
-from vmmio.images.plan import CPU_STATES, Chunk, CpuMode, CpuState, Format, LoadPlan, apply
+from vmmio.images.plan import CPU_STATES, Chunk, CpuMode, EntryMode, Format, LoadPlan, apply
 
 __all__ = [
     "BOOTLOADER_MAGIC",
@@ -40,9 +40,9 @@ __all__ = [
     "OPTIONS",
     "Chunk",
     "CpuMode",
-    "CpuState",
     "ElfImage",
     "ElfSegment",
+    "EntryMode",
     "Format",
     "ImageError",
     "LoadPlan",

@@ -25,7 +25,7 @@ CODE32 = 0x00CF9A000000FFFF
 
 
 @dataclass(frozen=True)
-class CpuState:
+class EntryMode:
     """The fixed part of a mode's entry state; the plan adds RIP and the registers that vary.
 
     gdt is the descriptor table to load (index = selector >> 3); cs is loaded into CS, ds into DS, ES,
@@ -40,21 +40,21 @@ class CpuState:
     summary: str
 
 
-CPU_STATES: dict[CpuMode, CpuState] = {
-    "long64": CpuState(
+CPU_STATES: dict[CpuMode, EntryMode] = {
+    "long64": EntryMode(
         64, True, (0, CODE64, DATA, CODE32), 0x08, 0x10,
         "64-bit long mode, identity paging, flat segments, IF=0; other registers are the VMM's choice",
     ),
-    "flat32": CpuState(
+    "flat32": EntryMode(
         32, False, (0, CODE64, DATA, CODE32), 0x18, 0x10,
         "32-bit protected mode, paging off, flat 4 GiB segments, IF=0",
     ),
-    "multiboot32": CpuState(
+    "multiboot32": EntryMode(
         32, False, (0, CODE64, DATA, CODE32), 0x18, 0x10,
         "multiboot v1: 32-bit protected mode, paging off, A20 on, flat 4 GiB CS/DS/ES/FS/GS/SS, "
         "IF=0, EFLAGS.VM=0, EAX=0x2BADB002, EBX=multiboot information; ESP and the GDT are not promised",
     ),
-    "linux64": CpuState(
+    "linux64": EntryMode(
         64, True, (0, 0, CODE64, DATA), 0x10, 0x18,
         "Linux 64-bit boot protocol: long mode, identity paging, GDT with __BOOT_CS 0x10 and __BOOT_DS "
         "0x18 (DS/ES/SS), IF=0, RSI=boot_params, RIP=kernel load address + 0x200",
@@ -102,7 +102,7 @@ class LoadPlan:
     boot_info: tuple[tuple[str, int], ...] = ()
 
     @property
-    def state(self) -> CpuState:
+    def state(self) -> EntryMode:
         return CPU_STATES[self.cpu]
 
     def reg(self, name: str, default: int = 0) -> int:
