@@ -53,7 +53,7 @@ from vmmio.x86.regs import AC, MASK, ZF, Gpr, Seg
 from vmmio.x86.segmentation import linear_address
 from vmmio.x86.state import DIRTY_ALL, DIRTY_RIP, Control, Regs
 
-DECODE_CACHE_LIMIT = 16384
+DECODE_CACHE_LIMIT = 4096  # instructions with their semantics; the GC pause bound (see x86.decode)
 
 # Page-fault error-code bits each request kind checks (RMW reads are checked for write).
 _ACCESS_BITS = (0, PFEC_W, PFEC_W, 0)

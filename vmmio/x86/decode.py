@@ -18,7 +18,7 @@ from vmmio.x86.regs import NO_REG, RIP_REG, VEC_REG, Seg
 
 __all__ = ["CACHE_LIMIT", "MAX_INSN_LEN", "decode", "decode_cached"]
 
-CACHE_LIMIT = 65536
+CACHE_LIMIT = 8192  # per mode; sized so a full GC with every cache full stays under 10 ms
 
 _TRUNCATED = DecodeStatus.TRUNCATED
 _TOO_LONG = DecodeStatus.TOO_LONG
