@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench verify corpus guests guests-check clean
+.PHONY: demo test lint typecheck unit bench verify corpus guests guests-check clean kvm-unit-tests
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,17 @@ verify: $(STAMP)
 # without it those parts of the real-code tests skip and say why. Needs root and Debian's apt.
 corpus:
 	apt-get update -q && apt-get install -y -q --no-install-recommends linux-image-amd64 libc6-i386
+
+# kvm-unit-tests (GPLv2, upstream sources in ../shared/peer, never copied into the project), built in
+# the ignored build/ folder; tests/test_peer_kvm_unit_tests.py runs x86/emulator.flat on both backends.
+PEER ?= $(firstword $(wildcard ../shared/peer /work/shared/peer))
+KUT := build/kvm-unit-tests
+kvm-unit-tests: $(KUT)/x86/emulator.flat
+
+$(KUT)/x86/emulator.flat:
+	@test -n "$(PEER)" || { echo "no ../shared/peer with the kvm-unit-tests sources"; exit 1; }
+	rm -rf $(KUT) && mkdir -p build && tar xJf $(PEER)/kvm-unit-tests-*.tar.xz -C build
+	cd $(KUT) && ./configure --arch=x86_64 > /dev/null && $(MAKE) -s x86/emulator.flat
 
 # Rebuild the shipped guest images from guests/ (needs GNU as and ld), or check they match the sources.
 guests:

@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[int, str], ...] = (
     (3, "vmmio.vmm"),
     (3, "vmmio.reference"),
     (4, "vmmio.machine"),
+    (4, "vmmio.pc"),
     (4, "vmmio.cli"),
     (4, "vmmio.demo"),
     (4, "vmmio.guests"),

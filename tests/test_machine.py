@@ -105,9 +105,9 @@ def test_loaders_keep_off_the_machines_own_ram() -> None:
 
 def test_unclaimed_mmio_reads_all_ones_and_ignores_writes() -> None:
     m = Machine()
-    assert m.service(MmioExit(0xE000_0000, 4, False, 0)).data == 0xFFFF_FFFF  # type: ignore[union-attr]
-    assert m.service(MmioExit(0xE000_0000, 4, True, 7)).data == 7  # type: ignore[union-attr]
-    assert m.service(InoutExit(0x1234, 2, True, 0)).data == 0xFFFF  # type: ignore[union-attr]
+    assert m.service(MmioExit(0xE000_0000, 4, False, 0)).data == 0xFFFF_FFFF
+    assert m.service(MmioExit(0xE000_0000, 4, True, 7)).data == 7
+    assert m.service(InoutExit(0x1234, 2, True, 0)).data == 0xFFFF
 
 
 def test_address_map_is_half_open_and_rejects_overlaps() -> None:

@@ -33,6 +33,8 @@ from vmmio import images
 from vmmio.abi import (
     Default,
     Device,
+    FulfillInout,
+    FulfillMmio,
     HltExit,
     InoutExit,
     InstEmulExit,
@@ -351,7 +353,7 @@ class Machine:
             return KvmVcpu(self.vm.memory, state, ports=self.vm.ports)
         return self.vm.create_vcpu(backend, state=state)
 
-    def service(self, ex: MmioExit | InoutExit) -> VmEntry:
+    def service(self, ex: MmioExit | InoutExit) -> FulfillMmio | FulfillInout:
         """Answer one request from the device it addresses (raises GuestExit for the debug device)."""
         if isinstance(ex, MmioExit):
             hit, write = self.mmio.find(ex.gpa), ex.is_write

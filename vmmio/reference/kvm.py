@@ -202,6 +202,9 @@ _HW_TO_SREGS_SLOT: Final = (2, 0, 5, 1, 3, 4)
 
 # kvm_cpuid2: nent u32, pad u32, then kvm_cpuid_entry2 (40 bytes) entries.
 _CPUID_ENTRY_SIZE: Final = 40
+_CPUID_ECX: Final = 20  # function, index, flags, eax, ebx, then ecx
+CPUID1_ECX_X2APIC: Final = 1 << 21
+CPUID1_ECX_TSC_DEADLINE: Final = 1 << 24
 # kvm_translation: linear_address u64 in; physical_address u64, valid, writeable, usermode u8 out.
 _TRANSLATION = struct.Struct("<QQBBB5x")
 # kvm_userspace_memory_region: slot u32, flags u32, guest_phys_addr, memory_size, userspace_addr u64.
@@ -426,6 +429,17 @@ class KvmVcpu:
                 if e.errno != errno.E2BIG or nent >= 1 << 14:
                     raise KvmError(e.errno, f"KVM_GET_SUPPORTED_CPUID: {e.strerror}") from None
                 nent *= 2
+        # The local APIC is a userspace model here (no KVM irqchip): hide what only an in-kernel APIC
+        # gives (x2APIC MSRs, the TSC-deadline timer), as a CPU without them would report.
+        count = struct.unpack_from("<I", buf, 0)[0]
+        for n in range(count):
+            at = 8 + n * _CPUID_ENTRY_SIZE
+            function, index = struct.unpack_from("<II", buf, at)
+            if function == 1:
+                ecx = struct.unpack_from("<I", buf, at + _CPUID_ECX)[0]
+                struct.pack_into(
+                    "<I", buf, at + _CPUID_ECX, ecx & ~(CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE)
+                )
         _ioctl_buf(self._fd, KVM_SET_CPUID2, buf, "KVM_SET_CPUID2")
 
     # -- state ------------------------------------------------------------------------------------------
