@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from vmmio.x86.state import Control, Regs
+from vmmio.x86.cpuid import CpuidTable
+from vmmio.x86.state import Control, Regs, VectorState
 
 # Events a backend reports from run(). Plain classes with slots: they are created on every exit.
 
@@ -85,6 +86,19 @@ class Backend(Protocol):
 
     def set_control(self, ctl: Control) -> None:
         """Load control state (CRs, EFER, CPL, segment caches, descriptor-table registers)."""
+        ...
+
+    def get_vector(self) -> VectorState:
+        """A copy of the vector registers (XMM/YMM/ZMM, opmasks, MXCSR, MMX) the CPU has."""
+        ...
+
+    def set_vector(self, vec: VectorState) -> None:
+        """Load the vector registers (those the CPU has; the rest must be zero)."""
+        ...
+
+    @property
+    def cpuid(self) -> CpuidTable:
+        """What CPUID reports to the guest: the emulator raises #UD for features it lacks."""
         ...
 
     def inject_exception(self, vector: int, error_code: int | None, cr2: int | None) -> None:

@@ -11,7 +11,8 @@ from collections import deque
 from collections.abc import Iterable
 
 from vmmio.backends.base import BackendEvent, HltEvent, StoppedEvent
-from vmmio.x86.state import DIRTY_RFLAGS, DIRTY_RIP, Control, Regs
+from vmmio.x86.cpuid import ALL_FEATURES, CpuidTable
+from vmmio.x86.state import DIRTY_RFLAGS, DIRTY_RIP, Control, Regs, VectorState
 
 Injected = tuple[int, int | None, int | None]
 
@@ -22,10 +23,15 @@ class ScriptedBackend:
         regs: Regs | None = None,
         control: Control | None = None,
         events: Iterable[BackendEvent] = (),
+        *,
+        vector: VectorState | None = None,
+        cpuid: CpuidTable = ALL_FEATURES,
     ) -> None:
         self.regs = regs if regs is not None else Regs()
         self.control = control if control is not None else Control()
         self.events: deque[BackendEvent] = deque(events)
+        self.vector = vector if vector is not None else VectorState()
+        self._cpuid = cpuid
         self.injected: list[Injected] = []
         self.runs = 0
         self.stops: list[int] = []  # stop_at() requests, for tests
@@ -57,6 +63,16 @@ class ScriptedBackend:
 
     def set_control(self, ctl: Control) -> None:
         self.control = ctl.copy()
+
+    def get_vector(self) -> VectorState:
+        return self.vector.copy()
+
+    def set_vector(self, vec: VectorState) -> None:
+        self.vector = vec.copy()
+
+    @property
+    def cpuid(self) -> CpuidTable:
+        return self._cpuid
 
     def request_stop(self) -> None:
         self._stop = True

@@ -55,6 +55,7 @@ from unicorn import x86_const as ux
 
 from vmmio.backends.base import BackendEvent, HltEvent, IoEvent, NpfEvent, ShutdownEvent, StoppedEvent
 from vmmio.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, RamRegion
+from vmmio.x86.cpuid import CpuidTable
 from vmmio.x86.delivery import (
     DESC_B,
     DESC_G,
@@ -69,7 +70,18 @@ from vmmio.x86.delivery import (
 from vmmio.x86.faults import HAS_ERROR_CODE, PFEC_I, PFEC_U, UD, GuestFault
 from vmmio.x86.paging import TranslationError, Walker
 from vmmio.x86.regs import VM
-from vmmio.x86.state import CR0_PE, DIRTY_ALL, DIRTY_RFLAGS, DIRTY_RIP, EFER_LMA, Control, Regs, Segment
+from vmmio.x86.state import (
+    CR0_PE,
+    DIRTY_ALL,
+    DIRTY_RFLAGS,
+    DIRTY_RIP,
+    EFER_LMA,
+    MXCSR_DEFAULT,
+    Control,
+    Regs,
+    Segment,
+    VectorState,
+)
 
 try:
     from unicorn.unicorn_py3.unicorn import uclib as _lib
@@ -86,6 +98,15 @@ _MEM_CB = ctypes.CFUNCTYPE(
 _INTR_CB = ctypes.CFUNCTYPE(None, _void_p, ctypes.c_uint32, _void_p)
 _IN_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, _void_p, ctypes.c_uint32, ctypes.c_int, _void_p)
 _OUT_CB = ctypes.CFUNCTYPE(None, _void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, _void_p)
+_CPUID_CB = ctypes.CFUNCTYPE(ctypes.c_int, _void_p, _void_p)  # returns 1: the hook emulated the CPUID
+
+# The CPUID leaves the backend reports (subleaves where they matter); others read as zeros.
+CPUID_LEAVES = ((0, 0), (1, 0), (7, 0), (7, 1), (0xD, 0), (0xD, 1), (0x8000_0000, 0), (0x8000_0001, 0))
+# What the engine executes wrongly, hidden from the guest so that it never relies on it: the register
+# form of MOVBE runs instead of raising #UD (a guest told there is no MOVBE gets #UD from both).
+HIDDEN_FEATURES = ("movbe",)
+_VEC_YMM = [getattr(ux, f"UC_X86_REG_YMM{n}") for n in range(16)]
+_VEC_MM = [getattr(ux, f"UC_X86_REG_MM{n}") for n in range(8)]
 
 
 class _Msr(ctypes.Structure):
@@ -368,6 +389,34 @@ def _segment(selector: int, base: int, limit: int, flags: int) -> Segment:
     )
 
 
+_CPUID_OUT = (ux.UC_X86_REG_RAX, ux.UC_X86_REG_RBX, ux.UC_X86_REG_RCX, ux.UC_X86_REG_RDX)
+_cpuid_cache: CpuidTable | None = None
+
+
+def _engine_cpuid() -> CpuidTable:
+    """CPUID of the engine's CPU model, read once per process by running CPUID on a scratch engine."""
+    global _cpuid_cache
+    with _layout_lock:
+        if _cpuid_cache is not None:
+            return _cpuid_cache
+        eng = _Engine()
+        try:
+            _check(_lib.uc_mem_map(eng.h, 0, 0x1000, ucc.UC_PROT_ALL), "uc_mem_map")
+            code = (ctypes.c_char * 2).from_buffer_copy(b"\x0f\xa2")  # cpuid
+            _check(_lib.uc_mem_write(eng.h, _u64(0), code, _u64(2)), "uc_mem_write")
+            leaves: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+            for leaf, sub in CPUID_LEAVES:
+                eng.reg_write(ux.UC_X86_REG_RAX, leaf)
+                eng.reg_write(ux.UC_X86_REG_RCX, sub)
+                _check(_lib.uc_emu_start(eng.h, _u64(0), _u64(2), _u64(0), ctypes.c_size_t(0)), "cpuid")
+                a, b, c, d = (eng.reg_read(r) & 0xFFFF_FFFF for r in _CPUID_OUT)
+                leaves[leaf, sub] = (a, b, c, d)
+            _cpuid_cache = CpuidTable(leaves)
+            return _cpuid_cache
+        finally:
+            eng.close()
+
+
 # -- the backend -----------------------------------------------------------------------------------------
 
 
@@ -434,6 +483,8 @@ class UnicornBackend:
         self._exit_buf = (_u64 * 1)()
         self._flush_pending = False  # the kernel wrote RAM that may hold code no alias lets us name
         self.tb_flushes = 0  # whole translation-cache flushes, for tests and benchmarks
+        self._cpuid = _engine_cpuid().without(*HIDDEN_FEATURES)
+        self._vec_buf = (ctypes.c_ubyte * 64)()
 
         self._install_hooks()
         # Run until an exit or a budget, never to an address.
@@ -477,6 +528,7 @@ class UnicornBackend:
         add(ucc.UC_HOOK_INTR, _INTR_CB(self._guard(self._on_intr, None)))
         add(ucc.UC_HOOK_INSN, _IN_CB(self._guard(self._on_in, 0)), ctypes.c_int(ux.UC_X86_INS_IN))
         add(ucc.UC_HOOK_INSN, _OUT_CB(self._guard(self._on_out, None)), ctypes.c_int(ux.UC_X86_INS_OUT))
+        add(ucc.UC_HOOK_INSN, _CPUID_CB(self._guard(self._on_cpuid, 0)), ctypes.c_int(ux.UC_X86_INS_CPUID))
 
     def _guard(self, fn: Callable[..., Any], default: Any) -> Callable[..., Any]:
         """Wrap a hook: an exception in it stops the engine and is re-raised by run()."""
@@ -512,6 +564,39 @@ class UnicornBackend:
         intercept = struct.unpack_from("<Q", v, lay.intercept)[0]
         struct.pack_into("<Q", v, lay.intercept, intercept | 1 << (_SVM_EXIT_HLT - _SVM_EXIT_INTR))
         eng.restore()
+        eng.reg_write(ux.UC_X86_REG_MXCSR, MXCSR_DEFAULT)  # the engine starts at 0; a CPU at 0x1F80
+
+    @property
+    def cpuid(self) -> CpuidTable:
+        return self._cpuid
+
+    def get_vector(self) -> VectorState:
+        """YMM0-15 (XMM in their low halves), MMX and MXCSR: what the engine's CPU has."""
+        vec = VectorState()
+        buf = self._vec_buf
+        for n, rid in enumerate(_VEC_YMM):
+            _check(_lib.uc_reg_read(self._h, rid, buf), "YMM read")
+            vec.zmm[n] = int.from_bytes(bytes(buf), "little")
+        for n, rid in enumerate(_VEC_MM):
+            _check(_lib.uc_reg_read(self._h, rid, buf), "MM read")
+            vec.mm[n] = int.from_bytes(bytes(buf)[:8], "little")
+        _check(_lib.uc_reg_read(self._h, ux.UC_X86_REG_MXCSR, buf), "MXCSR read")
+        vec.mxcsr = int.from_bytes(bytes(buf)[:4], "little")
+        return vec
+
+    def set_vector(self, vec: VectorState) -> None:
+        """Load YMM0-15, MMX and MXCSR; ZMM16-31, the upper ZMM halves and opmasks must be zero."""
+        if any(v >> 256 for v in vec.zmm) or any(vec.zmm[16:]) or any(vec.k):
+            raise UnicornBackendError("the engine has no AVX-512 state to load")
+        buf = self._vec_buf
+        for n, rid in enumerate(_VEC_YMM):
+            ctypes.memmove(buf, vec.zmm[n].to_bytes(32, "little"), 32)
+            _check(_lib.uc_reg_write(self._h, rid, buf), "YMM write")
+        for n, rid in enumerate(_VEC_MM):
+            ctypes.memmove(buf, vec.mm[n].to_bytes(32, "little"), 32)
+            _check(_lib.uc_reg_write(self._h, rid, buf), "MM write")
+        ctypes.memmove(buf, vec.mxcsr.to_bytes(32, "little"), 32)
+        _check(_lib.uc_reg_write(self._h, ux.UC_X86_REG_MXCSR, buf), "MXCSR write")
 
     def close(self) -> None:
         """Release the engine; the RAM stays with `memory`."""
@@ -535,6 +620,16 @@ class UnicornBackend:
             _lib.uc_reg_read(self._h, ux.UC_X86_REG_RIP, ctypes.byref(self._rip_val))
             self._intr = (intno, self._rip_val.value)
         _lib.uc_emu_stop(self._h)
+
+    def _on_cpuid(self, _h: Any, _ud: Any) -> int:
+        """Answer CPUID from the backend's table (the engine's model, less HIDDEN_FEATURES)."""
+        eng = self._eng
+        leaf = eng.reg_read(ux.UC_X86_REG_EAX) & 0xFFFF_FFFF
+        sub = eng.reg_read(ux.UC_X86_REG_ECX) & 0xFFFF_FFFF
+        values = self._cpuid.query(leaf, sub)
+        for reg, value in zip(_CPUID_OUT, values, strict=True):
+            eng.reg_write(reg, value)  # a 32-bit result zero-extends into the 64-bit register
+        return 1
 
     def _on_in(self, _h: Any, port: int, size: int, _ud: Any) -> int:
         self._io_exit(port, size, True)

@@ -434,7 +434,7 @@ class KvmVcpu:
         count = struct.unpack_from("<I", buf, 0)[0]
         for n in range(count):
             at = 8 + n * _CPUID_ENTRY_SIZE
-            function, index = struct.unpack_from("<II", buf, at)
+            function = struct.unpack_from("<I", buf, at)[0]
             if function == 1:
                 ecx = struct.unpack_from("<I", buf, at + _CPUID_ECX)[0]
                 struct.pack_into(

@@ -41,8 +41,20 @@ from vmmio.backends.base import (
 from vmmio.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, HandlerRegion, RamRegion
 from vmmio.vmm.abort import EmulationAbort
 from vmmio.vmm.semantics import lookup
-from vmmio.vmm.semantics.context import PORT_CHECK, PORT_IN, READ, TOUCH, WRITE, Exec, Form, Steps
+from vmmio.vmm.semantics.context import (
+    PORT_CHECK,
+    PORT_IN,
+    PORT_OUT,
+    READ,
+    SYS_READ,
+    SYS_WRITE,
+    TOUCH,
+    Exec,
+    Form,
+    Steps,
+)
 from vmmio.vmm.vm import Vm
+from vmmio.x86.cpuid import CpuidTable
 from vmmio.x86.decode import decode_cached
 from vmmio.x86.delivery import LinearMemory, Unsupported
 from vmmio.x86.faults import GP, PFEC_I, PFEC_U, PFEC_W, UD, GuestFault
@@ -51,12 +63,14 @@ from vmmio.x86.ioperm import check_io
 from vmmio.x86.paging import TranslationError, apply_updates
 from vmmio.x86.regs import AC, MASK, ZF, Gpr, Seg
 from vmmio.x86.segmentation import linear_address
-from vmmio.x86.state import DIRTY_ALL, DIRTY_RIP, Control, Regs
+from vmmio.x86.state import DIRTY_ALL, DIRTY_RIP, EFER_LMA, Control, Regs, VectorState
 
 DECODE_CACHE_LIMIT = 4096  # instructions with their semantics; the GC pause bound (see x86.decode)
 
 # Page-fault error-code bits each request kind checks (RMW reads are checked for write).
-_ACCESS_BITS = (0, PFEC_W, PFEC_W, 0)
+_ACCESS_BITS = (0, PFEC_W, PFEC_W, 0, 0, PFEC_W)  # by request kind, READ .. SYS_WRITE
+_WRITES = (False, True, False, False, False, True)
+_PLAIN_READS = (READ, SYS_READ)  # may read RAM before the faulting access: nothing is changed yet
 _CS = int(Seg.CS)
 _WHOLE = frozenset((1, 2, 4, 8))  # device accesses of these sizes stay one request
 _MAX_BLOCK = 4096  # instructions decoded ahead to find where a fetch fault really is
@@ -141,6 +155,21 @@ class Vcpu:
     def control(self) -> Control:
         """A copy of the control state (CRs, EFER, CPL, segment caches, descriptor tables)."""
         return self.backend.get_control().copy()
+
+    @property
+    def vector(self) -> VectorState:
+        """A copy of the vector registers (XMM/YMM/ZMM, opmasks, MXCSR, MMX) as far as the CPU has them."""
+        return self.backend.get_vector()
+
+    def set_vector(self, vec: VectorState) -> None:
+        """Load the vector registers; refused (VcpuBusy) while a request is pending."""
+        self._idle("set_vector")
+        self.backend.set_vector(vec)
+
+    @property
+    def cpuid(self) -> CpuidTable:
+        """What CPUID reports to the guest (instructions of features it lacks raise #UD)."""
+        return self.backend.cpuid
 
     def set_regs(self, regs: Regs) -> None:
         """Load all GPRs, RIP and RFLAGS; refused (VcpuBusy) while a request is pending."""
@@ -288,7 +317,8 @@ class Vcpu:
                 return InstEmulExit(regs.rip, insn.raw, InstEmulReason.NOT_EMULATED)
             stack = 8 if mode == 64 else (4 if ctl.segs[Seg.SS].db else 2)
             # The backend handed us a private copy of the registers: stage on it directly.
-            x = Exec(insn, regs.gprs, regs.rflags, (regs.rip + insn.length) & MASK[8], stack)
+            next_rip = (regs.rip + insn.length) & (MASK[8] if mode == 64 else 0xFFFF_FFFF)
+            x = Exec(insn, regs.gprs, regs.rflags, next_rip, stack, ctl, backend.cpuid, backend.get_vector)
             cur = _Inflight(insn, form, ctl, mode, regs.rip, x, form.fn(x, insn), fault_page, fault_port)
         except GuestFault as fault:
             self._inject(fault)
@@ -415,6 +445,13 @@ class Vcpu:
                 written(la, region.gpa + off, len(data))
             cur.deferred = None
         x = cur.x
+        if x.new_ctl is not None:
+            self.backend.set_control(x.new_ctl)
+            x.new_ctl = None
+        if x.vec_dirty:
+            assert x.vec is not None
+            self.backend.set_vector(x.vec)
+            x.vec_dirty = False
         dirty = x.dirty
         if rip:
             dirty |= DIRTY_RIP
@@ -441,13 +478,16 @@ class Vcpu:
                 req = gen.send(value)
             while True:
                 kind, a, b, size, data = req
-                if kind == PORT_CHECK:
+                if kind <= SYS_WRITE:
+                    ex = self._start_access(cur, kind, a, b, size, data)
+                elif kind <= PORT_OUT:
+                    ex = self._port_access(cur, kind == PORT_IN, a, size, data)
+                elif kind == PORT_CHECK:
                     self._check_io(cur, a, size)
                     ex = None
-                elif kind >= PORT_IN:
-                    ex = self._port_access(cur, kind == PORT_IN, a, size, data)
                 else:
-                    ex = self._start_access(cur, kind, a, b, size, data)
+                    self._check_alignment(cur, a, b, size)
+                    ex = None
                 if ex is not None:
                     return ex
                 req = gen.send(cur.value)
@@ -461,10 +501,14 @@ class Vcpu:
     ) -> VmExit | None:
         ctl = cur.ctl
         access = _ACCESS_BITS[kind]
-        la = linear_address(ctl, cur.mode, seg, off, size, access, cur.x.rflags)
-        if ctl.cpl == 3:
-            access |= PFEC_U
-        ac_flag = bool(cur.x.rflags & AC)
+        if kind < SYS_READ:
+            la = linear_address(ctl, cur.mode, seg, off, size, access, cur.x.rflags)
+            if ctl.cpl == 3:
+                access |= PFEC_U
+            ac_flag = bool(cur.x.rflags & AC)
+        else:  # implicit supervisor access to a system structure: linear, whatever the CPL
+            la = off & (MASK[8] if ctl.efer & EFER_LMA else 0xFFFF_FFFF)
+            ac_flag = False
         walker = self.walker
         # Translate every page of the access before touching any of them.
         gpa, updates = walker.walk(ctl, la, access, ac_flag)
@@ -495,7 +539,7 @@ class Vcpu:
                 else:
                     all_ram = False
                     pieces += [(start + o, g2, n2, target) for o, g2, n2 in split_access(g, n)]
-        if not matched and (kind != READ or not all_ram):
+        if not matched and (kind not in _PLAIN_READS or not all_ram):
             raise EmulationAbort(InstEmulReason.GPA_MISMATCH, f"access at {gpa:#x} before the faulting page")
         if matched:
             cur.fault_page = -1
@@ -508,7 +552,7 @@ class Vcpu:
         cur.pieces = pieces
         cur.piece = 0
         cur.data = data
-        cur.is_write = kind == WRITE
+        cur.is_write = _WRITES[kind]
         cur.la = la
         return self._resume_access(cur, None)
 
@@ -549,6 +593,12 @@ class Vcpu:
             i += 1
         cur.pieces = None
         return None
+
+    def _check_alignment(self, cur: _Inflight, seg: int, off: int, alignment: int) -> None:
+        """#GP(0) unless the operand's linear address is a multiple of `alignment` (MOVAPS & co)."""
+        la = linear_address(cur.ctl, cur.mode, seg, off, 1, 0, cur.x.rflags)
+        if la & (alignment - 1):
+            raise GuestFault(GP, 0)
 
     # -- port accesses --------------------------------------------------------------------------
 

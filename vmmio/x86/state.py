@@ -188,6 +188,26 @@ class Regs:
         return f"Regs({names} rip={self.rip:#x} rflags={self.rflags:#x})"
 
 
+MXCSR_DEFAULT = 0x1F80  # all exceptions masked, round to nearest: the reset value
+
+
+@dataclass(slots=True)
+class VectorState:
+    """The vector registers: ZMM0-31 (whose low 128/256 bits are XMMn/YMMn), opmasks k0-k7, MXCSR, and
+    MMX mm0-7 (the x87 registers' mantissas). Registers as unsigned ints, little-endian lanes.
+
+    An execution backend holds as much of it as its CPU has; the rest stays zero.
+    """
+
+    zmm: list[int] = field(default_factory=lambda: [0] * 32)
+    k: list[int] = field(default_factory=lambda: [0] * 8)
+    mxcsr: int = MXCSR_DEFAULT
+    mm: list[int] = field(default_factory=lambda: [0] * 8)
+
+    def copy(self) -> VectorState:
+        return VectorState(self.zmm[:], self.k[:], self.mxcsr, self.mm[:])
+
+
 @dataclass(slots=True)
 class CpuState:
     """Everything a vCPU starts from: registers and control state."""
@@ -276,10 +296,12 @@ __all__ = [
     "EFER_LME",
     "EFER_NXE",
     "EFER_SCE",
+    "MXCSR_DEFAULT",
     "Control",
     "CpuState",
     "Regs",
     "Segment",
+    "VectorState",
     "flat_protected_control",
     "flat_segment",
     "long_mode_control",

@@ -11,17 +11,23 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
+from vmmio.x86.cpuid import ALL_FEATURES, CpuidTable
+from vmmio.x86.faults import UD, GuestFault
 from vmmio.x86.insn import Insn
 from vmmio.x86.regs import MASK
+from vmmio.x86.state import Control, VectorState
 
-# Request kinds (first element of a request tuple).
+# Request kinds (first element of a request tuple). Memory kinds come first (the Vcpu tests `<= SYS_WRITE`).
 READ = 0  # (READ, seg, offset, size, 0)
 WRITE = 1  # (WRITE, seg, offset, size, value)
 RMW_READ = 2  # (RMW_READ, seg, offset, size, 0): a read checked for write permission
 TOUCH = 3  # (TOUCH, seg, offset, size, 0): translated and checked as a read, nothing transferred
-PORT_IN = 4  # (PORT_IN, port, 0, size, 0)
-PORT_OUT = 5  # (PORT_OUT, port, 0, size, value)
-PORT_CHECK = 6  # (PORT_CHECK, port, 0, size, 0): I/O permission (IOPL, TSS bitmap), before any access
+SYS_READ = 4  # (SYS_READ, 0, linear, size, 0): implicit supervisor read (descriptor tables, TSS)
+SYS_WRITE = 5  # (SYS_WRITE, 0, linear, size, value): implicit supervisor write (accessed/busy bits)
+PORT_IN = 6  # (PORT_IN, port, 0, size, 0)
+PORT_OUT = 7  # (PORT_OUT, port, 0, size, value)
+PORT_CHECK = 8  # (PORT_CHECK, port, 0, size, 0): I/O permission (IOPL, TSS bitmap), before any access
+ALIGN_CHECK = 9  # (ALIGN_CHECK, seg, offset, alignment, 0): #GP(0) unless the linear address is aligned
 
 Request = tuple[int, int, int, int, int]
 Steps = Generator[Request, int, None]
@@ -29,11 +35,42 @@ Operand = Generator[Request, int, int]  # a helper that may yield a request and 
 
 
 class Exec:
-    """Staged state of one instruction (or one REP iteration)."""
+    """Staged state of one instruction (or one REP iteration).
 
-    __slots__ = ("addr_size", "dirty", "gprs", "insn", "next_rip", "rflags", "stack_size")
+    Beyond the GPRs, RIP and RFLAGS, an instruction may read the control state (`ctl`, as it was when
+    the instruction started), change it (`control()`, a staged copy), read and change the vector
+    registers (`vector()`, fetched on first use) and ask what the CPU has (`cpuid`). All of it is
+    committed together when the instruction completes, and dropped if it faults or is discarded.
+    """
 
-    def __init__(self, insn: Insn, gprs: list[int], rflags: int, next_rip: int, stack_size: int) -> None:
+    __slots__ = (
+        "_vector_source",
+        "addr_size",
+        "cpuid",
+        "ctl",
+        "dirty",
+        "gprs",
+        "insn",
+        "mode",
+        "new_ctl",
+        "next_rip",
+        "rflags",
+        "stack_size",
+        "vec",
+        "vec_dirty",
+    )
+
+    def __init__(
+        self,
+        insn: Insn,
+        gprs: list[int],
+        rflags: int,
+        next_rip: int,
+        stack_size: int,
+        ctl: Control | None = None,
+        cpuid: CpuidTable = ALL_FEATURES,
+        vector_source: Callable[[], VectorState] = VectorState,
+    ) -> None:
         self.insn = insn
         self.gprs = gprs
         self.rflags = rflags
@@ -41,6 +78,35 @@ class Exec:
         self.addr_size = insn.addr_size
         self.stack_size = stack_size
         self.dirty = 0  # bit n: GPR n changed; bit 17: RFLAGS changed
+        self.ctl = ctl if ctl is not None else Control()
+        self.mode = insn.mode
+        self.cpuid = cpuid
+        self._vector_source = vector_source
+        self.vec: VectorState | None = None
+        self.vec_dirty = False
+        self.new_ctl: Control | None = None
+
+    def require(self, feature: str) -> None:
+        """#UD unless the guest's CPUID reports `feature`."""
+        if not self.cpuid.has(feature):
+            raise GuestFault(UD)
+
+    def vector(self) -> VectorState:
+        """The vector registers, fetched on first use; mutate and call `vector_changed()`."""
+        vec = self.vec
+        if vec is None:
+            vec = self.vec = self._vector_source()
+        return vec
+
+    def vector_changed(self) -> None:
+        self.vec_dirty = True
+
+    def control(self) -> Control:
+        """A staged copy of the control state to change; committed with the instruction."""
+        new = self.new_ctl
+        if new is None:
+            new = self.new_ctl = self.ctl.copy()
+        return new
 
     def get(self, n: int, width: int) -> int:
         """Register `n` at `width` bytes; byte registers 4-7 are AH..BH when there is no REX."""
