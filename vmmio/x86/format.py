@@ -1,13 +1,53 @@
-"""Text for decoded instructions: the mnemonic and the memory operand, for traces and reports."""
+"""Intel-syntax text for decoded instructions, for traces, reports and `vmmio decode`.
+
+The decoder's `Insn` keeps what emulation needs; what only text needs (operand kinds, VEX.vvvv, EVEX
+masks and broadcast, second immediates) is recovered here, off the hot path: operand kinds come from
+the table row the instruction decoded from (`tables.legacy_form`, `tables.vector_form`), and the fields
+a row refers to are re-read from `insn.raw`.
+
+The style is iced-x86's Intel formatter with: lower case, hex numbers as ``0x..`` (never decimal), no
+space after commas, memory operands always with their size keyword (``dword ptr [rbx+0x8]``),
+RIP-relative operands as ``[rip+0x10]`` and branch targets as absolute addresses when the instruction's
+address is given. Without an address a relative target prints as ``$+0x..``/``$-0x..``: the target
+relative to the start of the instruction (NASM's ``$``), so ``eb fe`` is ``jmp $+0x0``.
+
+Operand codes (the operand column of the table rows): a kind letter then a size.
+
+Kinds: ``E`` ModRM.rm register or memory, ``G`` ModRM.reg, ``R`` ModRM.rm register only, ``M`` memory
+only, ``Z`` register in the opcode's low bits, ``S``/``C``/``D`` segment/control/debug register in
+ModRM.reg, ``F`` x87 st(i) in ModRM.rm (or memory), ``P``/``N``/``Q`` MMX in reg/rm/rm-or-memory,
+``V``/``U``/``W`` XMM (or YMM/ZMM) in reg/rm/rm-or-memory, ``H`` VEX/EVEX.vvvv vector register, ``L`` the
+vector register in imm8[7:4], ``B`` GPR in VEX/EVEX.vvvv, ``K``/``Kh``/``Kr`` opmask in reg/vvvv/rm,
+``X``/``Y`` the string source ds:[rSI] and destination es:[rDI], ``T`` xlat's [rBX],
+``I`` immediate, ``Ib2`` the second imm8, ``J`` relative branch target, ``Ap`` far pointer. ``a/b``
+picks ``a`` for a register form and ``b`` for a memory form; lower-case codes are literal registers
+(``al``, ``dx``, ``st``, ``xmm0``...) and ``1`` the constant 1; ``rAX`` is the accumulator at the
+operand size. A leading ``!`` drops every operand when ModRM.rm is 1 (x87 ``fxch`` for ``fxch st,st(1)``).
+
+Sizes: ``b w d q`` 1/2/4/8 bytes, ``f`` 6, ``t`` 10, ``o`` 16, ``Y`` 32, ``z`` 64, ``v`` the operand size,
+``y`` 8 with a 64-bit operand size else 4, ``m`` 8 in 64-bit mode else 4, ``a`` the address size, ``p``
+a far pointer (operand size + 2), ``v2`` twice the operand size, ``x`` the vector length (VEX.L,
+EVEX.L'L), ``h``/``r``/``e`` a half/quarter/eighth of it; none: no size keyword (``lea``, ``fxsave``).
+"""
 
 from __future__ import annotations
 
-from vmmio.x86.insn import Insn, MemOperand
-from vmmio.x86.regs import GPR_NAMES, NO_REG, RIP_REG, SEG_NAMES, vector_name
+from dataclasses import dataclass
+
+from vmmio.x86 import tables as T
+from vmmio.x86.insn import Encoding, Insn, MemOperand, OpMap
+from vmmio.x86.regs import GPR_NAMES, LEGACY_BYTE_NAMES, NO_REG, RIP_REG, SEG_NAMES, Seg, vector_name
+
+__all__ = ["format_insn", "format_mem"]
+
+def format_mem(mem: MemOperand, default_seg: int = int(Seg.DS)) -> str:
+    """`fs:[rbx+rcx*4+0x10]` style text; the segment is shown only when it is not `default_seg`."""
+    seg = f"{SEG_NAMES[mem.seg]}:" if mem.seg != default_seg else ""
+    return seg + _address(mem)
 
 
-def format_mem(mem: MemOperand, default_seg: int = 3) -> str:
-    """`fs:[rbx+rcx*4+0x10]` style text; the segment is shown only when it is not the default DS."""
+def _address(mem: MemOperand) -> str:
+    """``[base+index*scale+disp]``: a displacement alone is unsigned at the address size."""
     names = GPR_NAMES[mem.addr_size]
     parts: list[str] = []
     if mem.base == RIP_REG:
@@ -19,20 +59,370 @@ def format_mem(mem: MemOperand, default_seg: int = 3) -> str:
         parts.append(f"{index}*{mem.scale}" if mem.scale > 1 else index)
     text = "+".join(parts)
     disp = mem.disp
-    if disp or not parts:
-        if parts and disp < 0:
-            text += f"-{-disp:#x}"
+    if not parts:
+        text = f"{disp & ((1 << (8 * mem.addr_size)) - 1):#x}"
+    elif disp < 0:
+        text += f"-{-disp:#x}"
+    elif disp:
+        text += f"+{disp:#x}"
+    return f"[{text}]"
+
+
+# Memory size keywords by size in bytes (iced-x86's names; 0: no keyword).
+_PTR = {
+    1: "byte",
+    2: "word",
+    4: "dword",
+    6: "fword",
+    8: "qword",
+    10: "tbyte",
+    16: "xmmword",
+    32: "ymmword",
+    48: "mem384",
+    64: "zmmword",
+}
+_FIXED_SIZES = {"b": 1, "w": 2, "d": 4, "q": 8, "f": 6, "t": 10, "o": 16, "Y": 32, "z": 64, "k": 48, "": 0}
+_VECTOR_PART = {"x": 1, "h": 2, "r": 4, "e": 8}  # the vector length divided by this
+
+
+@dataclass(slots=True)
+class _Fields:
+    """What the text needs beyond `Insn`, re-read from the instruction bytes."""
+
+    vvvv: int = 0  # VEX/EVEX.vvvv (with EVEX.V'), not inverted
+    w: int = 0
+    pp: int = 0
+    vmap: int = 0
+    vl: int = 16  # vector length in bytes
+    reg_hi: int = 0  # EVEX.R' << 4
+    rm_hi: int = 0  # EVEX.X << 4 for register operands
+    aaa: int = 0  # EVEX opmask register
+    z: int = 0
+    b: int = 0  # EVEX.b: broadcast (memory) or rounding/SAE (register)
+    ll: int = 0  # EVEX.L'L as encoded (the rounding mode with EVEX.b on register forms)
+
+
+def _fields(insn: Insn) -> _Fields:
+    f = _Fields()
+    if insn.encoding == Encoding.LEGACY:
+        return f
+    raw = insn.raw
+    i = 0
+    while raw[i] in _VEX_SKIP:
+        i += 1
+    lead = raw[i]
+    b1 = raw[i + 1]
+    if lead == 0xC5:
+        f.vmap, f.w, b2 = 1, 0, b1
+    else:
+        f.vmap, b2 = b1 & 0x1F, raw[i + 2]
+        f.w = b2 >> 7
+    if lead == 0x62:
+        p2 = raw[i + 3]
+        f.vmap = b1 & 7
+        f.pp = b2 & 3
+        f.vvvv = (~b2 >> 3 & 15) | (0 if p2 & 8 else 16)
+        if insn.mode == 64:
+            f.reg_hi = 0 if b1 & 0x10 else 16
+            f.rm_hi = 0 if b1 & 0x40 else 16
+        f.aaa, f.z, f.b, f.ll = p2 & 7, p2 >> 7, p2 >> 4 & 1, p2 >> 5 & 3
+        f.vl = 16 << min(f.ll, 2)
+    else:
+        f.pp = b2 & 3
+        f.vvvv = ~b2 >> 3 & 15
+        f.vl = 32 if b2 & 4 else 16
+    if insn.mode != 64:
+        f.vvvv &= 7
+    return f
+
+
+_VEX_SKIP = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x67})
+
+
+def _mask(size: int) -> int:
+    return (1 << (8 * size)) - 1
+
+
+class _Text:
+    """Formats one instruction's operands from its operand codes."""
+
+    def __init__(self, insn: Insn, address: int | None, fields: _Fields) -> None:
+        self.insn = insn
+        self.address = address
+        self.f = fields
+
+    def size(self, code: str) -> int:
+        insn = self.insn
+        if code in _FIXED_SIZES:
+            return _FIXED_SIZES[code]
+        if code == "v":
+            return insn.opsize
+        if code == "y":
+            return 8 if insn.opsize == 8 else 4
+        if code == "m":
+            return 8 if insn.mode == 64 else 4
+        if code == "a":
+            return insn.addr_size
+        if code == "p":
+            return insn.opsize + 2
+        if code == "vd":
+            return min(insn.opsize, 4)
+        if code == "v2":
+            return 2 * insn.opsize
+        if code == "qo":
+            return 16 if insn.opsize == 8 else 8
+        if code in _VECTOR_PART:
+            return max(16, self.f.vl // _VECTOR_PART[code])
+        raise ValueError(f"unknown size {code!r}")
+
+    def gpr(self, n: int, size: int) -> str:
+        if size == 1 and not self.insn.rex and 4 <= n < 8 and self.insn.encoding == Encoding.LEGACY:
+            return LEGACY_BYTE_NAMES[n]
+        return GPR_NAMES[size][n]
+
+    def mem(self, size: int, with_segment: bool = True) -> str:
+        mem = self.insn.mem
+        assert mem is not None
+        text = _address(mem)
+        if with_segment:
+            text = self._seg_prefix(mem.seg, _SS if mem.base in _STACK_BASES else _DS) + text
+        keyword = _PTR.get(size)
+        return f"{keyword} ptr {text}" if keyword else text
+
+    def seg_name(self, seg: int, default: int) -> str:
+        """The segment when an override prefix changes it (in 64-bit mode only FS and GS can), else ""."""
+        if self.insn.seg_override < 0 or seg == default:
+            return ""
+        if self.insn.mode == 64 and seg < _FS:
+            return ""
+        return SEG_NAMES[seg]
+
+    def _seg_prefix(self, seg: int, default: int) -> str:
+        name = self.seg_name(seg, default)
+        return f"{name}:" if name else ""
+
+    def string_mem(self, size: int, reg: int, fixed_es: bool) -> str:
+        """Implicit [rSI]/[rBX] (segment overridable) and es:[rDI] operands of string ops and xlat."""
+        name = GPR_NAMES[self.insn.addr_size][reg]
+        over = self.insn.seg_override
+        # iced writes es:[rDI] out only when an override prefix names another segment for the source.
+        prefix = self._seg_prefix(over, _DS) if over >= 0 else ""
+        if fixed_es and prefix:
+            prefix = "es:"
+        return f"{_PTR[size]} ptr {prefix}[{name}]"
+
+    def imm(self, value: int, size: int) -> str:
+        return f"{value & _mask(size):#x}"
+
+    def branch(self) -> str:
+        """The target: absolute (wrapped like the CPU's IP) with an address, else relative to it."""
+        insn = self.insn
+        rel = insn.length + insn.imm
+        if self.address is None:
+            return f"$+{rel:#x}" if rel >= 0 else f"$-{-rel:#x}"
+        return f"{(self.address + rel) & _mask(insn.opsize):#x}"
+
+    def operand(self, code: str) -> str:
+        insn = self.insn
+        if "/" in code:
+            reg_form, mem_form = code.split("/")
+            return self.operand(reg_form if insn.mem is None else mem_form)
+        kind, size_code = _split(code)
+        if kind == "rAX":
+            return GPR_NAMES[insn.opsize][0]
+        if kind == "aAX":
+            return GPR_NAMES[insn.addr_size][0]
+        if kind in _LITERALS:
+            return _LITERALS[kind]
+        if kind[0].islower():
+            return kind
+        if size_code in _FPU_AREAS:
+            return self.fpu_area(_FPU_AREAS[size_code])
+        if kind in ("E", "M", "R"):
+            size = self.size(size_code)
+            if insn.mem is not None:
+                return self.mem(size)
+            return self.gpr(insn.rm, size)
+        if kind in ("G", "Z"):
+            return self.gpr(insn.reg, self.size(size_code))
+        if kind == "I":
+            if size_code == "b2":
+                return self.imm(insn.raw[-1], 1)
+            return self.imm(insn.imm, self.size(size_code))
+        if kind == "J":
+            return self.branch()
+        if kind == "A":
+            return self.mem(0, with_segment=False)
+        if kind == "O":
+            return "far " + self.mem(self.size(size_code))
+        if kind == "X":
+            return self.string_mem(self.size(size_code), 6, False)
+        if kind == "Y":
+            return self.string_mem(self.size(size_code), 7, True)
+        if kind == "T":
+            return self.string_mem(1, 3, False)
+        if kind == "S":
+            return SEG_NAMES[insn.reg & 7]
+        if kind == "C":
+            return f"cr{insn.reg}"
+        if kind == "D":
+            return f"dr{insn.reg}"
+        if kind == "F":
+            if insn.mem is not None:
+                return self.mem(self.size(size_code))
+            return f"st({insn.rm & 7})"
+        if kind == "P":
+            return f"mm{insn.reg & 7}"
+        if kind in ("N", "Q"):
+            if insn.mem is not None:
+                return self.mem(self.size(size_code or "q"))
+            return f"mm{insn.rm & 7}"
+        if kind == "V":
+            return self.vreg(insn.reg + self.f.reg_hi, size_code)
+        if kind in ("U", "W"):
+            if insn.mem is not None:
+                return self.mem(self.size(size_code or "o"))
+            return self.vreg(insn.rm + self.f.rm_hi, size_code)
+        if kind == "Ap":
+            return f"far {insn.raw[-2] | insn.raw[-1] << 8:#x}:{insn.imm & _mask(insn.opsize):#x}"
+        raise ValueError(f"unknown operand code {code!r}")
+
+    def fpu_area(self, sizes: tuple[str, str]) -> str:
+        """x87 environment/state: iced names the layout only when 66 changes it from the mode's."""
+        insn = self.insn
+        if insn.opsize == (4 if insn.mode == 16 else 2):
+            return f"{sizes[insn.opsize == 4]} ptr {self.mem(0)}"
+        return self.mem(0)
+
+    def vreg(self, n: int, size_code: str) -> str:
+        size = self.size(size_code or ("x" if self.insn.encoding != Encoding.LEGACY else "o"))
+        cls = "xmm" if size <= 16 else "ymm" if size == 32 else "zmm"
+        return f"{cls}{n}"
+
+
+_LITERALS = {"1": "0x1"}
+# fldenv/fnstenv and frstor/fnsave areas: (16-bit layout, 32-bit layout) keywords.
+_FPU_AREAS = {"env": ("fpuenv14", "fpuenv28"), "sav": ("fpustate94", "fpustate108")}
+_WHOLE_KINDS = frozenset({"rAX", "aAX", "Ap", "1"})
+
+
+def _split(code: str) -> tuple[str, str]:
+    """(kind, size code); literal registers and ``rAX``/``Ap`` are whole kinds."""
+    if code in _WHOLE_KINDS or code[0].islower():
+        return code, ""
+    return code[0], code[1:]
+
+
+_PFX_INDEX = {0: 0, 0xF3: 2, 0xF2: 3}
+
+
+def _mandatory_prefix(insn: Insn) -> int:
+    """The dispatch row the decoder chose: F2/F3 (the last one) before 66."""
+    if insn.rep:
+        return _PFX_INDEX[insn.rep]
+    return 1 if insn.opsize_prefix else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """A row's operand column, parsed: prefix classes (``+bnd``...) and operand codes."""
+
+    mnemonic: str
+    prefixes: frozenset[str]
+    operands: tuple[str, ...]
+    default_opsize: int  # the form's operand size without 66/REX.W (for data16/data32/data64)
+
+
+def _parse_spec(mnemonic: str, ops: str, default_opsize: int) -> _Spec:
+    words = ops.split()
+    classes = frozenset(w[1:] for w in words if w.startswith("+"))
+    rest = [w for w in words if not w.startswith("+")]
+    operands = tuple(rest[0].split(",")) if rest else ()
+    return _Spec(mnemonic, classes, operands, default_opsize)
+
+
+def _legacy_spec(insn: Insn) -> _Spec | None:
+    if insn.opmap == OpMap.M3DNOW:
+        return _parse_spec(insn.mnemonic, "P,Q", insn.opsize)
+    opmap = OpMap.ONE if insn.opmap == OpMap.X87 else insn.opmap
+    form = T.legacy_form(insn.mode, opmap, insn.opcode, _mandatory_prefix(insn), insn.modrm)
+    if form is None:
+        return None
+    ops = form.ops
+    mnemonic = insn.mnemonic
+    if insn.opmap == OpMap.ONE and insn.opcode == 0x90 and mnemonic == "nop":
+        if insn.opsize_prefix or insn.rex & 8:
+            mnemonic = "xchg"  # with 66 or REX.W, 90 is spelled as the xchg it is
         else:
-            text += f"{'+' if parts else ''}{disp:#x}"
-    seg = f"{SEG_NAMES[mem.seg]}:" if mem.seg != default_seg else ""
-    return f"{seg}[{text}]"
+            ops = ""
+    default = T.opsizes(insn.mode, form.flags)[0]
+    return _parse_spec(mnemonic, ops, default)
 
 
-def format_insn(insn: Insn) -> str:
-    """Mnemonic with its memory operand, if any (register operands are not spelled out)."""
-    if insn.mem is None:
-        return insn.mnemonic
-    return f"{insn.mnemonic} {format_mem(insn.mem)}"
+def format_insn(insn: Insn, address: int | None = None) -> str:
+    """Intel syntax for one decoded instruction: prefixes, mnemonic and every operand.
+
+    `address` is where the instruction starts; relative branch targets are then absolute.
+    """
+    fields = _fields(insn)
+    spec = _legacy_spec(insn) if insn.encoding == Encoding.LEGACY else None
+    if spec is None:
+        # No operand row: the decoder's own name and the memory operand.
+        if insn.mem is None:
+            return insn.mnemonic
+        return f"{insn.mnemonic} {format_mem(insn.mem)}"
+    text = _Text(insn, address, fields)
+    operands = [text.operand(code.rstrip("~")) for code in spec.operands if not _dropped(insn, code)]
+    if "segop" in spec.prefixes and insn.seg_override >= 0:
+        seg = text.seg_name(insn.seg_override, _DS)
+        if seg:
+            operands.append(seg)
+    mnemonic = _DISPLAY_NAMES.get(spec.mnemonic, spec.mnemonic)
+    head = " ".join([*_prefixes(insn, spec), mnemonic])
+    return f"{head} {','.join(operands)}" if operands else head
 
 
-__all__ = ["format_insn", "format_mem"]
+# Spellings of the formatter that differ from the decoder's mnemonic (the decoder's names are what the
+# emulator and the other tests key on).
+_DISPLAY_NAMES = {"wait": "fwait", "xlatb": "xlat", "retf": "ret far", "sal": "shl"}
+
+
+def _dropped(insn: Insn, code: str) -> bool:
+    """``Gv~``: the reg operand of the reserved-NOP space, which iced leaves out for 0F 1F /0."""
+    return code.endswith("~") and insn.modrm >> 3 & 7 == 0
+
+
+def _prefixes(insn: Insn, spec: _Spec) -> list[str]:
+    """Prefix words, each only where the row's prefix classes say the prefix means something."""
+    out: list[str] = []
+    classes = spec.prefixes
+    rep = insn.rep
+    seg = insn.seg_override
+    if "osz" in classes and insn.opsize != spec.default_opsize:
+        out.append(f"data{insn.opsize * 8}")
+    if "asz" in classes and insn.addr_size != (8 if insn.mode == 64 else insn.mode // 8):
+        out.append(f"addr{insn.addr_size * 8}")
+    if "hint" in classes and seg in (_CS, _DS):
+        out.append("hint-not-taken" if seg == _CS else "hint-taken")
+    if rep:
+        if "rep" in classes:
+            out.append("rep" if rep == 0xF3 else "repne")
+        elif "repe" in classes:
+            out.append("repe" if rep == 0xF3 else "repne")
+        elif insn.lock or ("hle" in classes and insn.mem is not None):
+            out.append("xrelease" if rep == 0xF3 else "xacquire")
+        elif "xrelease" in classes and rep == 0xF3 and insn.mem is not None:
+            out.append("xrelease")
+        elif "bnd" in classes and rep == 0xF2:
+            out.append("bnd")
+        elif "repret" in classes and rep == 0xF3:
+            out.append("rep")
+    if "notrack" in classes and seg == _DS and insn.mode != 16:
+        out.append("notrack")
+    if insn.lock:
+        out.append("lock")
+    return out
+
+
+_CS, _SS, _DS, _FS = (int(s) for s in (Seg.CS, Seg.SS, Seg.DS, Seg.FS))
+_STACK_BASES = frozenset({4, 5})  # rSP/rBP bases (and 16-bit BP forms) default to SS

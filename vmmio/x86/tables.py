@@ -4,7 +4,7 @@ Rows are plain text (`_LEGACY_ROWS`, one form per line) so the table reads like 
 form costs one line. At import time the rows are compiled into direct-indexed lists (`LEGACY[mode][map]`,
 256 entries each) so the decoder's hot path is list indexing and integer tests only.
 
-Row syntax: ``<opcode>[/<reg>|=<modrm>] [<pfx>] <mnemonic> <flag>...``
+Row syntax: ``<opcode>[/<reg>|=<modrm>] [<pfx>] <mnemonic> <flag>... [: <operands>]``
 
 - ``<opcode>``: hex bytes joined by dots (``0f.38.f0``); the last byte may be a range (``50-57``), in which
   case the mnemonic may be a comma list with one name per opcode.
@@ -21,6 +21,9 @@ Row syntax: ``<opcode>[/<reg>|=<modrm>] [<pfx>] <mnemonic> <flag>...``
   ``mem``/``reg`` restrict ModRM.mod; ``nomod`` mod is ignored (always a register operand: mov to/from
   CR/DR); ``plusr`` register in the opcode's low 3 bits; ``xchg90`` 90 with REX.B is xchg; immediates
   ``ib iw iz iv moffs iwib far i32 ibib``; ``3dnow`` the 0F 0F form (ModRM, then the opcode byte).
+- ``<operands>``: the Intel-syntax operand list, read by the formatter only (never compiled into decoder
+  entries; the codes are described in `vmmio.x86.format`): comma-separated codes, or a ``;`` list with
+  one operand list per mnemonic (per live mnemonic of a ``*`` row).
 
 Undefined encodings are simply absent. VEX, EVEX and XOP opcode spaces are described coarsely (which
 opcode bytes exist per map and which take an immediate): enough for exact lengths, not for full #UD
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import cache
 
 from vmmio.x86.insn import OpMap
 
@@ -110,244 +114,244 @@ def _cc(prefix: str) -> str:
 
 _LEGACY_ROWS = f"""
 # ---- one-byte map ----
-00 add r b lock
-01 add r lock
-02 add r b
-03 add r
-04 add ib b
-05 add iz
-06 push i64
-07 pop i64
-08 or r b lock
-09 or r lock
-0a or r b
-0b or r
-0c or ib b
-0d or iz
-0e push i64
-10 adc r b lock
-11 adc r lock
-12 adc r b
-13 adc r
-14 adc ib b
-15 adc iz
-16 push i64
-17 pop i64
-18 sbb r b lock
-19 sbb r lock
-1a sbb r b
-1b sbb r
-1c sbb ib b
-1d sbb iz
-1e push i64
-1f pop i64
-20 and r b lock
-21 and r lock
-22 and r b
-23 and r
-24 and ib b
-25 and iz
+00 add r b lock : Eb,Gb
+01 add r lock : Ev,Gv
+02 add r b : Gb,Eb
+03 add r : Gv,Ev
+04 add ib b : al,Ib
+05 add iz : rAX,Iv
+06 push i64 : +osz es
+07 pop i64 : +osz es
+08 or r b lock : Eb,Gb
+09 or r lock : Ev,Gv
+0a or r b : Gb,Eb
+0b or r : Gv,Ev
+0c or ib b : al,Ib
+0d or iz : rAX,Iv
+0e push i64 : +osz cs
+10 adc r b lock : Eb,Gb
+11 adc r lock : Ev,Gv
+12 adc r b : Gb,Eb
+13 adc r : Gv,Ev
+14 adc ib b : al,Ib
+15 adc iz : rAX,Iv
+16 push i64 : +osz ss
+17 pop i64 : +osz ss
+18 sbb r b lock : Eb,Gb
+19 sbb r lock : Ev,Gv
+1a sbb r b : Gb,Eb
+1b sbb r : Gv,Ev
+1c sbb ib b : al,Ib
+1d sbb iz : rAX,Iv
+1e push i64 : +osz ds
+1f pop i64 : +osz ds
+20 and r b lock : Eb,Gb
+21 and r lock : Ev,Gv
+22 and r b : Gb,Eb
+23 and r : Gv,Ev
+24 and ib b : al,Ib
+25 and iz : rAX,Iv
 27 daa i64
-28 sub r b lock
-29 sub r lock
-2a sub r b
-2b sub r
-2c sub ib b
-2d sub iz
+28 sub r b lock : Eb,Gb
+29 sub r lock : Ev,Gv
+2a sub r b : Gb,Eb
+2b sub r : Gv,Ev
+2c sub ib b : al,Ib
+2d sub iz : rAX,Iv
 2f das i64
-30 xor r b lock
-31 xor r lock
-32 xor r b
-33 xor r
-34 xor ib b
-35 xor iz
+30 xor r b lock : Eb,Gb
+31 xor r lock : Ev,Gv
+32 xor r b : Gb,Eb
+33 xor r : Gv,Ev
+34 xor ib b : al,Ib
+35 xor iz : rAX,Iv
 37 aaa i64
-38 cmp r b
-39 cmp r
-3a cmp r b
-3b cmp r
-3c cmp ib b
-3d cmp iz
+38 cmp r b : Eb,Gb
+39 cmp r : Ev,Gv
+3a cmp r b : Gb,Eb
+3b cmp r : Gv,Ev
+3c cmp ib b : al,Ib
+3d cmp iz : rAX,Iv
 3f aas i64
-40-47 inc plusr i64
-48-4f dec plusr i64
-50-57 push plusr d64
-58-5f pop plusr d64
+40-47 inc plusr i64 : Zv
+48-4f dec plusr i64 : Zv
+50-57 push plusr d64 : Zv
+58-5f pop plusr d64 : Zv
 60 pusha|pushad|pusha i64
 61 popa|popad|popa i64
-62 bound r mem i64
-63 arpl r i64
-63 movsxd r o64
-68 push iz d64
-69 imul r iz
-6a push ib d64
-6b imul r ib
-6c insb b
-6d insw|insd|insd nw
-6e outsb b
-6f outsw|outsd|outsd nw
-70-7f {_cc("j")} ib f64
-80/0-6 add,or,adc,sbb,and,sub,xor r ib b lock
-80/7 cmp r ib b
-81/0-6 add,or,adc,sbb,and,sub,xor r iz lock
-81/7 cmp r iz
-82/0-6 add,or,adc,sbb,and,sub,xor r ib b lock i64
-82/7 cmp r ib b i64
-83/0-6 add,or,adc,sbb,and,sub,xor r ib lock
-83/7 cmp r ib
-84 test r b
-85 test r
-86 xchg r b lock
-87 xchg r lock
-88 mov r b
-89 mov r
-8a mov r b
-8b mov r
-8c/0-5 mov r
-8d lea r mem
-8e/0 mov r
-8e/2-5 mov r
-8f/0 pop r d64
-90 nop plusr xchg90
+62 bound r mem i64 : Gv,Mv2
+63 arpl r i64 : Ew,Gw
+63 movsxd r o64 : Gv,Evd
+68 push iz d64 : +osz Iv
+69 imul r iz : Gv,Ev,Iv
+6a push ib d64 : +osz Iv
+6b imul r ib : Gv,Ev,Iv
+6c insb b : +rep Yb,dx
+6d insw|insd|insd nw : +rep Yv,dx
+6e outsb b : +rep dx,Xb
+6f outsw|outsd|outsd nw : +rep dx,Xv
+70-7f {_cc("j")} ib f64 : +osz +bnd +hint J
+80/0-6 add,or,adc,sbb,and,sub,xor r ib b lock : Eb,Ib
+80/7 cmp r ib b : Eb,Ib
+81/0-6 add,or,adc,sbb,and,sub,xor r iz lock : Ev,Iv
+81/7 cmp r iz : Ev,Iv
+82/0-6 add,or,adc,sbb,and,sub,xor r ib b lock i64 : Eb,Ib
+82/7 cmp r ib b i64 : Eb,Ib
+83/0-6 add,or,adc,sbb,and,sub,xor r ib lock : Ev,Iv
+83/7 cmp r ib : Ev,Iv
+84 test r b : Eb,Gb
+85 test r : Ev,Gv
+86 xchg r b lock : +hle Eb,Gb
+87 xchg r lock : +hle Ev,Gv
+88 mov r b : +xrelease Eb,Gb
+89 mov r : +xrelease Ev,Gv
+8a mov r b : Gb,Eb
+8b mov r : Gv,Ev
+8c/0-5 mov r : Rv/Mw,S
+8d lea r mem : Gv,A
+8e/0 mov r : S,Rw/Mw
+8e/2-5 mov r : S,Rw/Mw
+8f/0 pop r d64 : Ev
+90 nop plusr xchg90 : Zv,rAX
 90 f3 pause plusr
-91-97 xchg plusr
+91-97 xchg plusr : Zv,rAX
 98 cbw|cwde|cdqe
 99 cwd|cdq|cqo
-9a call far i64
+9a call far i64 : +osz Ap
 9b wait
 9c pushf|pushfd|pushfq d64
 9d popf|popfd|popfq d64
 9e sahf
 9f lahf
-a0 mov moffs b
-a1 mov moffs
-a2 mov moffs b
-a3 mov moffs
-a4 movsb b
-a5 movsw|movsd|movsq
-a6 cmpsb b
-a7 cmpsw|cmpsd|cmpsq
-a8 test ib b
-a9 test iz
-aa stosb b
-ab stosw|stosd|stosq
-ac lodsb b
-ad lodsw|lodsd|lodsq
-ae scasb b
-af scasw|scasd|scasq
-b0-b7 mov ib b plusr
-b8-bf mov iv plusr
-c0/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r ib b
-c1/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r ib
-c2 ret iw f64
-c3 ret f64
-c4 les r mem i64
-c5 lds r mem i64
-c6/0 mov r ib b
-c6=f8 xabort r ib
-c7/0 mov r iz
-c7=f8 xbegin r iz nw
-c8 enter iwib d64
-c9 leave d64
-ca retf iw
-cb retf
+a0 mov moffs b : +asz al,Eb
+a1 mov moffs : +asz rAX,Ev
+a2 mov moffs b : +asz Eb,al
+a3 mov moffs : +asz Ev,rAX
+a4 movsb b : +rep Yb,Xb
+a5 movsw|movsd|movsq : +rep Yv,Xv
+a6 cmpsb b : +repe Xb,Yb
+a7 cmpsw|cmpsd|cmpsq : +repe Xv,Yv
+a8 test ib b : al,Ib
+a9 test iz : rAX,Iv
+aa stosb b : +rep Yb
+ab stosw|stosd|stosq : +rep Yv
+ac lodsb b : +rep Xb
+ad lodsw|lodsd|lodsq : +rep Xv
+ae scasb b : +repe Yb
+af scasw|scasd|scasq : +repe Yv
+b0-b7 mov ib b plusr : Zb,Ib
+b8-bf mov iv plusr : Zv,Iv
+c0/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r ib b : Eb,Ib
+c1/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r ib : Ev,Ib
+c2 ret iw f64 : +osz +bnd Iw
+c3 ret f64 : +osz +bnd +repret
+c4 les r mem i64 : Gv,Mp
+c5 lds r mem i64 : Gv,Mp
+c6/0 mov r ib b : +xrelease Eb,Ib
+c6=f8 xabort r ib : Ib
+c7/0 mov r iz : +xrelease Ev,Iv
+c7=f8 xbegin r iz nw : J
+c8 enter iwib d64 : +osz Iw,Ib2
+c9 leave d64 : +osz
+ca retf iw : +osz Iw
+cb retf : +osz
 cc int3
-cd int ib
+cd int ib : Ib
 ce into i64
 cf iret|iretd|iretq
-d0/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r b
-d1/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r
-d2/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r b
-d3/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r
-d4 aam ib i64
-d5 aad ib i64
+d0/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r b : Eb,1
+d1/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r : Ev,1
+d2/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r b : Eb,cl
+d3/0-7 rol,ror,rcl,rcr,shl,shr,sal,sar r : Ev,cl
+d4 aam ib i64 : Ib
+d5 aad ib i64 : Ib
 d6 salc i64
-d7 xlatb
-e0 loopne ib f64
-e1 loope ib f64
-e2 loop ib f64
-e3 jcxz|jecxz|jrcxz ib f64 asz
-e4 in ib b
-e5 in ib nw
-e6 out ib b
-e7 out ib nw
-e8 call iz f64
-e9 jmp iz f64
-ea jmp far i64
-eb jmp ib f64
-ec in b
-ed in nw
-ee out b
-ef out nw
+d7 xlatb : T
+e0 loopne ib f64 : +osz +asz J
+e1 loope ib f64 : +osz +asz J
+e2 loop ib f64 : +osz +asz J
+e3 jcxz|jecxz|jrcxz ib f64 asz : +osz J
+e4 in ib b : al,Ib
+e5 in ib nw : rAX,Ib
+e6 out ib b : Ib,al
+e7 out ib nw : Ib,rAX
+e8 call iz f64 : +osz +bnd J
+e9 jmp iz f64 : +osz +bnd J
+ea jmp far i64 : +osz Ap
+eb jmp ib f64 : +osz J
+ec in b : al,dx
+ed in nw : rAX,dx
+ee out b : dx,al
+ef out nw : dx,rAX
 f1 int1
 f4 hlt
 f5 cmc
-f6/0-1 test r ib b
-f6/2-3 not,neg r b lock
-f6/4-7 mul,imul,div,idiv r b
-f7/0-1 test r iz
-f7/2-3 not,neg r lock
-f7/4-7 mul,imul,div,idiv r
+f6/0-1 test r ib b : Eb,Ib
+f6/2-3 not,neg r b lock : Eb
+f6/4-7 mul,imul,div,idiv r b : Eb
+f7/0-1 test r iz : Ev,Iv
+f7/2-3 not,neg r lock : Ev
+f7/4-7 mul,imul,div,idiv r : Ev
 f8 clc
 f9 stc
 fa cli
 fb sti
 fc cld
 fd std
-fe/0-1 inc,dec r b lock
-ff/0-1 inc,dec r lock
-ff/2 call r f64
-ff/3 call r mem
-ff/4 jmp r f64
-ff/5 jmp r mem
-ff/6 push r d64
+fe/0-1 inc,dec r b lock : Eb
+ff/0-1 inc,dec r lock : Ev
+ff/2 call r f64 : +bnd +notrack Ev
+ff/3 call r mem : Op
+ff/4 jmp r f64 : +bnd +notrack Ev
+ff/5 jmp r mem : Op
+ff/6 push r d64 : Ev
 
 # ---- x87 (D8-DF): memory forms by ModRM.reg, register forms by ModRM ----
-d8/0-7 fadd,fmul,fcom,fcomp,fsub,fsubr,fdiv,fdivr r
-d9/0 fld r mem
-d9/2-7 fst,fstp,fldenv,fldcw,fnstenv,fnstcw r mem nw
-d9/0-1 fld,fxch r reg
+d8/0-7 fadd,fmul,fcom,fcomp,fsub,fsubr,fdiv,fdivr r : st,Fd;st,Fd;st,Fd;st,Fd;st,Fd;st,Fd;st,Fd;st,Fd
+d9/0 fld r mem : st,Md
+d9/2-7 fst,fstp,fldenv,fldcw,fnstenv,fnstcw r mem nw : Md,st;Md,st;Menv;Mw;Menv;Mw
+d9/0-1 fld,fxch r reg : st,F;st,F
 d9=d0 fnop r
-d9/3 fstpnce r reg
+d9/3 fstpnce r reg : F,st
 d9=e0-e1 fchs,fabs r
 d9=e4-e5 ftst,fxam r
 d9=e8-ee fld1,fldl2t,fldl2e,fldpi,fldlg2,fldln2,fldz r
 d9=f0-f7 f2xm1,fyl2x,fptan,fpatan,fxtract,fprem1,fdecstp,fincstp r
 d9=f8-ff fprem,fyl2xp1,fsqrt,fsincos,frndint,fscale,fsin,fcos r
-da/0-7 fiadd,fimul,ficom,ficomp,fisub,fisubr,fidiv,fidivr r mem
-da/0-3 fcmovb,fcmove,fcmovbe,fcmovu r reg
+da/0-7 fiadd,fimul,ficom,ficomp,fisub,fisubr,fidiv,fidivr r mem : st,Md
+da/0-3 fcmovb,fcmove,fcmovbe,fcmovu r reg : st,F
 da=e9 fucompp r
-db/0-3 fild,fisttp,fist,fistp r mem
-db/5 fld r mem
-db/7 fstp r mem
-db/0-3 fcmovnb,fcmovne,fcmovnbe,fcmovnu r reg
+db/0-3 fild,fisttp,fist,fistp r mem : st,Md;Md,st;Md,st;Md,st
+db/5 fld r mem : st,Mt
+db/7 fstp r mem : Mt,st
+db/0-3 fcmovnb,fcmovne,fcmovnbe,fcmovnu r reg : st,F
 db=e0-e4 fneni,fndisi,fnclex,fninit,fnsetpm r
-db/5-6 fucomi,fcomi r reg
-dc/0-7 fadd,fmul,fcom,fcomp,fsub,fsubr,fdiv,fdivr r mem
-dc/0-7 fadd,fmul,fcom,fcomp,fsubr,fsub,fdivr,fdiv r reg
-dd/0-4 fld,fisttp,fst,fstp,frstor r mem nw
-dd/6-7 fnsave,fnstsw r mem nw
-dd/0-5 ffree,fxch,fst,fstp,fucom,fucomp r reg
-de/0-7 fiadd,fimul,ficom,ficomp,fisub,fisubr,fidiv,fidivr r mem
-de/0-2 faddp,fmulp,fcomp r reg
+db/5-6 fucomi,fcomi r reg : st,F
+dc/0-7 fadd,fmul,fcom,fcomp,fsub,fsubr,fdiv,fdivr r mem : st,Mq
+dc/0-7 fadd,fmul,fcom,fcomp,fsubr,fsub,fdivr,fdiv r reg : F,st;F,st;st,F;st,F;F,st;F,st;F,st;F,st
+dd/0-4 fld,fisttp,fst,fstp,frstor r mem nw : st,Mq;Mq,st;Mq,st;Mq,st;Msav
+dd/6-7 fnsave,fnstsw r mem nw : Msav;Mw
+dd/0-5 ffree,fxch,fst,fstp,fucom,fucomp r reg : F;st,F;F,st;F,st;st,F;st,F
+de/0-7 fiadd,fimul,ficom,ficomp,fisub,fisubr,fidiv,fidivr r mem : st,Mw
+de/0-2 faddp,fmulp,fcomp r reg : F,st;F,st;st,F
 de=d9 fcompp r
-de/4-7 fsubrp,fsubp,fdivrp,fdivp r reg
-df/0-7 fild,fisttp,fist,fistp,fbld,fild,fbstp,fistp r mem
-df/0-3 ffreep,fxch,fstp,fstp r reg
-df=e0 fnstsw r
-df/5-6 fucomip,fcomip r reg
+de/4-7 fsubrp,fsubp,fdivrp,fdivp r reg : F,st
+df/0-7 fild,fisttp,fist,fistp,fbld,fild,fbstp,fistp r mem : st,Mw;Mw,st;Mw,st;Mw,st;st,Mt;st,Mq;Mt,st;Mq,st
+df/0-3 ffreep,fxch,fstp,fstp r reg : F;st,F;F,st;F,st
+df=e0 fnstsw r : ax
+df/5-6 fucomip,fcomip r reg : st,F
 
 # ---- 0F map ----
-0f.00/0-5 sldt,str,lldt,ltr,verr,verw r
-0f.00/6 f2 lkgs r o64
-0f.01/0-4 sgdt,sidt,lgdt,lidt,smsw r mem
-0f.01/5 f3 rstorssp r mem
-0f.01/6-7 lmsw,invlpg r mem
+0f.00/0-5 sldt,str,lldt,ltr,verr,verw r : Rv/Mw;Rv/Mw;Ew;Ew;Ew;Ew
+0f.00/6 f2 lkgs r o64 : Rvd/Mw
+0f.01/0-4 sgdt,sidt,lgdt,lidt,smsw r mem : Mf;Mf;Mf;Mf;Mw
+0f.01/5 f3 rstorssp r mem : Mq
+0f.01/6-7 lmsw,invlpg r mem : Mw;M
 0f.01=c0-c6 np enclv,vmcall,vmlaunch,vmresume,vmxoff,pconfig,wrmsrns r
 0f.01=c7 np pbndkb r o64
 0f.01=c6 f3 wrmsrlist r o64
 0f.01=c6 f2 rdmsrlist r o64
-0f.01=c8-cb np monitor,mwait,clac,stac r
+0f.01=c8-cb np monitor,mwait,clac,stac r : +asz;;;
 0f.01=ca f3 eretu r o64
 0f.01=ca f2 erets r o64
 0f.01=cc 66 tdcall r
@@ -355,29 +359,29 @@ df/5-6 fucomip,fcomip r reg
 0f.01=cf np encls r
 0f.01=d0-d1 np xgetbv,xsetbv r
 0f.01=d4-d7 np vmfunc,xend,xtest,enclu r
-0f.01=d8-df vmrun,vmmcall,vmload,vmsave,stgi,clgi,skinit,invlpga r
+0f.01=d8-df vmrun,vmmcall,vmload,vmsave,stgi,clgi,skinit,invlpga r : aAX;;aAX;aAX;;;eax;aAX,ecx
 0f.01=d9 f3 vmgexit r
 0f.01=d9 f2 vmgexit r
-0f.01/4 smsw r reg
+0f.01/4 smsw r reg : Rv
 0f.01=e8 np serialize r
 0f.01=e8 f3 setssbsy r
 0f.01=e8-e9 f2 xsusldtrk,xresldtrk r
 0f.01=ea f3 saveprevssp r
 0f.01=ec-ef f3 uiret,testui,clui,stui r o64
 0f.01=ee-ef np rdpkru,wrpkru r
-0f.01/6 lmsw r reg
+0f.01/6 lmsw r reg : Rw
 0f.01=f8 swapgs r o64
 0f.01=f9 rdtscp r
-0f.01=fa-fb np monitorx,mwaitx r
+0f.01=fa-fb np monitorx,mwaitx r : +asz;
 0f.01=fa f3 mcommit r
-0f.01=fc clzero r
+0f.01=fc clzero r : aAX
 0f.01=fd np rdpru r
 0f.01=fd-ff f3 rmpquery,rmpadjust,psmash r o64
-0f.01=fe-ff np invlpgb,tlbsync r
+0f.01=fe-ff np invlpgb,tlbsync r : aAX;
 0f.01=fe f2 rmpupdate r o64
 0f.01=ff f2 pvalidate r
-0f.02 lar r
-0f.03 lsl r
+0f.02 lar r : Gv,Rv/Mw
+0f.03 lsl r : Gv,Rv/Mw
 0f.05 syscall
 0f.06 clts
 0f.07 sysret|sysret|sysretq
@@ -385,245 +389,245 @@ df/5-6 fucomip,fcomip r reg
 0f.09 wbinvd
 0f.09 f3 wbnoinvd
 0f.0b ud2
-0f.0d/0-7 prefetch,prefetchw,prefetchwt1,prefetchw,prefetch,prefetch,prefetch,prefetch r mem
-0f.0d nop r reg
+0f.0d/0-7 prefetch,prefetchw,prefetchwt1,prefetchw,prefetch,prefetch,prefetch,prefetch r mem : Mb
+0f.0d nop r reg : Ev,Gv
 0f.0e femms
-0f.0f 3dnow 3dnow  # mnemonic comes from the suffix byte
-0f.10 * movups,movupd,movss,movsd r
-0f.11 * movups,movupd,movss,movsd r
-0f.12 np movlps r mem
-0f.12 np movhlps r reg
-0f.12 66 movlpd r mem
-0f.12 f3 movsldup r
-0f.12 f2 movddup r
-0f.13 np movlps r mem
-0f.13 66 movlpd r mem
-0f.14 * unpcklps,unpcklpd,-,- r
-0f.15 * unpckhps,unpckhpd,-,- r
-0f.16 np movhps r mem
-0f.16 np movlhps r reg
-0f.16 66 movhpd r mem
-0f.16 f3 movshdup r
-0f.17 np movhps r mem
-0f.17 66 movhpd r mem
-0f.18/0-3 prefetchnta,prefetcht0,prefetcht1,prefetcht2 r mem
-0f.18/6-7 prefetchit1,prefetchit0 r mem
-0f.18 nop r
-0f.19-1f nop r
-0f.1c/0 np cldemote r mem
-0f.1e/1 f3 rdsspd|rdsspd|rdsspq r reg
+0f.0f 3dnow 3dnow : P,Q  # mnemonic comes from the suffix byte
+0f.10 * movups,movupd,movss,movsd r : V,W;V,W;V,Wd;V,Wq
+0f.11 * movups,movupd,movss,movsd r : W,V;W,V;Wd,V;Wq,V
+0f.12 np movlps r mem : V,Mq
+0f.12 np movhlps r reg : V,U
+0f.12 66 movlpd r mem : V,Mq
+0f.12 f3 movsldup r : V,W
+0f.12 f2 movddup r : V,Wq
+0f.13 np movlps r mem : Mq,V
+0f.13 66 movlpd r mem : Mq,V
+0f.14 * unpcklps,unpcklpd,-,- r : V,W
+0f.15 * unpckhps,unpckhpd,-,- r : V,W
+0f.16 np movhps r mem : V,Mq
+0f.16 np movlhps r reg : V,U
+0f.16 66 movhpd r mem : V,Mq
+0f.16 f3 movshdup r : V,W
+0f.17 np movhps r mem : Mq,V
+0f.17 66 movhpd r mem : Mq,V
+0f.18/0-3 prefetchnta,prefetcht0,prefetcht1,prefetcht2 r mem : Mb
+0f.18/6-7 prefetchit1,prefetchit0 r mem : Mb
+0f.18 nop r : Ev,Gv
+0f.19-1f nop r : Ev,Gv;Ev,Gv;Ev,Gv;Ev,Gv;Ev,Gv;Ev,Gv;Ev,Gv~
+0f.1c/0 np cldemote r mem : M
+0f.1e/1 f3 rdsspd|rdsspd|rdsspq r reg : Ry
 0f.1e=fa-fb f3 endbr64,endbr32 r
-0f.20/0 mov nomod
-0f.20/2-4 mov nomod
-0f.21 mov nomod
-0f.22/0 mov nomod
-0f.22/2-4 mov nomod
-0f.23 mov nomod
-0f.28 * movaps,movapd,-,- r
-0f.29 * movaps,movapd,-,- r
-0f.2a * cvtpi2ps,cvtpi2pd,cvtsi2ss,cvtsi2sd r
-0f.2b * movntps,movntpd,movntss,movntsd r mem
-0f.2c * cvttps2pi,cvttpd2pi,cvttss2si,cvttsd2si r
-0f.2d * cvtps2pi,cvtpd2pi,cvtss2si,cvtsd2si r
-0f.2e * ucomiss,ucomisd,-,- r
-0f.2f * comiss,comisd,-,- r
+0f.20/0 mov nomod : Rm,C
+0f.20/2-4 mov nomod : Rm,C
+0f.21 mov nomod : Rm,D
+0f.22/0 mov nomod : C,Rm
+0f.22/2-4 mov nomod : C,Rm
+0f.23 mov nomod : D,Rm
+0f.28 * movaps,movapd,-,- r : V,W
+0f.29 * movaps,movapd,-,- r : W,V
+0f.2a * cvtpi2ps,cvtpi2pd,cvtsi2ss,cvtsi2sd r : V,Q;V,Q;V,Ey;V,Ey
+0f.2b * movntps,movntpd,movntss,movntsd r mem : Mo,V;Mo,V;Md,V;Mq,V
+0f.2c * cvttps2pi,cvttpd2pi,cvttss2si,cvttsd2si r : P,Wq;P,W;Gy,Wd;Gy,Wq
+0f.2d * cvtps2pi,cvtpd2pi,cvtss2si,cvtsd2si r : P,Wq;P,W;Gy,Wd;Gy,Wq
+0f.2e * ucomiss,ucomisd,-,- r : V,Wd;V,Wq
+0f.2f * comiss,comisd,-,- r : V,Wd;V,Wq
 0f.30-34 wrmsr,rdtsc,rdmsr,rdpmc,sysenter
 0f.35 sysexit|sysexit|sysexitq
 0f.37 np getsec
-0f.40-4f {_cc("cmov")} r
-0f.50 * movmskps,movmskpd,-,- r reg
-0f.51 * sqrtps,sqrtpd,sqrtss,sqrtsd r
-0f.52 * rsqrtps,-,rsqrtss,- r
-0f.53 * rcpps,-,rcpss,- r
-0f.54 * andps,andpd,-,- r
-0f.55 * andnps,andnpd,-,- r
-0f.56 * orps,orpd,-,- r
-0f.57 * xorps,xorpd,-,- r
-0f.58 * addps,addpd,addss,addsd r
-0f.59 * mulps,mulpd,mulss,mulsd r
-0f.5a * cvtps2pd,cvtpd2ps,cvtss2sd,cvtsd2ss r
-0f.5b * cvtdq2ps,cvtps2dq,cvttps2dq,- r
-0f.5c * subps,subpd,subss,subsd r
-0f.5d * minps,minpd,minss,minsd r
-0f.5e * divps,divpd,divss,divsd r
-0f.5f * maxps,maxpd,maxss,maxsd r
-0f.60-67 np punpcklbw,punpcklwd,punpckldq,packsswb,pcmpgtb,pcmpgtw,pcmpgtd,packuswb r
-0f.60-67 66 punpcklbw,punpcklwd,punpckldq,packsswb,pcmpgtb,pcmpgtw,pcmpgtd,packuswb r
-0f.68-6b np punpckhbw,punpckhwd,punpckhdq,packssdw r
-0f.68-6d 66 punpckhbw,punpckhwd,punpckhdq,packssdw,punpcklqdq,punpckhqdq r
-0f.6e * movd|movd|movq,movd|movd|movq,-,- r
-0f.6f * movq,movdqa,movdqu,- r
-0f.70 * pshufw,pshufd,pshufhw,pshuflw r ib
-0f.71/2 np psrlw r reg ib
-0f.71/4 np psraw r reg ib
-0f.71/6 np psllw r reg ib
-0f.71/2 66 psrlw r reg ib
-0f.71/4 66 psraw r reg ib
-0f.71/6 66 psllw r reg ib
-0f.72/2 np psrld r reg ib
-0f.72/4 np psrad r reg ib
-0f.72/6 np pslld r reg ib
-0f.72/2 66 psrld r reg ib
-0f.72/4 66 psrad r reg ib
-0f.72/6 66 pslld r reg ib
-0f.73/2 np psrlq r reg ib
-0f.73/6 np psllq r reg ib
-0f.73/2-3 66 psrlq,psrldq r reg ib
-0f.73/6-7 66 psllq,pslldq r reg ib
-0f.74 * pcmpeqb,pcmpeqb,-,- r
-0f.75 * pcmpeqw,pcmpeqw,-,- r
-0f.76 * pcmpeqd,pcmpeqd,-,- r
+0f.40-4f {_cc("cmov")} r : Gv,Ev
+0f.50 * movmskps,movmskpd,-,- r reg : Gd,U
+0f.51 * sqrtps,sqrtpd,sqrtss,sqrtsd r : V,W;V,W;V,Wd;V,Wq
+0f.52 * rsqrtps,-,rsqrtss,- r : V,W;V,Wd
+0f.53 * rcpps,-,rcpss,- r : V,W;V,Wd
+0f.54 * andps,andpd,-,- r : V,W
+0f.55 * andnps,andnpd,-,- r : V,W
+0f.56 * orps,orpd,-,- r : V,W
+0f.57 * xorps,xorpd,-,- r : V,W
+0f.58 * addps,addpd,addss,addsd r : V,W;V,W;V,Wd;V,Wq
+0f.59 * mulps,mulpd,mulss,mulsd r : V,W;V,W;V,Wd;V,Wq
+0f.5a * cvtps2pd,cvtpd2ps,cvtss2sd,cvtsd2ss r : V,Wq;V,W;V,Wd;V,Wq
+0f.5b * cvtdq2ps,cvtps2dq,cvttps2dq,- r : V,W
+0f.5c * subps,subpd,subss,subsd r : V,W;V,W;V,Wd;V,Wq
+0f.5d * minps,minpd,minss,minsd r : V,W;V,W;V,Wd;V,Wq
+0f.5e * divps,divpd,divss,divsd r : V,W;V,W;V,Wd;V,Wq
+0f.5f * maxps,maxpd,maxss,maxsd r : V,W;V,W;V,Wd;V,Wq
+0f.60-67 np punpcklbw,punpcklwd,punpckldq,packsswb,pcmpgtb,pcmpgtw,pcmpgtd,packuswb r : P,Qd;P,Qd;P,Qd;P,Q;P,Q;P,Q;P,Q;P,Q
+0f.60-67 66 punpcklbw,punpcklwd,punpckldq,packsswb,pcmpgtb,pcmpgtw,pcmpgtd,packuswb r : V,W
+0f.68-6b np punpckhbw,punpckhwd,punpckhdq,packssdw r : P,Q
+0f.68-6d 66 punpckhbw,punpckhwd,punpckhdq,packssdw,punpcklqdq,punpckhqdq r : V,W
+0f.6e * movd|movd|movq,movd|movd|movq,-,- r : P,Ey;V,Ey
+0f.6f * movq,movdqa,movdqu,- r : P,Q;V,W;V,W
+0f.70 * pshufw,pshufd,pshufhw,pshuflw r ib : P,Q,Ib;V,W,Ib;V,W,Ib;V,W,Ib
+0f.71/2 np psrlw r reg ib : N,Ib
+0f.71/4 np psraw r reg ib : N,Ib
+0f.71/6 np psllw r reg ib : N,Ib
+0f.71/2 66 psrlw r reg ib : U,Ib
+0f.71/4 66 psraw r reg ib : U,Ib
+0f.71/6 66 psllw r reg ib : U,Ib
+0f.72/2 np psrld r reg ib : N,Ib
+0f.72/4 np psrad r reg ib : N,Ib
+0f.72/6 np pslld r reg ib : N,Ib
+0f.72/2 66 psrld r reg ib : U,Ib
+0f.72/4 66 psrad r reg ib : U,Ib
+0f.72/6 66 pslld r reg ib : U,Ib
+0f.73/2 np psrlq r reg ib : N,Ib
+0f.73/6 np psllq r reg ib : N,Ib
+0f.73/2-3 66 psrlq,psrldq r reg ib : U,Ib
+0f.73/6-7 66 psllq,pslldq r reg ib : U,Ib
+0f.74 * pcmpeqb,pcmpeqb,-,- r : P,Q;V,W
+0f.75 * pcmpeqw,pcmpeqw,-,- r : P,Q;V,W
+0f.76 * pcmpeqd,pcmpeqd,-,- r : P,Q;V,W
 0f.77 np emms
-0f.78 np vmread r f64
-0f.78/0 66 extrq r reg ibib
-0f.78 f2 insertq r reg ibib
-0f.79 np vmwrite r f64
-0f.79 66 extrq r reg
-0f.79 f2 insertq r reg
-0f.7c * -,haddpd,-,haddps r
-0f.7d * -,hsubpd,-,hsubps r
-0f.7e * movd|movd|movq,movd|movd|movq,movq,- r
-0f.7f * movq,movdqa,movdqu,- r
-0f.80-8f {_cc("j")} iz f64
-0f.90-9f {_cc("set")} r b
-0f.a0 push d64
-0f.a1 pop d64
+0f.78 np vmread r f64 : Em,Gm
+0f.78/0 66 extrq r reg ibib : U,Ib,Ib2
+0f.78 f2 insertq r reg ibib : V,U,Ib,Ib2
+0f.79 np vmwrite r f64 : Gm,Em
+0f.79 66 extrq r reg : V,U
+0f.79 f2 insertq r reg : V,U
+0f.7c * -,haddpd,-,haddps r : V,W
+0f.7d * -,hsubpd,-,hsubps r : V,W
+0f.7e * movd|movd|movq,movd|movd|movq,movq,- r : Ey,P;Ey,V;V,Wq
+0f.7f * movq,movdqa,movdqu,- r : Q,P;W,V;W,V
+0f.80-8f {_cc("j")} iz f64 : +osz +bnd +hint J
+0f.90-9f {_cc("set")} r b : Eb
+0f.a0 push d64 : +osz fs
+0f.a1 pop d64 : +osz fs
 0f.a2 cpuid
-0f.a3 bt r
-0f.a4 shld r ib
-0f.a5 shld r
-0f.a6/0 f3 montmul r reg a32
-0f.a6/1-7 f3 xsha1,xsha256,xsha512_alt,xsha512,ccs_hash,via_undoc,via_undoc r reg
-0f.a7/0 xstore r reg
-0f.a7/1-7 f3 xcryptecb,xcryptcbc,xcryptctr,xcryptcfb,xcryptofb,ccs_encrypt,xstore_alt r reg
-0f.a8 push d64
-0f.a9 pop d64
+0f.a3 bt r : Ev,Gv
+0f.a4 shld r ib : Ev,Gv,Ib
+0f.a5 shld r : Ev,Gv,cl
+0f.a6/0 f3 montmul r reg a32 : +asz +rep
+0f.a6/1-7 f3 xsha1,xsha256,xsha512_alt,xsha512,ccs_hash,via_undoc,via_undoc r reg : +asz +rep
+0f.a7/0 xstore r reg : +asz +rep
+0f.a7/1-7 f3 xcryptecb,xcryptcbc,xcryptctr,xcryptcfb,xcryptofb,ccs_encrypt,xstore_alt r reg : +asz +rep
+0f.a8 push d64 : +osz gs
+0f.a9 pop d64 : +osz gs
 0f.aa rsm
-0f.ab bts r lock
-0f.ac shrd r ib
-0f.ad shrd r
-0f.ae/0-1 np fxsave|fxsave|fxsave64,fxrstor|fxrstor|fxrstor64 r mem
-0f.ae/2-3 np ldmxcsr,stmxcsr r mem
-0f.ae/4-6 np xsave|xsave|xsave64,xrstor|xrstor|xrstor64,xsaveopt|xsaveopt|xsaveopt64 r mem
-0f.ae/7 np clflush r mem
-0f.ae/6-7 66 clwb,clflushopt r mem
-0f.ae/4 f3 ptwrite r no66
-0f.ae/6 f3 clrssbsy r mem
+0f.ab bts r lock : Ev,Gv
+0f.ac shrd r ib : Ev,Gv,Ib
+0f.ad shrd r : Ev,Gv,cl
+0f.ae/0-1 np fxsave|fxsave|fxsave64,fxrstor|fxrstor|fxrstor64 r mem : M
+0f.ae/2-3 np ldmxcsr,stmxcsr r mem : Md
+0f.ae/4-6 np xsave|xsave|xsave64,xrstor|xrstor|xrstor64,xsaveopt|xsaveopt|xsaveopt64 r mem : M
+0f.ae/7 np clflush r mem : Mb
+0f.ae/6-7 66 clwb,clflushopt r mem : Mb
+0f.ae/4 f3 ptwrite r no66 : Ey
+0f.ae/6 f3 clrssbsy r mem : Mq
 0f.ae/5-7 np lfence,mfence,sfence r reg
-0f.ae/6 66 tpause r reg
-0f.ae/0-3 f3 rdfsbase,rdgsbase,wrfsbase,wrgsbase r reg o64
-0f.ae/5-6 f3 incsspd|incsspd|incsspq,umonitor r reg
-0f.ae/6 f2 umwait r reg
-0f.af imul r
-0f.b0 cmpxchg r b lock
-0f.b1 cmpxchg r lock
-0f.b2 lss r mem
-0f.b3 btr r lock
-0f.b4 lfs r mem
-0f.b5 lgs r mem
-0f.b6-b7 movzx r
-0f.b8 f3 popcnt r
-0f.b9 ud1 r
-0f.ba/4 bt r ib
-0f.ba/5-7 bts,btr,btc r ib lock
-0f.bb btc r lock
-0f.bc bsf r
-0f.bc f3 tzcnt r
-0f.bd bsr r
-0f.bd f3 lzcnt r
-0f.be-bf movsx r
-0f.c0 xadd r b lock
-0f.c1 xadd r lock
-0f.c2 * cmpps,cmppd,cmpss,cmpsd r ib
-0f.c3 np movnti r mem
-0f.c4 * pinsrw,pinsrw,-,- r ib
-0f.c5 * pextrw,pextrw,-,- r reg ib
-0f.c6 * shufps,shufpd,-,- r ib
-0f.c7/1 cmpxchg8b|cmpxchg8b|cmpxchg16b r mem lock
-0f.c7/3-5 np xrstors|xrstors|xrstors64,xsavec|xsavec|xsavec64,xsaves|xsaves|xsaves64 r mem
-0f.c7/6 np vmptrld r mem
-0f.c7/6 66 vmclear r mem
-0f.c7/6 f3 vmxon r mem
-0f.c7/7 np vmptrst r mem
-0f.c7/6-7 np rdrand,rdseed r reg
-0f.c7/6-7 66 rdrand,rdseed r reg
-0f.c7/6 f3 senduipi r reg o64
-0f.c7/7 f3 rdpid r reg
-0f.c8-cf bswap plusr
-0f.d0 * -,addsubpd,-,addsubps r
-0f.d1-d5 np psrlw,psrld,psrlq,paddq,pmullw r
-0f.d1-d5 66 psrlw,psrld,psrlq,paddq,pmullw r
-0f.d6 66 movq r
-0f.d6 f3 movq2dq r reg
-0f.d6 f2 movdq2q r reg
-0f.d7 * pmovmskb,pmovmskb,-,- r reg
-0f.d8-df np psubusb,psubusw,pminub,pand,paddusb,paddusw,pmaxub,pandn r
-0f.d8-df 66 psubusb,psubusw,pminub,pand,paddusb,paddusw,pmaxub,pandn r
-0f.e0-e5 np pavgb,psraw,psrad,pavgw,pmulhuw,pmulhw r
-0f.e0-e5 66 pavgb,psraw,psrad,pavgw,pmulhuw,pmulhw r
-0f.e6 * -,cvttpd2dq,cvtdq2pd,cvtpd2dq r
-0f.e7 * movntq,movntdq,-,- r mem
-0f.e8-ef np psubsb,psubsw,pminsw,por,paddsb,paddsw,pmaxsw,pxor r
-0f.e8-ef 66 psubsb,psubsw,pminsw,por,paddsb,paddsw,pmaxsw,pxor r
-0f.f0 f2 lddqu r mem
-0f.f1-f6 np psllw,pslld,psllq,pmuludq,pmaddwd,psadbw r
-0f.f1-f6 66 psllw,pslld,psllq,pmuludq,pmaddwd,psadbw r
-0f.f7 * maskmovq,maskmovdqu,-,- r reg
-0f.f8-fe np psubb,psubw,psubd,psubq,paddb,paddw,paddd r
-0f.f8-fe 66 psubb,psubw,psubd,psubq,paddb,paddw,paddd r
-0f.ff ud0 r
+0f.ae/6 66 tpause r reg : Rd
+0f.ae/0-3 f3 rdfsbase,rdgsbase,wrfsbase,wrgsbase r reg o64 : Ry
+0f.ae/5-6 f3 incsspd|incsspd|incsspq,umonitor r reg : Ry;Ra
+0f.ae/6 f2 umwait r reg : Rd
+0f.af imul r : Gv,Ev
+0f.b0 cmpxchg r b lock : Eb,Gb
+0f.b1 cmpxchg r lock : Ev,Gv
+0f.b2 lss r mem : Gv,Mp
+0f.b3 btr r lock : Ev,Gv
+0f.b4 lfs r mem : Gv,Mp
+0f.b5 lgs r mem : Gv,Mp
+0f.b6-b7 movzx r : Gv,Eb;Gv,Ew
+0f.b8 f3 popcnt r : Gv,Ev
+0f.b9 ud1 r : Gv,Ev
+0f.ba/4 bt r ib : Ev,Ib
+0f.ba/5-7 bts,btr,btc r ib lock : Ev,Ib
+0f.bb btc r lock : Ev,Gv
+0f.bc bsf r : Gv,Ev
+0f.bc f3 tzcnt r : Gv,Ev
+0f.bd bsr r : Gv,Ev
+0f.bd f3 lzcnt r : Gv,Ev
+0f.be-bf movsx r : Gv,Eb;Gv,Ew
+0f.c0 xadd r b lock : Eb,Gb
+0f.c1 xadd r lock : Ev,Gv
+0f.c2 * cmpps,cmppd,cmpss,cmpsd r ib : V,W,Ib;V,W,Ib;V,Wd,Ib;V,Wq,Ib
+0f.c3 np movnti r mem : My,Gy
+0f.c4 * pinsrw,pinsrw,-,- r ib : P,Rd/Mw,Ib;V,Rd/Mw,Ib
+0f.c5 * pextrw,pextrw,-,- r reg ib : Gd,N,Ib;Gd,U,Ib
+0f.c6 * shufps,shufpd,-,- r ib : V,W,Ib
+0f.c7/1 cmpxchg8b|cmpxchg8b|cmpxchg16b r mem lock : Mqo
+0f.c7/3-5 np xrstors|xrstors|xrstors64,xsavec|xsavec|xsavec64,xsaves|xsaves|xsaves64 r mem : M
+0f.c7/6 np vmptrld r mem : Mq
+0f.c7/6 66 vmclear r mem : Mq
+0f.c7/6 f3 vmxon r mem : Mq
+0f.c7/7 np vmptrst r mem : Mq
+0f.c7/6-7 np rdrand,rdseed r reg : Rv
+0f.c7/6-7 66 rdrand,rdseed r reg : Rv
+0f.c7/6 f3 senduipi r reg o64 : Rq
+0f.c7/7 f3 rdpid r reg : Rm
+0f.c8-cf bswap plusr : Zv
+0f.d0 * -,addsubpd,-,addsubps r : V,W
+0f.d1-d5 np psrlw,psrld,psrlq,paddq,pmullw r : P,Q
+0f.d1-d5 66 psrlw,psrld,psrlq,paddq,pmullw r : V,W
+0f.d6 66 movq r : Wq,V
+0f.d6 f3 movq2dq r reg : V,N
+0f.d6 f2 movdq2q r reg : P,U
+0f.d7 * pmovmskb,pmovmskb,-,- r reg : Gd,N;Gd,U
+0f.d8-df np psubusb,psubusw,pminub,pand,paddusb,paddusw,pmaxub,pandn r : P,Q
+0f.d8-df 66 psubusb,psubusw,pminub,pand,paddusb,paddusw,pmaxub,pandn r : V,W
+0f.e0-e5 np pavgb,psraw,psrad,pavgw,pmulhuw,pmulhw r : P,Q
+0f.e0-e5 66 pavgb,psraw,psrad,pavgw,pmulhuw,pmulhw r : V,W
+0f.e6 * -,cvttpd2dq,cvtdq2pd,cvtpd2dq r : V,W;V,Wq;V,W
+0f.e7 * movntq,movntdq,-,- r mem : Mq,P;Mo,V
+0f.e8-ef np psubsb,psubsw,pminsw,por,paddsb,paddsw,pmaxsw,pxor r : P,Q
+0f.e8-ef 66 psubsb,psubsw,pminsw,por,paddsb,paddsw,pmaxsw,pxor r : V,W
+0f.f0 f2 lddqu r mem : V,Mo
+0f.f1-f6 np psllw,pslld,psllq,pmuludq,pmaddwd,psadbw r : P,Q
+0f.f1-f6 66 psllw,pslld,psllq,pmuludq,pmaddwd,psadbw r : V,W
+0f.f7 * maskmovq,maskmovdqu,-,- r reg : +asz +segop P,N;+asz +segop V,U
+0f.f8-fe np psubb,psubw,psubd,psubq,paddb,paddw,paddd r : P,Q
+0f.f8-fe 66 psubb,psubw,psubd,psubq,paddb,paddw,paddd r : V,W
+0f.ff ud0 r : Gv,Ev
 
 # ---- 0F 38 map (always ModRM, no immediate) ----
-0f.38.00-0b np pshufb,phaddw,phaddd,phaddsw,pmaddubsw,phsubw,phsubd,phsubsw,psignb,psignw,psignd,pmulhrsw r
-0f.38.00-0b 66 pshufb,phaddw,phaddd,phaddsw,pmaddubsw,phsubw,phsubd,phsubsw,psignb,psignw,psignd,pmulhrsw r
-0f.38.10 66 pblendvb r
-0f.38.14-15 66 blendvps,blendvpd r
-0f.38.17 66 ptest r
-0f.38.1c-1e np pabsb,pabsw,pabsd r
-0f.38.1c-1e 66 pabsb,pabsw,pabsd r
-0f.38.20-25 66 pmovsxbw,pmovsxbd,pmovsxbq,pmovsxwd,pmovsxwq,pmovsxdq r
-0f.38.28-29 66 pmuldq,pcmpeqq r
-0f.38.2a 66 movntdqa r mem
-0f.38.2b 66 packusdw r
-0f.38.30-35 66 pmovzxbw,pmovzxbd,pmovzxbq,pmovzxwd,pmovzxwq,pmovzxdq r
-0f.38.37-41 66 pcmpgtq,pminsb,pminsd,pminuw,pminud,pmaxsb,pmaxsd,pmaxuw,pmaxud,pmulld,phminposuw r
-0f.38.80-82 66 invept,invvpid,invpcid r mem
-0f.38.c8-cd np sha1nexte,sha1msg1,sha1msg2,sha256rnds2,sha256msg1,sha256msg2 r
-0f.38.cf 66 gf2p8mulb r
-0f.38.db-df 66 aesimc,aesenc,aesenclast,aesdec,aesdeclast r
-0f.38.f0 np movbe r mem
-0f.38.f0 66 movbe r mem
-0f.38.f0 f2 crc32 r b
-0f.38.f1 np movbe r mem
-0f.38.f1 66 movbe r mem
-0f.38.f1 f2 crc32 r
-0f.38.f5 66 wrussd|wrussd|wrussq r mem
-0f.38.f6 np wrssd|wrssd|wrssq r mem
-0f.38.f6 66 adcx r
-0f.38.f6 f3 adox r
-0f.38.f8 66 movdir64b r mem
-0f.38.f8 f3 enqcmds r mem
-0f.38.f8 f2 enqcmd r mem
-0f.38.f9 np movdiri r mem
-0f.38.fa-fb f3 encodekey128,encodekey256 r reg
-0f.38.fc * aadd,aand,axor,aor r mem
-0f.38.d8/0-3 f3 aesencwide128kl,aesdecwide128kl,aesencwide256kl,aesdecwide256kl r mem
-0f.38.dc-df f3 aesenc128kl,aesdec128kl,aesenc256kl,aesdec256kl r mem
-0f.38.dc f3 loadiwkey r reg
+0f.38.00-0b np pshufb,phaddw,phaddd,phaddsw,pmaddubsw,phsubw,phsubd,phsubsw,psignb,psignw,psignd,pmulhrsw r : P,Q
+0f.38.00-0b 66 pshufb,phaddw,phaddd,phaddsw,pmaddubsw,phsubw,phsubd,phsubsw,psignb,psignw,psignd,pmulhrsw r : V,W
+0f.38.10 66 pblendvb r : V,W
+0f.38.14-15 66 blendvps,blendvpd r : V,W
+0f.38.17 66 ptest r : V,W
+0f.38.1c-1e np pabsb,pabsw,pabsd r : P,Q
+0f.38.1c-1e 66 pabsb,pabsw,pabsd r : V,W
+0f.38.20-25 66 pmovsxbw,pmovsxbd,pmovsxbq,pmovsxwd,pmovsxwq,pmovsxdq r : V,Wq;V,Wd;V,Ww;V,Wq;V,Wd;V,Wq
+0f.38.28-29 66 pmuldq,pcmpeqq r : V,W
+0f.38.2a 66 movntdqa r mem : V,Mo
+0f.38.2b 66 packusdw r : V,W
+0f.38.30-35 66 pmovzxbw,pmovzxbd,pmovzxbq,pmovzxwd,pmovzxwq,pmovzxdq r : V,Wq;V,Wd;V,Ww;V,Wq;V,Wd;V,Wq
+0f.38.37-41 66 pcmpgtq,pminsb,pminsd,pminuw,pminud,pmaxsb,pmaxsd,pmaxuw,pmaxud,pmulld,phminposuw r : V,W
+0f.38.80-82 66 invept,invvpid,invpcid r mem : Gm,Mo
+0f.38.c8-cd np sha1nexte,sha1msg1,sha1msg2,sha256rnds2,sha256msg1,sha256msg2 r : V,W
+0f.38.cf 66 gf2p8mulb r : V,W
+0f.38.db-df 66 aesimc,aesenc,aesenclast,aesdec,aesdeclast r : V,W
+0f.38.f0 np movbe r mem : Gv,Mv
+0f.38.f0 66 movbe r mem : Gv,Mv
+0f.38.f0 f2 crc32 r b : Gy,Eb
+0f.38.f1 np movbe r mem : Mv,Gv
+0f.38.f1 66 movbe r mem : Mv,Gv
+0f.38.f1 f2 crc32 r : Gy,Ev
+0f.38.f5 66 wrussd|wrussd|wrussq r mem : My,Gy
+0f.38.f6 np wrssd|wrssd|wrssq r mem : My,Gy
+0f.38.f6 66 adcx r : Gy,Ey
+0f.38.f6 f3 adox r : Gy,Ey
+0f.38.f8 66 movdir64b r mem : Ga,Mz
+0f.38.f8 f3 enqcmds r mem : Ga,Mz
+0f.38.f8 f2 enqcmd r mem : Ga,Mz
+0f.38.f9 np movdiri r mem : My,Gy
+0f.38.fa-fb f3 encodekey128,encodekey256 r reg : Gd,Rd
+0f.38.fc * aadd,aand,axor,aor r mem : My,Gy
+0f.38.d8/0-3 f3 aesencwide128kl,aesdecwide128kl,aesencwide256kl,aesdecwide256kl r mem : Mk;Mk;Mz;Mz
+0f.38.dc-df f3 aesenc128kl,aesdec128kl,aesenc256kl,aesdec256kl r mem : V,Mk;V,Mk;V,Mz;V,Mz
+0f.38.dc f3 loadiwkey r reg : V,U
 
 # ---- 0F 3A map (always ModRM and imm8) ----
-0f.3a.08-0e 66 roundps,roundpd,roundss,roundsd,blendps,blendpd,pblendw r ib
-0f.3a.0f np palignr r ib
-0f.3a.0f 66 palignr r ib
-0f.3a.14-17 66 pextrb,pextrw,pextrd|pextrd|pextrq,extractps r ib
-0f.3a.20-22 66 pinsrb,insertps,pinsrd|pinsrd|pinsrq r ib
-0f.3a.40-42 66 dpps,dppd,mpsadbw r ib
-0f.3a.44 66 pclmulqdq r ib
-0f.3a.60-63 66 pcmpestrm,pcmpestri,pcmpistrm,pcmpistri r ib
-0f.3a.cc np sha1rnds4 r ib
-0f.3a.ce-cf 66 gf2p8affineqb,gf2p8affineinvqb r ib
-0f.3a.df 66 aeskeygenassist r ib
-0f.3a.f0=c0 f3 hreset r ib
+0f.3a.08-0e 66 roundps,roundpd,roundss,roundsd,blendps,blendpd,pblendw r ib : V,W,Ib;V,W,Ib;V,Wd,Ib;V,Wq,Ib;V,W,Ib;V,W,Ib;V,W,Ib
+0f.3a.0f np palignr r ib : P,Q,Ib
+0f.3a.0f 66 palignr r ib : V,W,Ib
+0f.3a.14-17 66 pextrb,pextrw,pextrd|pextrd|pextrq,extractps r ib : Rd/Mb,V,Ib;Rd/Mw,V,Ib;Ey,V,Ib;Ed,V,Ib
+0f.3a.20-22 66 pinsrb,insertps,pinsrd|pinsrd|pinsrq r ib : V,Rd/Mb,Ib;V,U/Md,Ib;V,Ey,Ib
+0f.3a.40-42 66 dpps,dppd,mpsadbw r ib : V,W,Ib
+0f.3a.44 66 pclmulqdq r ib : V,W,Ib
+0f.3a.60-63 66 pcmpestrm,pcmpestri,pcmpistrm,pcmpistri r ib : V,W,Ib
+0f.3a.cc np sha1rnds4 r ib : V,W,Ib
+0f.3a.ce-cf 66 gf2p8affineqb,gf2p8affineinvqb r ib : V,W,Ib
+0f.3a.df 66 aeskeygenassist r ib : V,W,Ib
+0f.3a.f0=c0 f3 hreset r ib : Ib
 """
 
 # 3DNow! opcodes (the byte after ModRM/SIB/displacement of 0F 0F).
@@ -867,6 +871,7 @@ class Form:
     modrm: int | None  # exact ModRM byte (register form)
     flags: int
     imm: int
+    ops: str = ""  # operand codes for the formatter ("Ev,Gv"); not part of decoder entries
 
 
 _MAP_BY_ESCAPE = {(): OpMap.ONE, (0x0F,): OpMap.M0F, (0x0F, 0x38): OpMap.M0F38, (0x0F, 0x3A): OpMap.M0F3A}
@@ -879,6 +884,7 @@ def _span(text: str) -> list[int]:
 
 def _parse_line(line: str) -> list[Form]:
     """Expand one text row into Forms: one per opcode, ModRM selection and mandatory prefix."""
+    line, _, opspec = line.partition(" : ")
     head, *rest = line.split()
     regs: list[int | None] = [None]
     modrms: list[int | None] = [None]
@@ -908,19 +914,26 @@ def _parse_line(line: str) -> list[Form]:
             imm = _IMM_NAMES[t]
         else:
             flags |= _FLAG_NAMES[t]
+    variants = [(pfx, names) for pfx, names in variants if names != "-"]
+    specs = opspec.strip().split(";")
+    if len(variants) > 1:  # a "*" row: one operand list per live prefix, or one for all
+        per_variant = specs if len(specs) == len(variants) else specs * len(variants)
+        specs_by_variant = [[s] for s in per_variant]
+    else:
+        specs_by_variant = [specs]
     forms: list[Form] = []
-    for pfx, names in variants:
-        if names == "-":
-            continue
+    for (pfx, names), ops in zip(variants, specs_by_variant, strict=True):
         mnemonics = names.split(",")
         if len(mnemonics) == 1:
             mnemonics *= len(shapes)
-        if len(mnemonics) != len(shapes):
-            raise ValueError(f"one mnemonic, or one per opcode/ModRM selection: {line!r}")
-        for mn, (op, reg, modrm) in zip(mnemonics, shapes, strict=True):
+        if len(ops) == 1:
+            ops = ops * len(shapes)
+        if len(mnemonics) != len(shapes) or len(ops) != len(shapes):
+            raise ValueError(f"one mnemonic/operand list, or one per opcode/ModRM selection: {line!r}")
+        for mn, op_list, (op, reg, modrm) in zip(mnemonics, ops, shapes, strict=True):
             if modrm is not None:
                 reg = modrm >> 3 & 7
-            forms.append(Form(opmap, op, mn, pfx, reg, modrm, flags, imm))
+            forms.append(Form(opmap, op, mn, pfx, reg, modrm, flags, imm, op_list))
     return forms
 
 
@@ -1023,8 +1036,9 @@ def _leaf(form: Form, mode: int) -> Entry:
     return make_entry(form.flags, form.imm, form.mnemonic, opmap, mode)
 
 
-def _compile(forms: list[Form], mode: int) -> Entry | None:
-    """Turn the rows of one opcode into a leaf or a dispatch entry for one mode."""
+def _select(forms: list[Form], mode: int) -> Form | list[Form | None] | None:
+    """The rows of one opcode in one mode: a single form, or the form of each dispatch slot
+    (mandatory-prefix index * 72 + GROUP_KEY[modrm]); None when no row is live in this mode."""
     live = [f for f in forms if not (mode == 64 and f.flags & F_I64) and not (mode != 64 and f.flags & F_O64)]
     if not live:
         return None
@@ -1034,7 +1048,7 @@ def _compile(forms: list[Form], mode: int) -> Entry | None:
         raise ValueError(f"rows disagree on ModRM for {first}")
     simple = first.pfx is None and first.reg is None and first.modrm is None
     if len(live) == 1 and simple and not first.flags & (F_MEM | F_REG):
-        return _leaf(first, mode)
+        return first
     best: list[Form | None] = [None] * (4 * _NKEYS)
     for f in live:
         spec = _specificity(f)
@@ -1047,16 +1061,30 @@ def _compile(forms: list[Form], mode: int) -> Entry | None:
                     best[slot] = f
                 elif _specificity(old) == spec:
                     raise ValueError(f"ambiguous rows {old} and {f}")
-    leaves = {id(f): _leaf(f, mode) for f in live}
-    sub: list[Entry | None] = [None if f is None else leaves[id(f)] for f in best]
+    return best
+
+
+def _compile(forms: list[Form], mode: int) -> Entry | None:
+    """Turn the rows of one opcode into a leaf or a dispatch entry for one mode."""
+    selected = _select(forms, mode)
+    if selected is None or isinstance(selected, Form):
+        return None if selected is None else _leaf(selected, mode)
+    first = next(f for f in selected if f is not None)
+    leaves = {id(f): _leaf(f, mode) for f in selected if f is not None}
+    sub: list[Entry | None] = [None if f is None else leaves[id(f)] for f in selected]
     flags = first.flags & F_MODRM | F_SUB
     return (flags, I_NONE, "", first.opmap, sub, _shape(flags), R_NONE, opsizes(mode, 0))
 
 
-def _build(mode: int) -> dict[OpMap, list[Entry | None]]:
+def _forms_by_opcode() -> dict[tuple[OpMap, int], list[Form]]:
     by_op: dict[tuple[OpMap, int], list[Form]] = {}
     for f in FORMS:
         by_op.setdefault((f.opmap, f.opcode), []).append(f)
+    return by_op
+
+
+def _build(mode: int) -> dict[OpMap, list[Entry | None]]:
+    by_op = _forms_by_opcode()
     tables: dict[OpMap, list[Entry | None]] = {}
     for m in (OpMap.ONE, OpMap.M0F, OpMap.M0F38, OpMap.M0F3A):
         tables[m] = [_compile(by_op.get((m, op), []), mode) for op in range(256)]
@@ -1069,6 +1097,27 @@ def _build(mode: int) -> dict[OpMap, list[Entry | None]]:
 
 LEGACY: dict[int, dict[OpMap, list[Entry | None]]] = {m: _build(m) for m in (16, 32, 64)}
 """Per mode, per legacy map: 256 entries indexed by opcode (None: undefined)."""
+
+
+@cache
+def _form_index(mode: int) -> dict[tuple[OpMap, int], Form | list[Form | None]]:
+    """The row behind every LEGACY entry, resolved exactly as `_compile` resolves it. Built on first use:
+    only the formatter needs it, and the decoder's entries stay the compact tuples its hot path reads."""
+    out: dict[tuple[OpMap, int], Form | list[Form | None]] = {}
+    for key, forms in _forms_by_opcode().items():
+        selected = _select(forms, mode)
+        if selected is not None:
+            out[key] = selected
+    return out
+
+
+def legacy_form(mode: int, opmap: OpMap, opcode: int, pfx: int, modrm: int) -> Form | None:
+    """The table row a legacy instruction decoded from (pfx: mandatory-prefix index 0-3 as the decoder
+    chose it; modrm: -1 without one). For the formatter: off the decoder's hot path."""
+    selected = _form_index(mode).get((opmap, opcode))
+    if selected is None or isinstance(selected, Form):
+        return selected
+    return selected[pfx * _NKEYS + (GROUP_KEY[modrm] if modrm >= 0 else 0)]
 
 
 _VEC_OPMAP = {
