@@ -451,7 +451,8 @@ df/5-6 fucomip,fcomip r reg : st,F
 0f.5d * minps,minpd,minss,minsd r : V,W;V,W;V,Wd;V,Wq
 0f.5e * divps,divpd,divss,divsd r : V,W;V,W;V,Wd;V,Wq
 0f.5f * maxps,maxpd,maxss,maxsd r : V,W;V,W;V,Wd;V,Wq
-0f.60-67 np punpcklbw,punpcklwd,punpckldq,packsswb,pcmpgtb,pcmpgtw,pcmpgtd,packuswb r : P,Qd;P,Qd;P,Qd;P,Q;P,Q;P,Q;P,Q;P,Q
+0f.60-62 np punpcklbw,punpcklwd,punpckldq r : P,Qd
+0f.63-67 np packsswb,pcmpgtb,pcmpgtw,pcmpgtd,packuswb r : P,Q
 0f.60-67 66 punpcklbw,punpcklwd,punpckldq,packsswb,pcmpgtb,pcmpgtw,pcmpgtd,packuswb r : V,W
 0f.68-6b np punpckhbw,punpckhwd,punpckhdq,packssdw r : P,Q
 0f.68-6d 66 punpckhbw,punpckhwd,punpckhdq,packssdw,punpcklqdq,punpckhqdq r : V,W
@@ -578,8 +579,10 @@ df/5-6 fucomip,fcomip r reg : st,F
 0f.ff ud0 r : Gv,Ev
 
 # ---- 0F 38 map (always ModRM, no immediate) ----
-0f.38.00-0b np pshufb,phaddw,phaddd,phaddsw,pmaddubsw,phsubw,phsubd,phsubsw,psignb,psignw,psignd,pmulhrsw r : P,Q
-0f.38.00-0b 66 pshufb,phaddw,phaddd,phaddsw,pmaddubsw,phsubw,phsubd,phsubsw,psignb,psignw,psignd,pmulhrsw r : V,W
+0f.38.00-05 np pshufb,phaddw,phaddd,phaddsw,pmaddubsw,phsubw r : P,Q
+0f.38.06-0b np phsubd,phsubsw,psignb,psignw,psignd,pmulhrsw r : P,Q
+0f.38.00-05 66 pshufb,phaddw,phaddd,phaddsw,pmaddubsw,phsubw r : V,W
+0f.38.06-0b 66 phsubd,phsubsw,psignb,psignw,psignd,pmulhrsw r : V,W
 0f.38.10 66 pblendvb r : V,W
 0f.38.14-15 66 blendvps,blendvpd r : V,W
 0f.38.17 66 ptest r : V,W
@@ -616,7 +619,8 @@ df/5-6 fucomip,fcomip r reg : st,F
 0f.38.dc f3 loadiwkey r reg : V,U
 
 # ---- 0F 3A map (always ModRM and imm8) ----
-0f.3a.08-0e 66 roundps,roundpd,roundss,roundsd,blendps,blendpd,pblendw r ib : V,W,Ib;V,W,Ib;V,Wd,Ib;V,Wq,Ib;V,W,Ib;V,W,Ib;V,W,Ib
+0f.3a.08-0b 66 roundps,roundpd,roundss,roundsd r ib : V,W,Ib;V,W,Ib;V,Wd,Ib;V,Wq,Ib
+0f.3a.0c-0e 66 blendps,blendpd,pblendw r ib : V,W,Ib
 0f.3a.0f np palignr r ib : P,Q,Ib
 0f.3a.0f 66 palignr r ib : V,W,Ib
 0f.3a.14-17 66 pextrb,pextrw,pextrd|pextrd|pextrq,extractps r ib : Rd/Mb,V,Ib;Rd/Mw,V,Ib;Ey,V,Ib;Ed,V,Ib
