@@ -40,6 +40,7 @@ from vmmio.x86.regs import GPR_NAMES, LEGACY_BYTE_NAMES, NO_REG, RIP_REG, SEG_NA
 
 __all__ = ["format_insn", "format_mem"]
 
+
 def format_mem(mem: MemOperand, default_seg: int = int(Seg.DS)) -> str:
     """`fs:[rbx+rcx*4+0x10]` style text; the segment is shown only when it is not `default_seg`."""
     seg = f"{SEG_NAMES[mem.seg]}:" if mem.seg != default_seg else ""
@@ -56,7 +57,8 @@ def _address(mem: MemOperand) -> str:
         parts.append(names[mem.base])
     if mem.index != NO_REG:
         index = vector_name(mem.index) if mem.vsib else names[mem.index]
-        parts.append(f"{index}*{mem.scale}" if mem.scale > 1 else index)
+        # No base: the scale is written even when 1, so [r13*1+0x1] is not read as a base register.
+        parts.append(f"{index}*{mem.scale}" if mem.scale > 1 or mem.base == NO_REG else index)
     text = "+".join(parts)
     disp = mem.disp
     if not parts:
@@ -153,8 +155,15 @@ class _Text:
 
     def size(self, code: str) -> int:
         insn = self.insn
+        f = self.f
         if code in _FIXED_SIZES:
             return _FIXED_SIZES[code]
+        if code in _BY_W:
+            return _BY_W[code][f.w]
+        if code == "u":
+            return 8 if f.vl == 16 else f.vl
+        if code == "g":  # gather/scatter data: half as wide with qword indexes of dword elements
+            return max(16, f.vl // 2) if insn.opcode & 1 and not f.w else f.vl
         if code == "v":
             return insn.opsize
         if code == "y":
@@ -172,7 +181,7 @@ class _Text:
         if code == "qo":
             return 16 if insn.opsize == 8 else 8
         if code in _VECTOR_PART:
-            return max(16, self.f.vl // _VECTOR_PART[code])
+            return self.f.vl // _VECTOR_PART[code]
         raise ValueError(f"unknown size {code!r}")
 
     def gpr(self, n: int, size: int) -> str:
@@ -180,14 +189,24 @@ class _Text:
             return LEGACY_BYTE_NAMES[n]
         return GPR_NAMES[size][n]
 
-    def mem(self, size: int, with_segment: bool = True) -> str:
+    def mem(self, size: int, with_segment: bool = True, vector: bool = False) -> str:
         mem = self.insn.mem
         assert mem is not None
         text = _address(mem)
         if with_segment:
             text = self._seg_prefix(mem.seg, _SS if mem.base in _STACK_BASES else _DS) + text
+        if vector and self.f.b:
+            elem = self.broadcast_element()
+            if elem:
+                return f"{_PTR[elem]} ptr {text}{{1to{size // elem}}}"
         keyword = _PTR.get(size)
         return f"{keyword} ptr {text}" if keyword else text
+
+    def broadcast_element(self) -> int:
+        """EVEX.b on a memory operand: the element size, from the disp8*N table (0: no broadcast)."""
+        f = self.f
+        rule = T.EVEX_DISP8_N[self.insn.mode].get(f.vmap << 11 | f.pp << 9 | f.w << 8 | self.insn.opcode)
+        return rule[4] if rule else 0
 
     def seg_name(self, seg: int, default: int) -> str:
         """The segment when an override prefix changes it (in 64-bit mode only FS and GS can), else ""."""
@@ -239,7 +258,7 @@ class _Text:
         if size_code in _FPU_AREAS:
             return self.fpu_area(_FPU_AREAS[size_code])
         if kind in ("E", "M", "R"):
-            size = self.size(size_code)
+            size = self.size(size_code or ("x" if kind == "M" and insn.encoding != Encoding.LEGACY else ""))
             if insn.mem is not None:
                 return self.mem(size)
             return self.gpr(insn.rm, size)
@@ -281,8 +300,23 @@ class _Text:
             return self.vreg(insn.reg + self.f.reg_hi, size_code)
         if kind in ("U", "W"):
             if insn.mem is not None:
-                return self.mem(self.size(size_code or "o"))
+                vector = insn.encoding == Encoding.EVEX
+                return self.mem(self.size(size_code or self.default_vector_size()), vector=vector)
             return self.vreg(insn.rm + self.f.rm_hi, size_code)
+        if kind == "H":
+            return self.vreg(self.f.vvvv, size_code)
+        if kind == "L":
+            return self.vreg(insn.raw[-1] >> 4 if insn.mode == 64 else insn.raw[-1] >> 4 & 7, size_code)
+        if kind == "B":
+            return self.gpr(self.f.vvvv & 15, self.size(size_code))
+        if kind == "K":
+            if size_code == "h":
+                return f"k{self.f.vvvv & 7}"
+            if size_code == "r":
+                return f"k{insn.rm & 7}"
+            if size_code == "m":
+                return f"k{self.f.aaa}"
+            return f"k{insn.reg & 7}"
         if kind == "Ap":
             return f"far {insn.raw[-2] | insn.raw[-1] << 8:#x}:{insn.imm & _mask(insn.opsize):#x}"
         raise ValueError(f"unknown operand code {code!r}")
@@ -294,13 +328,18 @@ class _Text:
             return f"{sizes[insn.opsize == 4]} ptr {self.mem(0)}"
         return self.mem(0)
 
+    def default_vector_size(self) -> str:
+        return "x" if self.insn.encoding != Encoding.LEGACY else "o"
+
     def vreg(self, n: int, size_code: str) -> str:
-        size = self.size(size_code or ("x" if self.insn.encoding != Encoding.LEGACY else "o"))
+        size = self.size(size_code or self.default_vector_size())
         cls = "xmm" if size <= 16 else "ymm" if size == 32 else "zmm"
         return f"{cls}{n}"
 
 
 _LITERALS = {"1": "0x1"}
+# Sizes chosen by VEX/EVEX.W: (W0, W1).
+_BY_W = {"s": (4, 8), "wq": (2, 8), "bd": (1, 4)}
 # fldenv/fnstenv and frstor/fnsave areas: (16-bit layout, 32-bit layout) keywords.
 _FPU_AREAS = {"env": ("fpuenv14", "fpuenv28"), "sav": ("fpustate94", "fpustate108")}
 _WHOLE_KINDS = frozenset({"rAX", "aAX", "Ap", "1"})
@@ -331,14 +370,37 @@ class _Spec:
     prefixes: frozenset[str]
     operands: tuple[str, ...]
     default_opsize: int  # the form's operand size without 66/REX.W (for data16/data32/data64)
+    rounding: str | None = None  # vector rows: what EVEX.b means on a register form
 
 
-def _parse_spec(mnemonic: str, ops: str, default_opsize: int) -> _Spec:
+def _parse_spec(mnemonic: str, ops: str, default_opsize: int, rounding: str | None = None) -> _Spec:
     words = ops.split()
     classes = frozenset(w[1:] for w in words if w.startswith("+"))
     rest = [w for w in words if not w.startswith("+")]
     operands = tuple(rest[0].split(",")) if rest else ()
-    return _Spec(mnemonic, classes, operands, default_opsize)
+    return _Spec(mnemonic, classes, operands, default_opsize, rounding)
+
+
+def _vector_spec(insn: Insn, f: _Fields) -> _Spec | None:
+    """The VEX/EVEX row for the instruction: W, L, mod and ModRM.reg decide between candidates."""
+    rows = T.vector_forms().get((int(insn.encoding), f.vmap, f.pp, insn.opcode), ())
+    vex_l = insn.vex_l
+    mod = "mem" if insn.mem is not None else "reg"
+    reg = insn.modrm >> 3 & 7
+    for row in rows:
+        if row.w is not None and row.w != f.w:
+            continue
+        if row.l is not None and row.l != vex_l:
+            continue
+        if (row.mod is not None and row.mod != mod) or (row.reg is not None and row.reg != reg):
+            continue
+        names = row.mnemonic.split("|")
+        w = f.w
+        if insn.mode != 64 and any(c[:1] in ("E", "G", "R") and c.endswith("y") for c in row.ops.split(",")):
+            w = 0  # the W1 name is for a 64-bit GPR, which W1 does not select outside 64-bit mode
+        mnemonic = names[w] if len(names) == 2 else names[0]
+        return _parse_spec(mnemonic, row.ops, insn.opsize, row.rounding)
+    return None
 
 
 def _legacy_spec(insn: Insn) -> _Spec | None:
@@ -365,14 +427,23 @@ def format_insn(insn: Insn, address: int | None = None) -> str:
     `address` is where the instruction starts; relative branch targets are then absolute.
     """
     fields = _fields(insn)
-    spec = _legacy_spec(insn) if insn.encoding == Encoding.LEGACY else None
+    if insn.encoding == Encoding.LEGACY:
+        spec = _legacy_spec(insn)
+    elif insn.encoding in (Encoding.VEX, Encoding.EVEX):
+        spec = _vector_spec(insn, fields)
+    else:
+        spec = None
     if spec is None:
         # No operand row: the decoder's own name and the memory operand.
         if insn.mem is None:
             return insn.mnemonic
         return f"{insn.mnemonic} {format_mem(insn.mem)}"
     text = _Text(insn, address, fields)
+    if insn.encoding == Encoding.EVEX and fields.b and insn.mem is None and spec.rounding:
+        fields.vl = 64  # EVEX.b on a register form: L'L is the rounding mode, the vector is 512 bits
     operands = [text.operand(code.rstrip("~")) for code in spec.operands if not _dropped(insn, code)]
+    if insn.encoding == Encoding.EVEX and operands:
+        operands[0] += _decorations(insn, fields, spec)
     if "segop" in spec.prefixes and insn.seg_override >= 0:
         seg = text.seg_name(insn.seg_override, _DS)
         if seg:
@@ -385,6 +456,21 @@ def format_insn(insn: Insn, address: int | None = None) -> str:
 # Spellings of the formatter that differ from the decoder's mnemonic (the decoder's names are what the
 # emulator and the other tests key on).
 _DISPLAY_NAMES = {"wait": "fwait", "xlatb": "xlat", "retf": "ret far", "sal": "shl"}
+
+
+_ROUNDING = ("{rne-sae}", "{rd-sae}", "{ru-sae}", "{rz-sae}")
+
+
+def _decorations(insn: Insn, f: _Fields, spec: _Spec) -> str:
+    """EVEX opmask, zeroing and rounding, written after the first operand as iced does."""
+    text = ""
+    if f.aaa and "Km" not in spec.operands:
+        text += f"{{k{f.aaa}}}"
+    if f.z:
+        text += "{z}"
+    if f.b and insn.mem is None and spec.rounding:
+        text += _ROUNDING[f.ll] if spec.rounding == "er" else "{sae}"
+    return text
 
 
 def _dropped(insn: Insn, code: str) -> bool:

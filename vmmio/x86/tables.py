@@ -1124,6 +1124,501 @@ def legacy_form(mode: int, opmap: OpMap, opcode: int, pfx: int, modrm: int) -> F
     return selected[pfx * _NKEYS + (GROUP_KEY[modrm] if modrm >= 0 else 0)]
 
 
+# ---- vector forms, for the formatter ----
+#
+# The decoder knows the VEX/EVEX opcode space coarsely (VEX_OPCODES and friends); the formatter needs the
+# mnemonic and operands of each form. One row per form: ``<enc> <map>.<pp>.<opcode>[/<reg>] [<flag>...]
+# <mnemonic> [: <operands>]``. ``enc`` is ``v`` (VEX), ``e`` (EVEX) or ``ve`` (both); opcode ranges and
+# comma lists of mnemonics work as in the legacy rows; ``a|b`` is the W0|W1 mnemonic. Flags: ``w0``/``w1``
+# and ``l0``/``l1`` restrict VEX/EVEX.W and VEX.L, ``mem``/``reg`` ModRM.mod, ``er``/``sae`` the EVEX.b
+# meaning on register forms (embedded rounding, suppress-all-exceptions). Rows of one encoding win over
+# ``ve`` rows. Compiled on first use by `vector_forms`; the decoder never reads them.
+_VECTOR_ROWS = """
+# ---- VEX/EVEX map 0F ----
+ve 0f.np.10 vmovups : V,W
+ve 0f.66.10 vmovupd : V,W
+ve 0f.f3.10 reg vmovss : Vo,Ho,Uo
+ve 0f.f3.10 mem vmovss : Vo,Md
+ve 0f.f2.10 reg vmovsd : Vo,Ho,Uo
+ve 0f.f2.10 mem vmovsd : Vo,Mq
+ve 0f.np.11 vmovups : W,V
+ve 0f.66.11 vmovupd : W,V
+ve 0f.f3.11 reg vmovss : Uo,Ho,Vo
+ve 0f.f3.11 mem vmovss : Md,Vo
+ve 0f.f2.11 reg vmovsd : Uo,Ho,Vo
+ve 0f.f2.11 mem vmovsd : Mq,Vo
+ve 0f.np.12 mem vmovlps : Vo,Ho,Mq
+ve 0f.np.12 reg vmovhlps : Vo,Ho,Uo
+ve 0f.66.12 mem vmovlpd : Vo,Ho,Mq
+ve 0f.f3.12 vmovsldup : V,W
+ve 0f.f2.12 vmovddup : V,Wu
+ve 0f.np.13 mem vmovlps : Mq,Vo
+ve 0f.66.13 mem vmovlpd : Mq,Vo
+ve 0f.np.14-15 vunpcklps,vunpckhps : V,H,W
+ve 0f.66.14-15 vunpcklpd,vunpckhpd : V,H,W
+ve 0f.np.16 mem vmovhps : Vo,Ho,Mq
+ve 0f.np.16 reg vmovlhps : Vo,Ho,Uo
+ve 0f.66.16 mem vmovhpd : Vo,Ho,Mq
+ve 0f.f3.16 vmovshdup : V,W
+ve 0f.np.17 mem vmovhps : Mq,Vo
+ve 0f.66.17 mem vmovhpd : Mq,Vo
+ve 0f.np.28 vmovaps : V,W
+ve 0f.66.28 vmovapd : V,W
+ve 0f.np.29 vmovaps : W,V
+ve 0f.66.29 vmovapd : W,V
+ve 0f.f3.2a er vcvtsi2ss : Vo,Ho,Ey
+ve 0f.f2.2a er vcvtsi2sd : Vo,Ho,Ey
+ve 0f.np.2b mem vmovntps : M,V
+ve 0f.66.2b mem vmovntpd : M,V
+ve 0f.f3.2c sae vcvttss2si : Gy,Wd
+ve 0f.f2.2c sae vcvttsd2si : Gy,Wq
+ve 0f.f3.2d er vcvtss2si : Gy,Wd
+ve 0f.f2.2d er vcvtsd2si : Gy,Wq
+ve 0f.np.2e-2f sae vucomiss,vcomiss : Vo,Wd
+ve 0f.66.2e-2f sae vucomisd,vcomisd : Vo,Wq
+v 0f.np.41-42 l1 kandw|kandq,kandnw|kandnq : K,Kh,Kr
+v 0f.66.41-42 l1 kandb|kandd,kandnb|kandnd : K,Kh,Kr
+v 0f.np.44 l0 knotw|knotq : K,Kr
+v 0f.66.44 l0 knotb|knotd : K,Kr
+v 0f.np.45-47 l1 korw|korq,kxnorw|kxnorq,kxorw|kxorq : K,Kh,Kr
+v 0f.66.45-47 l1 korb|kord,kxnorb|kxnord,kxorb|kxord : K,Kh,Kr
+v 0f.np.4a l1 kaddw|kaddq : K,Kh,Kr
+v 0f.66.4a l1 kaddb|kaddd : K,Kh,Kr
+v 0f.np.4b l1 kunpckwd|kunpckdq : K,Kh,Kr
+v 0f.66.4b l1 w0 kunpckbw : K,Kh,Kr
+v 0f.np.50 reg vmovmskps : Gd,U
+v 0f.66.50 reg vmovmskpd : Gd,U
+ve 0f.np.51 er vsqrtps : V,W
+ve 0f.66.51 er vsqrtpd : V,W
+ve 0f.f3.51 er vsqrtss : Vo,Ho,Wd
+ve 0f.f2.51 er vsqrtsd : Vo,Ho,Wq
+v 0f.np.52-53 vrsqrtps,vrcpps : V,W
+v 0f.f3.52-53 vrsqrtss,vrcpss : Vo,Ho,Wd
+e 0f.np.54-57 vandps,vandnps,vorps,vxorps : V,H,W
+e 0f.66.54-57 vandpd,vandnpd,vorpd,vxorpd : V,H,W
+v 0f.np.54-57 vandps,vandnps,vorps,vxorps : V,H,W
+v 0f.66.54-57 vandpd,vandnpd,vorpd,vxorpd : V,H,W
+ve 0f.np.58-59 er vaddps,vmulps : V,H,W
+ve 0f.66.58-59 er vaddpd,vmulpd : V,H,W
+ve 0f.f3.58-59 er vaddss,vmulss : Vo,Ho,Wd
+ve 0f.f2.58-59 er vaddsd,vmulsd : Vo,Ho,Wq
+ve 0f.np.5a sae vcvtps2pd : V,Wh
+ve 0f.66.5a er vcvtpd2ps : Vh,W
+ve 0f.f3.5a sae vcvtss2sd : Vo,Ho,Wd
+ve 0f.f2.5a er vcvtsd2ss : Vo,Ho,Wq
+v 0f.np.5b vcvtdq2ps : V,W
+e 0f.np.5b w0 er vcvtdq2ps : V,W
+e 0f.np.5b w1 er vcvtqq2ps : Vh,W
+ve 0f.66.5b er vcvtps2dq : V,W
+ve 0f.f3.5b sae vcvttps2dq : V,W
+ve 0f.np.5c er vsubps : V,H,W
+ve 0f.66.5c er vsubpd : V,H,W
+ve 0f.f3.5c er vsubss : Vo,Ho,Wd
+ve 0f.f2.5c er vsubsd : Vo,Ho,Wq
+ve 0f.np.5d sae vminps : V,H,W
+ve 0f.66.5d sae vminpd : V,H,W
+ve 0f.f3.5d sae vminss : Vo,Ho,Wd
+ve 0f.f2.5d sae vminsd : Vo,Ho,Wq
+ve 0f.np.5e er vdivps : V,H,W
+ve 0f.66.5e er vdivpd : V,H,W
+ve 0f.f3.5e er vdivss : Vo,Ho,Wd
+ve 0f.f2.5e er vdivsd : Vo,Ho,Wq
+ve 0f.np.5f sae vmaxps : V,H,W
+ve 0f.66.5f sae vmaxpd : V,H,W
+ve 0f.f3.5f sae vmaxss : Vo,Ho,Wd
+ve 0f.f2.5f sae vmaxsd : Vo,Ho,Wq
+ve 0f.66.60-63 vpunpcklbw,vpunpcklwd,vpunpckldq,vpacksswb : V,H,W
+e 0f.66.64-66 vpcmpgtb,vpcmpgtw,vpcmpgtd : K,H,W
+v 0f.66.64-66 vpcmpgtb,vpcmpgtw,vpcmpgtd : V,H,W
+ve 0f.66.67-6d vpackuswb,vpunpckhbw,vpunpckhwd,vpunpckhdq,vpackssdw,vpunpcklqdq,vpunpckhqdq : V,H,W
+ve 0f.66.6e vmovd|vmovq : Vo,Ey
+v 0f.66.6f vmovdqa : V,W
+v 0f.f3.6f vmovdqu : V,W
+e 0f.66.6f vmovdqa32|vmovdqa64 : V,W
+e 0f.f3.6f vmovdqu32|vmovdqu64 : V,W
+e 0f.f2.6f vmovdqu8|vmovdqu16 : V,W
+ve 0f.66.70 vpshufd : V,W,Ib
+ve 0f.f3.70 vpshufhw : V,W,Ib
+ve 0f.f2.70 vpshuflw : V,W,Ib
+ve 0f.66.71/2 vpsrlw : H,W,Ib
+ve 0f.66.71/4 vpsraw : H,W,Ib
+ve 0f.66.71/6 vpsllw : H,W,Ib
+e 0f.66.72/0-1 vprord|vprorq,vprold|vprolq : H,W,Ib
+ve 0f.66.72/2 vpsrld : H,W,Ib
+e 0f.66.72/4 vpsrad|vpsraq : H,W,Ib
+v 0f.66.72/4 vpsrad : H,W,Ib
+ve 0f.66.72/6 vpslld : H,W,Ib
+ve 0f.66.73/2-3 vpsrlq,vpsrldq : H,W,Ib
+ve 0f.66.73/6-7 vpsllq,vpslldq : H,W,Ib
+e 0f.66.74-76 vpcmpeqb,vpcmpeqw,vpcmpeqd : K,H,W
+v 0f.66.74-76 vpcmpeqb,vpcmpeqw,vpcmpeqd : V,H,W
+v 0f.np.77 l0 vzeroupper
+v 0f.np.77 l1 vzeroall
+e 0f.np.78 w0 sae vcvttps2udq : V,W
+e 0f.np.78 w1 sae vcvttpd2udq : Vh,W
+e 0f.66.78 w0 sae vcvttps2uqq : V,Wh
+e 0f.66.78 w1 sae vcvttpd2uqq : V,W
+e 0f.f3.78 sae vcvttss2usi : Gy,Wd
+e 0f.f2.78 sae vcvttsd2usi : Gy,Wq
+e 0f.np.79 w0 er vcvtps2udq : V,W
+e 0f.np.79 w1 er vcvtpd2udq : Vh,W
+e 0f.66.79 w0 er vcvtps2uqq : V,Wh
+e 0f.66.79 w1 er vcvtpd2uqq : V,W
+e 0f.f3.79 er vcvtss2usi : Gy,Wd
+e 0f.f2.79 er vcvtsd2usi : Gy,Wq
+e 0f.66.7a w0 sae vcvttps2qq : V,Wh
+e 0f.66.7a w1 sae vcvttpd2qq : V,W
+e 0f.f3.7a w0 vcvtudq2pd : V,Wh
+e 0f.f3.7a w1 er vcvtuqq2pd : V,W
+e 0f.f2.7a w0 er vcvtudq2ps : V,W
+e 0f.f2.7a w1 er vcvtuqq2ps : Vh,W
+e 0f.66.7b w0 er vcvtps2qq : V,Wh
+e 0f.66.7b w1 er vcvtpd2qq : V,W
+e 0f.f3.7b er vcvtusi2ss : Vo,Ho,Ey
+e 0f.f2.7b er vcvtusi2sd : Vo,Ho,Ey
+v 0f.66.7c-7d vhaddpd,vhsubpd : V,H,W
+v 0f.f2.7c-7d vhaddps,vhsubps : V,H,W
+ve 0f.66.7e vmovd|vmovq : Ey,Vo
+ve 0f.f3.7e vmovq : Vo,Wq
+v 0f.66.7f vmovdqa : W,V
+v 0f.f3.7f vmovdqu : W,V
+e 0f.66.7f vmovdqa32|vmovdqa64 : W,V
+e 0f.f3.7f vmovdqu32|vmovdqu64 : W,V
+e 0f.f2.7f vmovdqu8|vmovdqu16 : W,V
+v 0f.np.90 l0 kmovw|kmovq : K,Kr/Mwq
+v 0f.66.90 l0 kmovb|kmovd : K,Kr/Mbd
+v 0f.np.91 l0 mem kmovw|kmovq : Mwq,K
+v 0f.66.91 l0 mem kmovb|kmovd : Mbd,K
+v 0f.np.92 l0 reg w0 kmovw : K,Rd
+v 0f.66.92 l0 reg w0 kmovb : K,Rd
+v 0f.f2.92 l0 reg kmovd|kmovq : K,Ry
+v 0f.np.93 l0 reg w0 kmovw : Gd,Kr
+v 0f.66.93 l0 reg w0 kmovb : Gd,Kr
+v 0f.f2.93 l0 reg kmovd|kmovq : Gy,Kr
+v 0f.np.98-99 l0 reg kortestw|kortestq,ktestw|ktestq : K,Kr
+v 0f.66.98-99 l0 reg kortestb|kortestd,ktestb|ktestd : K,Kr
+v 0f.np.ae/2-3 mem vldmxcsr,vstmxcsr : Md
+e 0f.np.c2 sae vcmpps : K,H,W,Ib
+e 0f.66.c2 sae vcmppd : K,H,W,Ib
+e 0f.f3.c2 sae vcmpss : K,Ho,Wd,Ib
+e 0f.f2.c2 sae vcmpsd : K,Ho,Wq,Ib
+v 0f.np.c2 vcmpps : V,H,W,Ib
+v 0f.66.c2 vcmppd : V,H,W,Ib
+v 0f.f3.c2 vcmpss : Vo,Ho,Wd,Ib
+v 0f.f2.c2 vcmpsd : Vo,Ho,Wq,Ib
+ve 0f.66.c4 vpinsrw : Vo,Ho,Rd/Mw,Ib
+ve 0f.66.c5 reg vpextrw : Gd,Uo,Ib
+ve 0f.np.c6 vshufps : V,H,W,Ib
+ve 0f.66.c6 vshufpd : V,H,W,Ib
+v 0f.66.d0 vaddsubpd : V,H,W
+v 0f.f2.d0 vaddsubps : V,H,W
+ve 0f.66.d1-d3 vpsrlw,vpsrld,vpsrlq : V,H,Wo
+ve 0f.66.d4-d5 vpaddq,vpmullw : V,H,W
+ve 0f.66.d6 vmovq : Wq,Vo
+v 0f.66.d7 reg vpmovmskb : Gd,U
+ve 0f.66.d8-da vpsubusb,vpsubusw,vpminub : V,H,W
+e 0f.66.db vpandd|vpandq : V,H,W
+v 0f.66.db vpand : V,H,W
+ve 0f.66.dc-de vpaddusb,vpaddusw,vpmaxub : V,H,W
+e 0f.66.df vpandnd|vpandnq : V,H,W
+v 0f.66.df vpandn : V,H,W
+ve 0f.66.e0 vpavgb : V,H,W
+ve 0f.66.e1 vpsraw : V,H,Wo
+e 0f.66.e2 vpsrad|vpsraq : V,H,Wo
+v 0f.66.e2 vpsrad : V,H,Wo
+ve 0f.66.e3-e5 vpavgw,vpmulhuw,vpmulhw : V,H,W
+ve 0f.66.e6 sae vcvttpd2dq : Vh,W
+v 0f.f3.e6 vcvtdq2pd : V,Wh
+e 0f.f3.e6 w0 vcvtdq2pd : V,Wh
+e 0f.f3.e6 w1 er vcvtqq2pd : V,W
+ve 0f.f2.e6 er vcvtpd2dq : Vh,W
+ve 0f.66.e7 mem vmovntdq : M,V
+ve 0f.66.e8-ea vpsubsb,vpsubsw,vpminsw : V,H,W
+e 0f.66.eb vpord|vporq : V,H,W
+v 0f.66.eb vpor : V,H,W
+ve 0f.66.ec-ee vpaddsb,vpaddsw,vpmaxsw : V,H,W
+e 0f.66.ef vpxord|vpxorq : V,H,W
+v 0f.66.ef vpxor : V,H,W
+v 0f.f2.f0 mem vlddqu : V,M
+ve 0f.66.f1-f3 vpsllw,vpslld,vpsllq : V,H,Wo
+ve 0f.66.f4-f6 vpmuludq,vpmaddwd,vpsadbw : V,H,W
+v 0f.66.f7 reg vmaskmovdqu : Vo,Uo
+ve 0f.66.f8-fe vpsubb,vpsubw,vpsubd,vpsubq,vpaddb,vpaddw,vpaddd : V,H,W
+
+# ---- VEX/EVEX map 0F38 ----
+ve 0f38.66.00 vpshufb : V,H,W
+v 0f38.66.01-05 vphaddw,vphaddd,vphaddsw,vpmaddubsw,vphsubw : V,H,W
+v 0f38.66.06-0b vphsubd,vphsubsw,vpsignb,vpsignw,vpsignd,vpmulhrsw : V,H,W
+e 0f38.66.04 vpmaddubsw : V,H,W
+e 0f38.66.0b vpmulhrsw : V,H,W
+ve 0f38.66.0c-0d vpermilps,vpermilpd : V,H,W
+v 0f38.66.0e-0f vtestps,vtestpd : V,W
+e 0f38.66.10-12 w1 vpsrlvw,vpsravw,vpsllvw : V,H,W
+ve 0f38.66.13 sae vcvtph2ps : V,Wh
+ve 0f38.66.16 vpermps|vpermpd : V,H,W
+v 0f38.66.17 vptest : V,W
+v 0f38.66.18 vbroadcastss : V,Wd
+e 0f38.66.18 w0 vbroadcastss : V,Wd
+v 0f38.66.19 vbroadcastsd : V,Wq
+e 0f38.66.19 w1 vbroadcastsd : V,Wq
+e 0f38.66.19 w0 vbroadcastf32x2 : V,Wq
+v 0f38.66.1a mem vbroadcastf128 : V,Mo
+e 0f38.66.1a mem vbroadcastf32x4|vbroadcastf64x2 : V,Mo
+e 0f38.66.1b mem vbroadcastf32x8|vbroadcastf64x4 : V,MY
+ve 0f38.66.1c-1d vpabsb,vpabsw : V,W
+ve 0f38.66.1e vpabsd : V,W
+e 0f38.66.1f vpabsq : V,W
+ve 0f38.66.20-25 vpmovsxbw,vpmovsxbd,vpmovsxbq,vpmovsxwd,vpmovsxwq,vpmovsxdq : V,Wh;V,Wr;V,We;V,Wh;V,Wr;V,Wh
+e 0f38.f3.10-15 vpmovuswb,vpmovusdb,vpmovusqb,vpmovusdw,vpmovusqw,vpmovusqd : Wh,V;Wr,V;We,V;Wh,V;Wr,V;Wh,V
+e 0f38.f3.20-25 vpmovswb,vpmovsdb,vpmovsqb,vpmovsdw,vpmovsqw,vpmovsqd : Wh,V;Wr,V;We,V;Wh,V;Wr,V;Wh,V
+e 0f38.f3.30-35 vpmovwb,vpmovdb,vpmovqb,vpmovdw,vpmovqw,vpmovqd : Wh,V;Wr,V;We,V;Wh,V;Wr,V;Wh,V
+e 0f38.f3.28 vpmovm2b|vpmovm2w : V,Kr
+e 0f38.f3.38 vpmovm2d|vpmovm2q : V,Kr
+e 0f38.f3.29 reg vpmovb2m|vpmovw2m : K,U
+e 0f38.f3.39 vpmovd2m|vpmovq2m : K,U
+e 0f38.66.26 vptestmb|vptestmw : K,H,W
+e 0f38.f3.27 vptestnmd|vptestnmq : K,H,W
+e 0f38.f3.26 vptestnmb|vptestnmw : K,H,W
+e 0f38.66.27 vptestmd|vptestmq : K,H,W
+ve 0f38.66.28 vpmuldq : V,H,W
+e 0f38.66.29 vpcmpeqq : K,H,W
+v 0f38.66.29 vpcmpeqq : V,H,W
+ve 0f38.66.2a mem vmovntdqa : V,M
+ve 0f38.66.2b vpackusdw : V,H,W
+v 0f38.66.2c-2d mem vmaskmovps,vmaskmovpd : V,H,M
+v 0f38.66.2e-2f mem vmaskmovps,vmaskmovpd : M,H,V
+e 0f38.66.2c-2d er vscalefps|vscalefpd,vscalefss|vscalefsd : V,H,W;Vo,Ho,Ws
+ve 0f38.66.30-35 vpmovzxbw,vpmovzxbd,vpmovzxbq,vpmovzxwd,vpmovzxwq,vpmovzxdq : V,Wh;V,Wr;V,We;V,Wh;V,Wr;V,Wh
+ve 0f38.66.36 vpermd|vpermq : V,H,W
+e 0f38.66.37 vpcmpgtq : K,H,W
+v 0f38.66.37 vpcmpgtq : V,H,W
+ve 0f38.66.38 vpminsb : V,H,W
+e 0f38.66.39 vpminsd|vpminsq : V,H,W
+v 0f38.66.39 vpminsd : V,H,W
+ve 0f38.66.3a vpminuw : V,H,W
+e 0f38.66.3b vpminud|vpminuq : V,H,W
+v 0f38.66.3b vpminud : V,H,W
+ve 0f38.66.3c vpmaxsb : V,H,W
+e 0f38.66.3d vpmaxsd|vpmaxsq : V,H,W
+v 0f38.66.3d vpmaxsd : V,H,W
+ve 0f38.66.3e vpmaxuw : V,H,W
+e 0f38.66.3f vpmaxud|vpmaxuq : V,H,W
+v 0f38.66.3f vpmaxud : V,H,W
+e 0f38.66.40 vpmulld|vpmullq : V,H,W
+v 0f38.66.40 vpmulld : V,H,W
+v 0f38.66.41 vphminposuw : Vo,Wo
+ve 0f38.66.45-47 vpsrlvd|vpsrlvq,vpsravd|vpsravq,vpsllvd|vpsllvq : V,H,W
+v 0f38.66.46 vpsravd : V,H,W
+v 0f38.66.50-53 vpdpbusd,vpdpbusds,vpdpwssd,vpdpwssds : V,H,W
+e 0f38.66.50-53 vpdpbusd,vpdpbusds,vpdpwssd,vpdpwssds : V,H,W
+ve 0f38.66.58 vpbroadcastd : V,Wd
+v 0f38.66.59 vpbroadcastq : V,Wq
+e 0f38.66.59 vbroadcasti32x2|vpbroadcastq : V,Wq
+v 0f38.66.5a mem vbroadcasti128 : V,Mo
+e 0f38.66.5a mem vbroadcasti32x4|vbroadcasti64x2 : V,Mo
+e 0f38.66.5b mem vbroadcasti32x8|vbroadcasti64x4 : V,MY
+e 0f38.66.64-66 vpblendmd|vpblendmq,vblendmps|vblendmpd,vpblendmb|vpblendmw : V,H,W
+e 0f38.66.75-77 vpermi2b|vpermi2w,vpermi2d|vpermi2q,vpermi2ps|vpermi2pd : V,H,W
+ve 0f38.66.78-79 vpbroadcastb,vpbroadcastw : V,Wb;V,Ww
+e 0f38.66.7a-7c reg vpbroadcastb,vpbroadcastw,vpbroadcastd|vpbroadcastq : V,Rd;V,Rd;V,Ry
+e 0f38.66.7d-7f vpermt2b|vpermt2w,vpermt2d|vpermt2q,vpermt2ps|vpermt2pd : V,H,W
+e 0f38.66.83 vpmultishiftqb : V,H,W
+e 0f38.66.88 vexpandps|vexpandpd : V,W
+e 0f38.66.89 vpexpandd|vpexpandq : V,W
+e 0f38.66.8a vcompressps|vcompresspd : W,V
+e 0f38.66.8b vpcompressd|vpcompressq : W,V
+v 0f38.66.8c mem vpmaskmovd|vpmaskmovq : V,H,M
+v 0f38.66.8e mem vpmaskmovd|vpmaskmovq : M,H,V
+e 0f38.66.8d vpermb|vpermw : V,H,W
+e 0f38.66.62 vpexpandb|vpexpandw : V,W
+e 0f38.66.63 vpcompressb|vpcompressw : W,V
+v 0f38.66.90-91 mem vpgatherdd|vpgatherdq,vpgatherqd|vpgatherqq : Vg,Ms,Hg
+v 0f38.66.92-93 mem vgatherdps|vgatherdpd,vgatherqps|vgatherqpd : Vg,Ms,Hg
+e 0f38.66.90-91 mem vpgatherdd|vpgatherdq,vpgatherqd|vpgatherqq : Vg,Km,Ms
+e 0f38.66.92-93 mem vgatherdps|vgatherdpd,vgatherqps|vgatherqpd : Vg,Km,Ms
+e 0f38.66.a0-a1 mem vpscatterdd|vpscatterdq,vpscatterqd|vpscatterqq : Ms,Km,Vg
+e 0f38.66.a2-a3 mem vscatterdps|vscatterdpd,vscatterqps|vscatterqpd : Ms,Km,Vg
+ve 0f38.66.96 er vfmaddsub132ps|vfmaddsub132pd : V,H,W
+ve 0f38.66.97-98 er vfmsubadd132ps|vfmsubadd132pd,vfmadd132ps|vfmadd132pd : V,H,W
+ve 0f38.66.99 er vfmadd132ss|vfmadd132sd : Vo,Ho,Ws
+ve 0f38.66.9a er vfmsub132ps|vfmsub132pd : V,H,W
+ve 0f38.66.9b er vfmsub132ss|vfmsub132sd : Vo,Ho,Ws
+ve 0f38.66.9c er vfnmadd132ps|vfnmadd132pd : V,H,W
+ve 0f38.66.9d er vfnmadd132ss|vfnmadd132sd : Vo,Ho,Ws
+ve 0f38.66.9e er vfnmsub132ps|vfnmsub132pd : V,H,W
+ve 0f38.66.9f er vfnmsub132ss|vfnmsub132sd : Vo,Ho,Ws
+ve 0f38.66.a6 er vfmaddsub213ps|vfmaddsub213pd : V,H,W
+ve 0f38.66.a7-a8 er vfmsubadd213ps|vfmsubadd213pd,vfmadd213ps|vfmadd213pd : V,H,W
+ve 0f38.66.a9 er vfmadd213ss|vfmadd213sd : Vo,Ho,Ws
+ve 0f38.66.aa er vfmsub213ps|vfmsub213pd : V,H,W
+ve 0f38.66.ab er vfmsub213ss|vfmsub213sd : Vo,Ho,Ws
+ve 0f38.66.ac er vfnmadd213ps|vfnmadd213pd : V,H,W
+ve 0f38.66.ad er vfnmadd213ss|vfnmadd213sd : Vo,Ho,Ws
+ve 0f38.66.ae er vfnmsub213ps|vfnmsub213pd : V,H,W
+ve 0f38.66.af er vfnmsub213ss|vfnmsub213sd : Vo,Ho,Ws
+ve 0f38.66.b6 er vfmaddsub231ps|vfmaddsub231pd : V,H,W
+ve 0f38.66.b7-b8 er vfmsubadd231ps|vfmsubadd231pd,vfmadd231ps|vfmadd231pd : V,H,W
+ve 0f38.66.b9 er vfmadd231ss|vfmadd231sd : Vo,Ho,Ws
+ve 0f38.66.ba er vfmsub231ps|vfmsub231pd : V,H,W
+ve 0f38.66.bb er vfmsub231ss|vfmsub231sd : Vo,Ho,Ws
+ve 0f38.66.bc er vfnmadd231ps|vfnmadd231pd : V,H,W
+ve 0f38.66.bd er vfnmadd231ss|vfnmadd231sd : Vo,Ho,Ws
+ve 0f38.66.be er vfnmsub231ps|vfnmsub231pd : V,H,W
+ve 0f38.66.bf er vfnmsub231ss|vfnmsub231sd : Vo,Ho,Ws
+ve 0f38.66.b4-b5 w1 vpmadd52luq,vpmadd52huq : V,H,W
+e 0f38.66.14-15 vprorvd|vprorvq,vprolvd|vprolvq : V,H,W
+v 0f3a.66.30-31 l0 reg kshiftrb|kshiftrw,kshiftrd|kshiftrq : K,Kr,Ib
+v 0f3a.66.32-33 l0 reg kshiftlb|kshiftlw,kshiftld|kshiftlq : K,Kr,Ib
+e 0f38.66.c4 vpconflictd|vpconflictq : V,W
+e 0f38.66.44 vplzcntd|vplzcntq : V,W
+e 0f38.66.4c-4d vrcp14ps|vrcp14pd,vrcp14ss|vrcp14sd : V,W;Vo,Ho,Ws
+e 0f38.66.4e-4f vrsqrt14ps|vrsqrt14pd,vrsqrt14ss|vrsqrt14sd : V,W;Vo,Ho,Ws
+e 0f38.66.42-43 sae vgetexpps|vgetexppd,vgetexpss|vgetexpsd : V,W;Vo,Ho,Ws
+e 0f38.66.54-55 vpopcntb|vpopcntw,vpopcntd|vpopcntq : V,W
+e 0f38.66.8f vpshufbitqmb : K,H,W
+e 0f38.66.70-73 vpshldvw,vpshldvd|vpshldvq,vpshrdvw,vpshrdvd|vpshrdvq : V,H,W
+ve 0f38.66.cf vgf2p8mulb : V,H,W
+v 0f38.66.db vaesimc : Vo,Wo
+ve 0f38.66.dc-df vaesenc,vaesenclast,vaesdec,vaesdeclast : V,H,W
+v 0f38.np.f2 andn : Gy,By,Ey
+v 0f38.np.f3/1-3 blsr,blsmsk,blsi : By,Ey
+v 0f38.np.f5 bzhi : Gy,Ey,By
+v 0f38.f3.f5 pext : Gy,By,Ey
+v 0f38.f2.f5 pdep : Gy,By,Ey
+v 0f38.f2.f6 mulx : Gy,By,Ey
+v 0f38.np.f7 bextr : Gy,Ey,By
+v 0f38.66.f7 shlx : Gy,Ey,By
+v 0f38.f3.f7 sarx : Gy,Ey,By
+v 0f38.f2.f7 shrx : Gy,Ey,By
+
+# ---- VEX/EVEX map 0F3A ----
+ve 0f3a.66.00-01 w1 vpermq,vpermpd : V,W,Ib
+v 0f3a.66.02 w0 vpblendd : V,H,W,Ib
+e 0f3a.66.03 valignd|valignq : V,H,W,Ib
+ve 0f3a.66.04-05 vpermilps,vpermilpd : V,W,Ib
+v 0f3a.66.06 vperm2f128 : V,H,W,Ib
+v 0f3a.66.08-09 vroundps,vroundpd : V,W,Ib
+e 0f3a.66.08-09 sae vrndscaleps,vrndscalepd : V,W,Ib
+v 0f3a.66.0a vroundss : Vo,Ho,Wd,Ib
+v 0f3a.66.0b vroundsd : Vo,Ho,Wq,Ib
+e 0f3a.66.0a sae vrndscaless : Vo,Ho,Wd,Ib
+e 0f3a.66.0b sae vrndscalesd : Vo,Ho,Wq,Ib
+v 0f3a.66.0c-0e vblendps,vblendpd,vpblendw : V,H,W,Ib
+ve 0f3a.66.0f vpalignr : V,H,W,Ib
+ve 0f3a.66.14 vpextrb : Rd/Mb,Vo,Ib
+ve 0f3a.66.15 vpextrw : Rd/Mw,Vo,Ib
+ve 0f3a.66.16 vpextrd|vpextrq : Ey,Vo,Ib
+ve 0f3a.66.17 vextractps : Ed,Vo,Ib
+v 0f3a.66.18 vinsertf128 : V,H,Wo,Ib
+v 0f3a.66.19 vextractf128 : Wo,V,Ib
+e 0f3a.66.18 vinsertf32x4|vinsertf64x2 : V,H,Wo,Ib
+e 0f3a.66.19 vextractf32x4|vextractf64x2 : Wo,V,Ib
+e 0f3a.66.1a vinsertf32x8|vinsertf64x4 : V,H,WY,Ib
+e 0f3a.66.1b vextractf32x8|vextractf64x4 : WY,V,Ib
+ve 0f3a.66.1d sae vcvtps2ph : Wh,V,Ib
+e 0f3a.66.1e-1f vpcmpud|vpcmpuq,vpcmpd|vpcmpq : K,H,W,Ib
+ve 0f3a.66.20 vpinsrb : Vo,Ho,Rd/Mb,Ib
+ve 0f3a.66.21 vinsertps : Vo,Ho,Uo/Md,Ib
+ve 0f3a.66.22 vpinsrd|vpinsrq : Vo,Ho,Ey,Ib
+e 0f3a.66.23 vshuff32x4|vshuff64x2 : V,H,W,Ib
+e 0f3a.66.25 vpternlogd|vpternlogq : V,H,W,Ib
+e 0f3a.66.26-27 sae vgetmantps|vgetmantpd,vgetmantss|vgetmantsd : V,W,Ib;Vo,Ho,Ws,Ib
+e 0f3a.66.38 vinserti32x4|vinserti64x2 : V,H,Wo,Ib
+e 0f3a.66.39 vextracti32x4|vextracti64x2 : Wo,V,Ib
+e 0f3a.66.3a vinserti32x8|vinserti64x4 : V,H,WY,Ib
+e 0f3a.66.3b vextracti32x8|vextracti64x4 : WY,V,Ib
+v 0f3a.66.38 vinserti128 : V,H,Wo,Ib
+v 0f3a.66.39 vextracti128 : Wo,V,Ib
+e 0f3a.66.3e-3f vpcmpub|vpcmpuw,vpcmpb|vpcmpw : K,H,W,Ib
+v 0f3a.66.40-42 vdpps,vdppd,vmpsadbw : V,H,W,Ib
+e 0f3a.66.42 vdbpsadbw : V,H,W,Ib
+e 0f3a.66.43 vshufi32x4|vshufi64x2 : V,H,W,Ib
+ve 0f3a.66.44 vpclmulqdq : V,H,W,Ib
+v 0f3a.66.46 vperm2i128 : V,H,W,Ib
+v 0f3a.66.4a-4c vblendvps,vblendvpd,vpblendvb : V,H,W,L
+e 0f3a.66.50-51 sae vrangeps|vrangepd,vrangess|vrangesd : V,H,W,Ib;Vo,Ho,Ws,Ib
+e 0f3a.66.54-55 sae vfixupimmps|vfixupimmpd,vfixupimmss|vfixupimmsd : V,H,W,Ib;Vo,Ho,Ws,Ib
+e 0f3a.66.56-57 sae vreduceps|vreducepd,vreducess|vreducesd : V,W,Ib;Vo,Ho,Ws,Ib
+# FMA4 (AMD): W0 puts the memory operand third, W1 fourth.
+v 0f3a.66.5c-5f w0 vfmaddsubps,vfmaddsubpd,vfmsubaddps,vfmsubaddpd : V,H,W,L
+v 0f3a.66.5c-5f w1 vfmaddsubps,vfmaddsubpd,vfmsubaddps,vfmsubaddpd : V,H,L,W
+v 0f3a.66.68-6b w0 vfmaddps,vfmaddpd,vfmaddss,vfmaddsd : V,H,W,L;V,H,W,L;Vo,Ho,Wd,Lo;Vo,Ho,Wq,Lo
+v 0f3a.66.6c-6f w0 vfmsubps,vfmsubpd,vfmsubss,vfmsubsd : V,H,W,L;V,H,W,L;Vo,Ho,Wd,Lo;Vo,Ho,Wq,Lo
+v 0f3a.66.68-6b w1 vfmaddps,vfmaddpd,vfmaddss,vfmaddsd : V,H,L,W;V,H,L,W;Vo,Ho,Lo,Wd;Vo,Ho,Lo,Wq
+v 0f3a.66.6c-6f w1 vfmsubps,vfmsubpd,vfmsubss,vfmsubsd : V,H,L,W;V,H,L,W;Vo,Ho,Lo,Wd;Vo,Ho,Lo,Wq
+v 0f3a.66.78-7b w0 vfnmaddps,vfnmaddpd,vfnmaddss,vfnmaddsd : V,H,W,L;V,H,W,L;Vo,Ho,Wd,Lo;Vo,Ho,Wq,Lo
+v 0f3a.66.7c-7f w0 vfnmsubps,vfnmsubpd,vfnmsubss,vfnmsubsd : V,H,W,L;V,H,W,L;Vo,Ho,Wd,Lo;Vo,Ho,Wq,Lo
+v 0f3a.66.78-7b w1 vfnmaddps,vfnmaddpd,vfnmaddss,vfnmaddsd : V,H,L,W;V,H,L,W;Vo,Ho,Lo,Wd;Vo,Ho,Lo,Wq
+v 0f3a.66.7c-7f w1 vfnmsubps,vfnmsubpd,vfnmsubss,vfnmsubsd : V,H,L,W;V,H,L,W;Vo,Ho,Lo,Wd;Vo,Ho,Lo,Wq
+v 0f3a.66.60-63 vpcmpestrm,vpcmpestri,vpcmpistrm,vpcmpistri : Vo,Wo,Ib
+e 0f3a.66.66-67 vfpclassps|vfpclasspd,vfpclassss|vfpclasssd : K,W,Ib;K,Ws,Ib
+e 0f3a.66.70-73 vpshldw,vpshldd|vpshldq,vpshrdw,vpshrdd|vpshrdq : V,H,W,Ib
+ve 0f3a.66.ce-cf w1 vgf2p8affineqb,vgf2p8affineinvqb : V,H,W,Ib
+v 0f3a.66.df vaeskeygenassist : Vo,Wo,Ib
+v 0f3a.f2.f0 rorx : Gy,Ey,Ib
+"""
+
+_VECTOR_FLAGS = frozenset({"w0", "w1", "l0", "l1", "mem", "reg", "er", "sae"})
+
+
+@dataclass(frozen=True, slots=True)
+class VectorForm:
+    """One VEX/EVEX form for the formatter."""
+
+    w: int | None
+    l: int | None
+    mod: str | None  # "mem", "reg" or None
+    reg: int | None  # ModRM.reg restriction
+    mnemonic: str  # "a|b": by W
+    ops: str
+    rounding: str | None  # "er", "sae" or None
+
+
+def _parse_vector_line(line: str) -> list[tuple[tuple[int, int, int, int], VectorForm, bool]]:
+    line, _, opspec = line.partition(" : ")
+    enc, where, *rest = line.split()
+    flags = [t for t in rest if t in _VECTOR_FLAGS]
+    names = [t for t in rest if t not in _VECTOR_FLAGS]
+    if len(names) != 1:
+        raise ValueError(f"one mnemonic column per vector row: {line!r}")
+    vmap_name, pp_name, ops = where.split(".")
+    regs: list[int | None] = [None]
+    if "/" in ops:
+        ops, sel = ops.split("/")
+        regs = list(_span(sel))
+    shapes = list(itertools.product(_span(ops), regs))
+    mnemonics = names[0].split(",")
+    specs = opspec.strip().split(";")
+    if len(mnemonics) == 1:
+        mnemonics *= len(shapes)
+    if len(specs) == 1:
+        specs *= len(shapes)
+    if not len(mnemonics) == len(specs) == len(shapes):
+        raise ValueError(f"one mnemonic/operand list, or one per opcode/reg: {line!r}")
+    w = 0 if "w0" in flags else 1 if "w1" in flags else None
+    vl = 0 if "l0" in flags else 1 if "l1" in flags else None
+    mod = "mem" if "mem" in flags else "reg" if "reg" in flags else None
+    rounding = "er" if "er" in flags else "sae" if "sae" in flags else None
+    out = []
+    for mn, spec, (op, reg) in zip(mnemonics, specs, shapes, strict=True):
+        form = VectorForm(w, vl, mod, reg, mn, spec, rounding)
+        for e in ((1,) if enc == "v" else (2,) if enc == "e" else (1, 2)):
+            out.append(((e, _VEC_MAP_NUMBERS[vmap_name], _PFX_NAMES[pp_name], op), form, enc != "ve"))
+    return out
+
+
+@cache
+def vector_forms() -> dict[tuple[int, int, int, int], tuple[VectorForm, ...]]:
+    """Rows by (Encoding value, map, pp, opcode); single-encoding rows first, then table order."""
+    found: dict[tuple[int, int, int, int], list[tuple[bool, int, VectorForm]]] = {}
+    for n, raw in enumerate(_VECTOR_ROWS.splitlines()):
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            for key, form, specific in _parse_vector_line(line):
+                found.setdefault(key, []).append((not specific, n, form))
+    return {k: tuple(f for _, _, f in sorted(v, key=lambda t: (t[0], t[1]))) for k, v in found.items()}
+
+
 _VEC_OPMAP = {
     (1, 1): OpMap.M0F,
     (1, 2): OpMap.M0F38,
