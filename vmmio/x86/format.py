@@ -32,6 +32,7 @@ EVEX.L'L), ``h``/``r``/``e`` a half/quarter/eighth of it; none: no size keyword 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmmio.x86 import tables as T
@@ -110,7 +111,8 @@ def _fields(insn: Insn) -> _Fields:
         return f
     raw = insn.raw
     i = 0
-    while raw[i] in _VEX_SKIP:
+    skip = _VEX_SKIP_64 if insn.mode == 64 else _VEX_SKIP
+    while raw[i] in skip:
         i += 1
     lead = raw[i]
     b1 = raw[i + 1]
@@ -138,7 +140,9 @@ def _fields(insn: Insn) -> _Fields:
     return f
 
 
+# Prefixes the decoder lets stand before a VEX/EVEX/XOP prefix (a REX only when another prefix follows it).
 _VEX_SKIP = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x67})
+_VEX_SKIP_64 = _VEX_SKIP | frozenset(range(0x40, 0x50))
 
 
 def _mask(size: int) -> int:
@@ -267,6 +271,8 @@ class _Text:
         if kind == "I":
             if size_code == "b2":
                 return self.imm(insn.raw[-1], 1)
+            if size_code == "lo":  # VPERMIL2PS/PD: imm8[3:0] (imm8[7:4] is the fourth register)
+                return self.imm(insn.imm & 15, 1)
             return self.imm(insn.imm, self.size(size_code))
         if kind == "J":
             return self.branch()
@@ -317,6 +323,8 @@ class _Text:
             if size_code == "m":
                 return f"k{self.f.aaa}"
             return f"k{insn.reg & 7}"
+        if kind in _TILES:
+            return f"tmm{_TILES[kind](self) & 7}"
         if kind == "Ap":
             return f"far {insn.raw[-2] | insn.raw[-1] << 8:#x}:{insn.imm & _mask(insn.opsize):#x}"
         raise ValueError(f"unknown operand code {code!r}")
@@ -342,7 +350,13 @@ _LITERALS = {"1": "0x1"}
 _BY_W = {"s": (4, 8), "wq": (2, 8), "bd": (1, 4)}
 # fldenv/fnstenv and frstor/fnsave areas: (16-bit layout, 32-bit layout) keywords.
 _FPU_AREAS = {"env": ("fpuenv14", "fpuenv28"), "sav": ("fpustate94", "fpustate108")}
-_WHOLE_KINDS = frozenset({"rAX", "aAX", "Ap", "1"})
+# AMX tile registers in ModRM.reg, ModRM.rm and VEX.vvvv.
+_TILES: dict[str, Callable[[_Text], int]] = {
+    "TMg": lambda t: t.insn.reg,
+    "TMr": lambda t: t.insn.rm,
+    "TMv": lambda t: t.f.vvvv,
+}
+_WHOLE_KINDS = frozenset({"rAX", "aAX", "Ap", "1", *_TILES})
 
 
 def _split(code: str) -> tuple[str, str]:
@@ -429,7 +443,7 @@ def format_insn(insn: Insn, address: int | None = None) -> str:
     fields = _fields(insn)
     if insn.encoding == Encoding.LEGACY:
         spec = _legacy_spec(insn)
-    elif insn.encoding in (Encoding.VEX, Encoding.EVEX):
+    elif insn.encoding in (Encoding.VEX, Encoding.EVEX, Encoding.XOP):
         spec = _vector_spec(insn, fields)
     else:
         spec = None
@@ -439,7 +453,7 @@ def format_insn(insn: Insn, address: int | None = None) -> str:
             return insn.mnemonic
         return f"{insn.mnemonic} {format_mem(insn.mem)}"
     text = _Text(insn, address, fields)
-    if insn.encoding == Encoding.EVEX and fields.b and insn.mem is None and spec.rounding:
+    if insn.encoding == Encoding.EVEX and fields.b and insn.mem is None:
         fields.vl = 64  # EVEX.b on a register form: L'L is the rounding mode, the vector is 512 bits
     operands = [text.operand(code.rstrip("~")) for code in spec.operands if not _dropped(insn, code)]
     if insn.encoding == Encoding.EVEX and operands:

@@ -818,7 +818,7 @@ map6.f2      vl+b4    56 d6
 VSIB_OPCODES: dict[int, frozenset[int]] = {1: _hexset("90-93"), 2: _hexset("90-93 a0-a3 c6-c7")}
 
 
-_VEC_MAP_NUMBERS = {"0f": 1, "0f38": 2, "0f3a": 3, "map5": 5, "map6": 6}
+_VEC_MAP_NUMBERS = {"0f": 1, "0f38": 2, "0f3a": 3, "map5": 5, "map6": 6, "xop8": 8, "xop9": 9, "xopa": 10}
 _N_BASE = {"vl": 1, "vl/2": 2, "vl/4": 4, "vl/8": 8}
 
 
@@ -1128,7 +1128,7 @@ def legacy_form(mode: int, opmap: OpMap, opcode: int, pfx: int, modrm: int) -> F
 #
 # The decoder knows the VEX/EVEX opcode space coarsely (VEX_OPCODES and friends); the formatter needs the
 # mnemonic and operands of each form. One row per form: ``<enc> <map>.<pp>.<opcode>[/<reg>] [<flag>...]
-# <mnemonic> [: <operands>]``. ``enc`` is ``v`` (VEX), ``e`` (EVEX) or ``ve`` (both); opcode ranges and
+# <mnemonic> [: <operands>]``. ``enc`` is ``v`` (VEX), ``e`` (EVEX), ``ve`` (both) or ``x`` (XOP); ranges and
 # comma lists of mnemonics work as in the legacy rows; ``a|b`` is the W0|W1 mnemonic. Flags: ``w0``/``w1``
 # and ``l0``/``l1`` restrict VEX/EVEX.W and VEX.L, ``mem``/``reg`` ModRM.mod, ``er``/``sae`` the EVEX.b
 # meaning on register forms (embedded rounding, suppress-all-exceptions). Rows of one encoding win over
@@ -1536,6 +1536,8 @@ e 0f3a.66.43 vshufi32x4|vshufi64x2 : V,H,W,Ib
 ve 0f3a.66.44 vpclmulqdq : V,H,W,Ib
 v 0f3a.66.46 vperm2i128 : V,H,W,Ib
 v 0f3a.66.4a-4c vblendvps,vblendvpd,vpblendvb : V,H,W,L
+v 0f3a.66.48-49 w0 vpermil2ps,vpermil2pd : V,H,W,L,Ilo
+v 0f3a.66.48-49 w1 vpermil2ps,vpermil2pd : V,H,L,W,Ilo
 e 0f3a.66.50-51 sae vrangeps|vrangepd,vrangess|vrangesd : V,H,W,Ib;Vo,Ho,Ws,Ib
 e 0f3a.66.54-55 sae vfixupimmps|vfixupimmpd,vfixupimmss|vfixupimmsd : V,H,W,Ib;Vo,Ho,Ws,Ib
 e 0f3a.66.56-57 sae vreduceps|vreducepd,vreducess|vreducesd : V,W,Ib;Vo,Ho,Ws,Ib
@@ -1556,8 +1558,190 @@ e 0f3a.66.70-73 vpshldw,vpshldd|vpshldq,vpshrdw,vpshrdd|vpshrdq : V,H,W,Ib
 ve 0f3a.66.ce-cf w1 vgf2p8affineqb,vgf2p8affineinvqb : V,H,W,Ib
 v 0f3a.66.df vaeskeygenassist : Vo,Wo,Ib
 v 0f3a.f2.f0 rorx : Gy,Ey,Ib
+# ---- AVX-512 FP16 (EVEX maps 5 and 6, and 0F3A without a mandatory prefix) ----
+e map5.f3.10 reg vmovsh : Vo,Ho,Uo
+e map5.f3.10 mem vmovsh : Vo,Mw
+e map5.f3.11 reg vmovsh : Uo,Ho,Vo
+e map5.f3.11 mem vmovsh : Mw,Vo
+e map5.np.1d w0 er vcvtss2sh : Vo,Ho,Wd
+e map5.66.1d w0 er vcvtps2phx : Vh,W
+e map5.f3.2a er vcvtsi2sh : Vo,Ho,Ey
+e map5.f3.2c sae vcvttsh2si : Gy,Ww
+e map5.f3.2d er vcvtsh2si : Gy,Ww
+e map5.np.2e-2f sae vucomish,vcomish : Vo,Ww
+e map5.np.51 er vsqrtph : V,W
+e map5.f3.51 er vsqrtsh : Vo,Ho,Ww
+e map5.np.58-59 er vaddph,vmulph : V,H,W
+e map5.f3.58-59 er vaddsh,vmulsh : Vo,Ho,Ww
+e map5.np.5a w0 sae vcvtph2pd : V,Wr
+e map5.66.5a w1 er vcvtpd2ph : Vr,W
+e map5.f3.5a w0 sae vcvtsh2sd : Vo,Ho,Ww
+e map5.f2.5a w1 er vcvtsd2sh : Vo,Ho,Wq
+e map5.np.5b w0 er vcvtdq2ph : Vh,W
+e map5.np.5b w1 er vcvtqq2ph : Vr,W
+e map5.66.5b w0 er vcvtph2dq : V,Wh
+e map5.f3.5b w0 sae vcvttph2dq : V,Wh
+e map5.np.5c er vsubph : V,H,W
+e map5.f3.5c er vsubsh : Vo,Ho,Ww
+e map5.np.5d sae vminph : V,H,W
+e map5.f3.5d sae vminsh : Vo,Ho,Ww
+e map5.np.5e er vdivph : V,H,W
+e map5.f3.5e er vdivsh : Vo,Ho,Ww
+e map5.np.5f sae vmaxph : V,H,W
+e map5.f3.5f sae vmaxsh : Vo,Ho,Ww
+e map5.66.6e vmovw : Vo,Rd/Mw
+e map5.66.7e vmovw : Rd/Mw,Vo
+e map5.np.78 w0 sae vcvttph2udq : V,Wh
+e map5.66.78 w0 sae vcvttph2uqq : V,Wr
+e map5.f3.78 sae vcvttsh2usi : Gy,Ww
+e map5.np.79 w0 er vcvtph2udq : V,Wh
+e map5.66.79 w0 er vcvtph2uqq : V,Wr
+e map5.f3.79 er vcvtsh2usi : Gy,Ww
+e map5.66.7a w0 sae vcvttph2qq : V,Wr
+e map5.f2.7a w0 er vcvtudq2ph : Vh,W
+e map5.f2.7a w1 er vcvtuqq2ph : Vr,W
+e map5.66.7b w0 er vcvtph2qq : V,Wr
+e map5.f3.7b er vcvtusi2sh : Vo,Ho,Ey
+e map5.np.7c w0 sae vcvttph2uw : V,W
+e map5.66.7c w0 sae vcvttph2w : V,W
+e map5.np.7d w0 er vcvtph2uw : V,W
+e map5.66.7d w0 er vcvtph2w : V,W
+e map5.f3.7d w0 er vcvtw2ph : V,W
+e map5.f2.7d w0 er vcvtuw2ph : V,W
+e map6.66.13 w0 sae vcvtph2psx : V,Wh
+e map6.np.13 w0 sae vcvtsh2ss : Vo,Ho,Ww
+e map6.66.2c w0 er vscalefph : V,H,W
+e map6.66.2d w0 er vscalefsh : Vo,Ho,Ww
+e map6.66.42 w0 sae vgetexpph : V,W
+e map6.66.43 w0 sae vgetexpsh : Vo,Ho,Ww
+e map6.66.4c w0 vrcpph : V,W
+e map6.66.4d w0 vrcpsh : Vo,Ho,Ww
+e map6.66.4e w0 vrsqrtph : V,W
+e map6.66.4f w0 vrsqrtsh : Vo,Ho,Ww
+e map6.f3.56 w0 er vfmaddcph : V,H,W
+e map6.f2.56 w0 er vfcmaddcph : V,H,W
+e map6.f3.57 w0 er vfmaddcsh : Vo,Ho,Wd
+e map6.f2.57 w0 er vfcmaddcsh : Vo,Ho,Wd
+e map6.f3.d6 w0 er vfmulcph : V,H,W
+e map6.f2.d6 w0 er vfcmulcph : V,H,W
+e map6.f3.d7 w0 er vfmulcsh : Vo,Ho,Wd
+e map6.f2.d7 w0 er vfcmulcsh : Vo,Ho,Wd
+e map6.66.96-98 w0 er vfmaddsub132ph,vfmsubadd132ph,vfmadd132ph : V,H,W
+e map6.66.99 w0 er vfmadd132sh : Vo,Ho,Ww
+e map6.66.9a-9d w0 er vfmsub132ph,vfmsub132sh,vfnmadd132ph,vfnmadd132sh : V,H,W;Vo,Ho,Ww;V,H,W;Vo,Ho,Ww
+e map6.66.9e-9f w0 er vfnmsub132ph,vfnmsub132sh : V,H,W;Vo,Ho,Ww
+e map6.66.a6-a8 w0 er vfmaddsub213ph,vfmsubadd213ph,vfmadd213ph : V,H,W
+e map6.66.a9 w0 er vfmadd213sh : Vo,Ho,Ww
+e map6.66.aa-ad w0 er vfmsub213ph,vfmsub213sh,vfnmadd213ph,vfnmadd213sh : V,H,W;Vo,Ho,Ww;V,H,W;Vo,Ho,Ww
+e map6.66.ae-af w0 er vfnmsub213ph,vfnmsub213sh : V,H,W;Vo,Ho,Ww
+e map6.66.b6-b8 w0 er vfmaddsub231ph,vfmsubadd231ph,vfmadd231ph : V,H,W
+e map6.66.b9 w0 er vfmadd231sh : Vo,Ho,Ww
+e map6.66.ba-bd w0 er vfmsub231ph,vfmsub231sh,vfnmadd231ph,vfnmadd231sh : V,H,W;Vo,Ho,Ww;V,H,W;Vo,Ho,Ww
+e map6.66.be-bf w0 er vfnmsub231ph,vfnmsub231sh : V,H,W;Vo,Ho,Ww
+e 0f3a.np.08 w0 sae vrndscaleph : V,W,Ib
+e 0f3a.np.0a w0 sae vrndscalesh : Vo,Ho,Ww,Ib
+e 0f3a.np.26 w0 sae vgetmantph : V,W,Ib
+e 0f3a.np.27 w0 sae vgetmantsh : Vo,Ho,Ww,Ib
+e 0f3a.np.56 w0 sae vreduceph : V,W,Ib
+e 0f3a.np.57 w0 sae vreducesh : Vo,Ho,Ww,Ib
+e 0f3a.np.66 w0 vfpclassph : K,W,Ib
+e 0f3a.np.67 w0 vfpclasssh : K,Ww,Ib
+e 0f3a.np.c2 w0 sae vcmpph : K,H,W,Ib
+e 0f3a.f3.c2 w0 sae vcmpsh : K,Ho,Ww,Ib
+
+# ---- smaller extensions ----
+e 0f38.f2.72 w0 er vcvtne2ps2bf16 : V,H,W
+e 0f38.f3.72 w0 er vcvtneps2bf16 : Vh,W
+e 0f38.f3.52 w0 vdpbf16ps : V,H,W
+e 0f38.f2.68 vp2intersectd|vp2intersectq : K,H,W
+e 0f38.f2.52-53 w0 mem vp4dpwssd,vp4dpwssds : V,H,Mo
+e 0f38.f2.9a-9b w0 mem v4fmaddps,v4fmaddss : V,H,Mo;Vo,Ho,Mo
+e 0f38.f2.aa-ab w0 mem v4fnmaddps,v4fnmaddss : V,H,Mo;Vo,Ho,Mo
+e 0f38.66.c8 sae vexp2ps|vexp2pd : V,W
+e 0f38.66.ca-cb sae vrcp28ps|vrcp28pd,vrcp28ss|vrcp28sd : V,W;Vo,Ho,Ws
+e 0f38.66.cc-cd sae vrsqrt28ps|vrsqrt28pd,vrsqrt28ss|vrsqrt28sd : V,W;Vo,Ho,Ws
+v 0f38.np.50-51 w0 vpdpbuud,vpdpbuuds : V,H,W
+v 0f38.f3.50-51 w0 vpdpbsud,vpdpbsuds : V,H,W
+v 0f38.f2.50-51 w0 vpdpbssd,vpdpbssds : V,H,W
+v 0f38.np.d2-d3 w0 vpdpwuud,vpdpwuuds : V,H,W
+v 0f38.66.d2-d3 w0 vpdpwusd,vpdpwusds : V,H,W
+v 0f38.f3.d2-d3 w0 vpdpwsud,vpdpwsuds : V,H,W
+v 0f38.np.da w0 l0 vsm3msg1 : Vo,Ho,Wo
+v 0f38.66.da w0 l0 vsm3msg2 : Vo,Ho,Wo
+v 0f38.f3.da w0 vsm4key4 : V,H,W
+v 0f38.f2.da w0 vsm4rnds4 : V,H,W
+v 0f3a.66.de w0 l0 vsm3rnds2 : Vo,Ho,Wo,Ib
+v 0f38.f2.cb w0 l1 reg vsha512rnds2 : VY,HY,Uo
+v 0f38.f2.cc w0 l1 reg vsha512msg1 : VY,Uo
+v 0f38.f2.cd w0 l1 reg vsha512msg2 : VY,UY
+v 0f38.np.b0 w0 mem vcvtneoph2ps : V,M
+v 0f38.66.b0 w0 mem vcvtneeph2ps : V,M
+v 0f38.f3.b0 w0 mem vcvtneebf162ps : V,M
+v 0f38.f2.b0 w0 mem vcvtneobf162ps : V,M
+v 0f38.66.b1 w0 mem vbcstnesh2ps : V,Mw
+v 0f38.f3.b1 w0 mem vbcstnebf162ps : V,Mw
+v 0f38.f3.72 w0 vcvtneps2bf16 : Vh,W
+e 0f38.f3.2a w1 reg vpbroadcastmb2q : V,Kr
+e 0f38.f3.3a w0 reg vpbroadcastmw2d : V,Kr
+v 0f38.np.49 w0 l0 mem ldtilecfg : Mz
+v 0f38.66.49 w0 l0 mem sttilecfg : Mz
+v 0f38.np.49 w0 l0 reg tilerelease
+v 0f38.f2.49 w0 l0 reg tilezero : TMg
+v 0f38.f2.4b w0 l0 mem tileloadd : TMg,A
+v 0f38.66.4b w0 l0 mem tileloaddt1 : TMg,A
+v 0f38.f3.4b w0 l0 mem tilestored : A,TMg
+v 0f38.np.5e w0 l0 reg tdpbuud : TMg,TMr,TMv
+v 0f38.66.5e w0 l0 reg tdpbusd : TMg,TMr,TMv
+v 0f38.f3.5e w0 l0 reg tdpbsud : TMg,TMr,TMv
+v 0f38.f2.5e w0 l0 reg tdpbssd : TMg,TMr,TMv
+v 0f38.f3.5c w0 l0 reg tdpbf16ps : TMg,TMr,TMv
+v 0f38.f2.5c w0 l0 reg tdpfp16ps : TMg,TMr,TMv
+v 0f38.66.6c w0 l0 reg tcmmimfp16ps : TMg,TMr,TMv
+v 0f38.np.6c w0 l0 reg tcmmrlfp16ps : TMg,TMr,TMv
+v 0f38.66.e0-e3 l0 mem cmpoxadd,cmpnoxadd,cmpbxadd,cmpaexadd : My,Gy,By
+v 0f38.66.e4-e7 l0 mem cmpexadd,cmpnexadd,cmpbexadd,cmpaxadd : My,Gy,By
+v 0f38.66.e8-eb l0 mem cmpsxadd,cmpnsxadd,cmppxadd,cmpnpxadd : My,Gy,By
+v 0f38.66.ec-ef l0 mem cmplxadd,cmpgexadd,cmplexadd,cmpgxadd : My,Gy,By
+
+# ---- AMD XOP (maps 8, 9 and A; no mandatory prefix) ----
+x xop8.np.85-87 w0 vpmacssww,vpmacsswd,vpmacssdql : Vo,Ho,Wo,Lo
+x xop8.np.8e-8f w0 vpmacssdd,vpmacssdqh : Vo,Ho,Wo,Lo
+x xop8.np.95-97 w0 vpmacsww,vpmacswd,vpmacsdql : Vo,Ho,Wo,Lo
+x xop8.np.9e-9f w0 vpmacsdd,vpmacsdqh : Vo,Ho,Wo,Lo
+x xop8.np.a6 w0 vpmadcsswd : Vo,Ho,Wo,Lo
+x xop8.np.b6 w0 vpmadcswd : Vo,Ho,Wo,Lo
+x xop8.np.a2 w0 vpcmov : V,H,W,L
+x xop8.np.a2 w1 vpcmov : V,H,L,W
+x xop8.np.a3 w0 vpperm : Vo,Ho,Wo,Lo
+x xop8.np.a3 w1 vpperm : Vo,Ho,Lo,Wo
+x xop8.np.c0-c3 w0 vprotb,vprotw,vprotd,vprotq : Vo,Wo,Ib
+x xop8.np.cc-cf w0 vpcomb,vpcomw,vpcomd,vpcomq : Vo,Ho,Wo,Ib
+x xop8.np.ec-ef w0 vpcomub,vpcomuw,vpcomud,vpcomuq : Vo,Ho,Wo,Ib
+x xop9.np.01/1-7 blcfill,blsfill,blcs,tzmsk,blcic,blsic,t1mskc : By,Ey
+x xop9.np.02/1 blcmsk : By,Ey
+x xop9.np.02/6 blci : By,Ey
+x xop9.np.12/0-1 reg llwpcb,slwpcb : Ry
+x xop9.np.80-81 w0 vfrczps,vfrczpd : V,W
+x xop9.np.82 w0 vfrczss : Vo,Wd
+x xop9.np.83 w0 vfrczsd : Vo,Wq
+x xop9.np.90-93 w0 vprotb,vprotw,vprotd,vprotq : Vo,Wo,Ho
+x xop9.np.90-93 w1 vprotb,vprotw,vprotd,vprotq : Vo,Ho,Wo
+x xop9.np.94-97 w0 vpshlb,vpshlw,vpshld,vpshlq : Vo,Wo,Ho
+x xop9.np.94-97 w1 vpshlb,vpshlw,vpshld,vpshlq : Vo,Ho,Wo
+x xop9.np.98-9b w0 vpshab,vpshaw,vpshad,vpshaq : Vo,Wo,Ho
+x xop9.np.98-9b w1 vpshab,vpshaw,vpshad,vpshaq : Vo,Ho,Wo
+x xop9.np.c1-c3 w0 vphaddbw,vphaddbd,vphaddbq : Vo,Wo
+x xop9.np.c6-c7 w0 vphaddwd,vphaddwq : Vo,Wo
+x xop9.np.cb w0 vphadddq : Vo,Wo
+x xop9.np.d1-d3 w0 vphaddubw,vphaddubd,vphaddubq : Vo,Wo
+x xop9.np.d6-d7 w0 vphadduwd,vphadduwq : Vo,Wo
+x xop9.np.db w0 vphaddudq : Vo,Wo
+x xop9.np.e1-e3 w0 vphsubbw,vphsubwd,vphsubdq : Vo,Wo
+x xopa.np.10 bextr : Gy,Ey,Id
+x xopa.np.12/0-1 lwpins,lwpval : By,Ed,Id
 """
 
+_ROW_ENCODINGS = {"v": (1,), "e": (2,), "ve": (1, 2), "x": (3,)}
 _VECTOR_FLAGS = frozenset({"w0", "w1", "l0", "l1", "mem", "reg", "er", "sae"})
 
 
@@ -1602,7 +1786,7 @@ def _parse_vector_line(line: str) -> list[tuple[tuple[int, int, int, int], Vecto
     out = []
     for mn, spec, (op, reg) in zip(mnemonics, specs, shapes, strict=True):
         form = VectorForm(w, vl, mod, reg, mn, spec, rounding)
-        for e in ((1,) if enc == "v" else (2,) if enc == "e" else (1, 2)):
+        for e in _ROW_ENCODINGS[enc]:
             out.append(((e, _VEC_MAP_NUMBERS[vmap_name], _PFX_NAMES[pp_name], op), form, enc != "ve"))
     return out
 
