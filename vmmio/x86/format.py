@@ -1,33 +1,50 @@
 """Intel-syntax text for decoded instructions, for traces, reports and `vmmio decode`.
 
 The decoder's `Insn` keeps what emulation needs; what only text needs (operand kinds, VEX.vvvv, EVEX
-masks and broadcast, second immediates) is recovered here, off the hot path: operand kinds come from
-the table row the instruction decoded from (`tables.legacy_form`, `tables.vector_form`), and the fields
-a row refers to are re-read from `insn.raw`.
+masks, broadcast and rounding, second immediates) is recovered here, off the hot path: operand kinds come
+from the table row the instruction decoded from (`tables.legacy_form`, `tables.vector_forms`), and the
+fields a row refers to are re-read from `insn.raw`.
 
-The style is iced-x86's Intel formatter with: lower case, hex numbers as ``0x..`` (never decimal), no
-space after commas, memory operands always with their size keyword (``dword ptr [rbx+0x8]``),
-RIP-relative operands as ``[rip+0x10]`` and branch targets as absolute addresses when the instruction's
-address is given. Without an address a relative target prints as ``$+0x..``/``$-0x..``: the target
-relative to the start of the instruction (NASM's ``$``), so ``eb fe`` is ``jmp $+0x0``.
+The style is iced-x86's Intel formatter (tests/test_format.py sets iced up the same way and compares):
+lower case, every number in hex with ``0x``, no space after commas, every memory operand with its size
+keyword (``dword ptr [rbx+0x8]``), RIP-relative operands as ``[rip+0x10]``, a segment only where an
+override prefix changes it, prefixes only where they mean something for the form (``rep``, ``lock``,
+``xacquire``, ``bnd``, ``notrack``, ``hint-taken``, ``data16``, ``addr32``...). Branch targets are absolute
+when the instruction's address is given; without one they print as ``$+0x..``/``$-0x..``, relative to
+the start of the instruction (NASM's ``$``): ``eb fe`` is ``jmp $+0x0``. VEX/EVEX/XOP bytes that the
+decoder accepts but no form matches (it knows those opcode spaces coarsely) print as its coarse name and
+the memory operand (``vex.0f38.00 [rax]``).
 
-Operand codes (the operand column of the table rows): a kind letter then a size.
+Operand column of the table rows: optional prefix classes, then comma-separated operand codes.
 
-Kinds: ``E`` ModRM.rm register or memory, ``G`` ModRM.reg, ``R`` ModRM.rm register only, ``M`` memory
-only, ``Z`` register in the opcode's low bits, ``S``/``C``/``D`` segment/control/debug register in
-ModRM.reg, ``F`` x87 st(i) in ModRM.rm (or memory), ``P``/``N``/``Q`` MMX in reg/rm/rm-or-memory,
-``V``/``U``/``W`` XMM (or YMM/ZMM) in reg/rm/rm-or-memory, ``H`` VEX/EVEX.vvvv vector register, ``L`` the
-vector register in imm8[7:4], ``B`` GPR in VEX/EVEX.vvvv, ``K``/``Kh``/``Kr`` opmask in reg/vvvv/rm,
-``X``/``Y`` the string source ds:[rSI] and destination es:[rDI], ``T`` xlat's [rBX],
-``I`` immediate, ``Ib2`` the second imm8, ``J`` relative branch target, ``Ap`` far pointer. ``a/b``
-picks ``a`` for a register form and ``b`` for a memory form; lower-case codes are literal registers
-(``al``, ``dx``, ``st``, ``xmm0``...) and ``1`` the constant 1; ``rAX`` is the accumulator at the
-operand size. A leading ``!`` drops every operand when ModRM.rm is 1 (x87 ``fxch`` for ``fxch st,st(1)``).
+Prefix classes say which prefixes the form gives a meaning to: ``+rep`` (F3 rep, F2 repne), ``+repe``
+(repe/repne), ``+bnd`` (F2), ``+repret`` (F3 on ret), ``+hint`` (2E/3E on jcc), ``+notrack`` (3E),
+``+hle`` (F2/F3 without LOCK: xacquire/xrelease), ``+xrelease`` (F3 on a store), ``+osz``/``+asz`` (the
+operand/address size is not visible in the operands: ``data16``/``addr32`` when 66/67 change it),
+``+segop`` (a segment override is appended as an operand, as iced does for maskmovq).
 
-Sizes: ``b w d q`` 1/2/4/8 bytes, ``f`` 6, ``t`` 10, ``o`` 16, ``Y`` 32, ``z`` 64, ``v`` the operand size,
-``y`` 8 with a 64-bit operand size else 4, ``m`` 8 in 64-bit mode else 4, ``a`` the address size, ``p``
-a far pointer (operand size + 2), ``v2`` twice the operand size, ``x`` the vector length (VEX.L,
-EVEX.L'L), ``h``/``r``/``e`` a half/quarter/eighth of it; none: no size keyword (``lea``, ``fxsave``).
+Operand codes are a kind, then a size. Kinds: ``E`` ModRM.rm register or memory, ``G`` ModRM.reg, ``R``
+ModRM.rm register only, ``M`` memory only, ``A`` an address without segment or size (lea), ``O`` a far
+memory pointer, ``Z`` register in the opcode's low bits, ``S``/``C``/``D`` segment/control/debug register
+in ModRM.reg, ``F`` x87 st(i) in ModRM.rm or memory, ``P``/``N``/``Q`` MMX in reg/rm/rm-or-memory,
+``V``/``U``/``W`` XMM/YMM/ZMM in reg/rm/rm-or-memory (EVEX.R'/X extend them), ``H`` vector register in
+vvvv, ``L`` vector register in imm8[7:4], ``B`` GPR in vvvv, ``K``/``Kh``/``Kr``/``Km`` opmask in
+reg/vvvv/rm/EVEX.aaa, ``TMg``/``TMr``/``TMv`` AMX tile in reg/rm/vvvv, ``X``/``Y``/``T`` the implicit
+[rSI], es:[rDI] and xlat's [rBX], ``I`` immediate (``Ib2`` the second imm8, ``Ilo`` imm8[3:0]), ``J``
+relative branch target, ``Ap`` far pointer; ``rAX``/``aAX`` the accumulator at the operand/address size;
+lower-case codes are literal registers (``al``, ``dx``, ``st``, ``fs``...), ``1`` the constant 1. ``a/b``
+is ``a`` for a register form and ``b`` for a memory form; a trailing ``~`` drops the operand when
+ModRM.reg is 0 (0F 1F /0 is NOP r/m).
+
+Sizes: ``b w d q`` 1/2/4/8 bytes, ``f`` 6, ``t`` 10, ``o`` 16, ``Y`` 32, ``z`` 64, ``k`` 48, none: no
+size keyword; ``v`` the operand size, ``vd`` the operand size up to 4, ``v2`` twice it, ``y`` 8 with a
+64-bit operand size else 4, ``m`` 8 in 64-bit mode else 4, ``a`` the address size, ``p`` a far pointer
+(operand size + 2), ``qo`` 16 with a 64-bit operand size else 8 (cmpxchg8b/16b), ``env``/``sav`` the x87
+environment/state; ``x`` the vector length (VEX.L, EVEX.L'L; 512 bits for EVEX.b on registers),
+``h``/``r``/``e`` a half/quarter/eighth of it, ``u`` 8 at 128 bits else the vector length (movddup),
+``g`` the data of a gather or scatter; by VEX/EVEX.W: ``s`` 4/8, ``wq`` 2/8, ``bd`` 1/4. A vector
+register's class (xmm, ymm, zmm) follows from its size; on EVEX memory operands EVEX.b writes the
+element size and ``{1toN}`` (the element size comes from the disp8*N table, `tables.EVEX_DISP8_N`).
 """
 
 from __future__ import annotations
@@ -85,7 +102,6 @@ _PTR = {
     64: "zmmword",
 }
 _FIXED_SIZES = {"b": 1, "w": 2, "d": 4, "q": 8, "f": 6, "t": 10, "o": 16, "Y": 32, "z": 64, "k": 48, "": 0}
-_VECTOR_PART = {"x": 1, "h": 2, "r": 4, "e": 8}  # the vector length divided by this
 
 
 @dataclass(slots=True)
@@ -158,35 +174,8 @@ class _Text:
         self.f = fields
 
     def size(self, code: str) -> int:
-        insn = self.insn
-        f = self.f
-        if code in _FIXED_SIZES:
-            return _FIXED_SIZES[code]
-        if code in _BY_W:
-            return _BY_W[code][f.w]
-        if code == "u":
-            return 8 if f.vl == 16 else f.vl
-        if code == "g":  # gather/scatter data: half as wide with qword indexes of dword elements
-            return max(16, f.vl // 2) if insn.opcode & 1 and not f.w else f.vl
-        if code == "v":
-            return insn.opsize
-        if code == "y":
-            return 8 if insn.opsize == 8 else 4
-        if code == "m":
-            return 8 if insn.mode == 64 else 4
-        if code == "a":
-            return insn.addr_size
-        if code == "p":
-            return insn.opsize + 2
-        if code == "vd":
-            return min(insn.opsize, 4)
-        if code == "v2":
-            return 2 * insn.opsize
-        if code == "qo":
-            return 16 if insn.opsize == 8 else 8
-        if code in _VECTOR_PART:
-            return self.f.vl // _VECTOR_PART[code]
-        raise ValueError(f"unknown size {code!r}")
+        fixed = _FIXED_SIZES.get(code)
+        return fixed if fixed is not None else _SIZES[code](self)
 
     def gpr(self, n: int, size: int) -> str:
         if size == 1 and not self.insn.rex and 4 <= n < 8 and self.insn.encoding == Encoding.LEGACY:
@@ -246,88 +235,56 @@ class _Text:
         return f"{(self.address + rel) & _mask(insn.opsize):#x}"
 
     def operand(self, code: str) -> str:
-        insn = self.insn
         if "/" in code:
             reg_form, mem_form = code.split("/")
-            return self.operand(reg_form if insn.mem is None else mem_form)
+            return self.operand(reg_form if self.insn.mem is None else mem_form)
         kind, size_code = _split(code)
-        if kind == "rAX":
-            return GPR_NAMES[insn.opsize][0]
-        if kind == "aAX":
-            return GPR_NAMES[insn.addr_size][0]
-        if kind in _LITERALS:
-            return _LITERALS[kind]
-        if kind[0].islower():
-            return kind
         if size_code in _FPU_AREAS:
             return self.fpu_area(_FPU_AREAS[size_code])
-        if kind in ("E", "M", "R"):
-            size = self.size(size_code or ("x" if kind == "M" and insn.encoding != Encoding.LEGACY else ""))
-            if insn.mem is not None:
-                return self.mem(size)
-            return self.gpr(insn.rm, size)
-        if kind in ("G", "Z"):
-            return self.gpr(insn.reg, self.size(size_code))
-        if kind == "I":
-            if size_code == "b2":
-                return self.imm(insn.raw[-1], 1)
-            if size_code == "lo":  # VPERMIL2PS/PD: imm8[3:0] (imm8[7:4] is the fourth register)
-                return self.imm(insn.imm & 15, 1)
-            return self.imm(insn.imm, self.size(size_code))
-        if kind == "J":
-            return self.branch()
-        if kind == "A":
-            return self.mem(0, with_segment=False)
-        if kind == "O":
-            return "far " + self.mem(self.size(size_code))
-        if kind == "X":
-            return self.string_mem(self.size(size_code), 6, False)
-        if kind == "Y":
-            return self.string_mem(self.size(size_code), 7, True)
-        if kind == "T":
-            return self.string_mem(1, 3, False)
-        if kind == "S":
-            return SEG_NAMES[insn.reg & 7]
-        if kind == "C":
-            return f"cr{insn.reg}"
-        if kind == "D":
-            return f"dr{insn.reg}"
-        if kind == "F":
-            if insn.mem is not None:
-                return self.mem(self.size(size_code))
-            return f"st({insn.rm & 7})"
-        if kind == "P":
-            return f"mm{insn.reg & 7}"
-        if kind in ("N", "Q"):
-            if insn.mem is not None:
-                return self.mem(self.size(size_code or "q"))
-            return f"mm{insn.rm & 7}"
-        if kind == "V":
-            return self.vreg(insn.reg + self.f.reg_hi, size_code)
-        if kind in ("U", "W"):
-            if insn.mem is not None:
-                vector = insn.encoding == Encoding.EVEX
-                return self.mem(self.size(size_code or self.default_vector_size()), vector=vector)
-            return self.vreg(insn.rm + self.f.rm_hi, size_code)
-        if kind == "H":
-            return self.vreg(self.f.vvvv, size_code)
-        if kind == "L":
-            return self.vreg(insn.raw[-1] >> 4 if insn.mode == 64 else insn.raw[-1] >> 4 & 7, size_code)
-        if kind == "B":
-            return self.gpr(self.f.vvvv & 15, self.size(size_code))
-        if kind == "K":
-            if size_code == "h":
-                return f"k{self.f.vvvv & 7}"
-            if size_code == "r":
-                return f"k{insn.rm & 7}"
-            if size_code == "m":
-                return f"k{self.f.aaa}"
-            return f"k{insn.reg & 7}"
-        if kind in _TILES:
-            return f"tmm{_TILES[kind](self) & 7}"
-        if kind == "Ap":
-            return f"far {insn.raw[-2] | insn.raw[-1] << 8:#x}:{insn.imm & _mask(insn.opsize):#x}"
+        handler = _KINDS.get(kind)
+        if handler is not None:
+            return handler(self, size_code)
+        if kind[0].islower():
+            return kind  # a literal register
         raise ValueError(f"unknown operand code {code!r}")
+
+    def rm_gpr(self, size_code: str) -> str:
+        """E/M/R: ModRM.rm as a GPR, or the memory operand (vector rows default to the vector size)."""
+        insn = self.insn
+        size = self.size(size_code or ("x" if insn.encoding != Encoding.LEGACY and insn.mem else ""))
+        return self.mem(size) if insn.mem is not None else self.gpr(insn.rm, size)
+
+    def rm_mmx(self, size_code: str) -> str:
+        insn = self.insn
+        return self.mem(self.size(size_code or "q")) if insn.mem is not None else f"mm{insn.rm & 7}"
+
+    def rm_vector(self, size_code: str) -> str:
+        insn = self.insn
+        if insn.mem is None:
+            return self.vreg(insn.rm + self.f.rm_hi, size_code)
+        size = self.size(size_code or self.default_vector_size())
+        return self.mem(size, vector=insn.encoding == Encoding.EVEX)
+
+    def rm_x87(self, size_code: str) -> str:
+        insn = self.insn
+        return self.mem(self.size(size_code)) if insn.mem is not None else f"st({insn.rm & 7})"
+
+    def immediate(self, size_code: str) -> str:
+        insn = self.insn
+        if size_code == "b2":
+            return self.imm(insn.raw[-1], 1)
+        if size_code == "lo":  # VPERMIL2PS/PD: imm8[3:0] (imm8[7:4] is the fourth register)
+            return self.imm(insn.imm & 15, 1)
+        return self.imm(insn.imm, self.size(size_code))
+
+    def is4(self, size_code: str) -> str:
+        """The register in imm8[7:4] (VEX is4 operands: blendv, FMA4, XOP)."""
+        reg = self.insn.raw[-1] >> 4
+        return self.vreg(reg if self.insn.mode == 64 else reg & 7, size_code)
+
+    def far_pointer(self) -> str:
+        insn = self.insn
+        return f"far {insn.raw[-2] | insn.raw[-1] << 8:#x}:{insn.imm & _mask(insn.opsize):#x}"
 
     def fpu_area(self, sizes: tuple[str, str]) -> str:
         """x87 environment/state: iced names the layout only when 66 changes it from the mode's."""
@@ -345,9 +302,34 @@ class _Text:
         return f"{cls}{n}"
 
 
-_LITERALS = {"1": "0x1"}
-# Sizes chosen by VEX/EVEX.W: (W0, W1).
-_BY_W = {"s": (4, 8), "wq": (2, 8), "bd": (1, 4)}
+# Size codes beyond the fixed ones (see the module docstring).
+_SIZES: dict[str, Callable[[_Text], int]] = {
+    "v": lambda t: t.insn.opsize,
+    "vd": lambda t: min(t.insn.opsize, 4),
+    "v2": lambda t: 2 * t.insn.opsize,
+    "y": lambda t: 8 if t.insn.opsize == 8 else 4,
+    "m": lambda t: 8 if t.insn.mode == 64 else 4,
+    "a": lambda t: t.insn.addr_size,
+    "p": lambda t: t.insn.opsize + 2,
+    "qo": lambda t: 16 if t.insn.opsize == 8 else 8,
+    "x": lambda t: t.f.vl,
+    "h": lambda t: t.f.vl // 2,
+    "r": lambda t: t.f.vl // 4,
+    "e": lambda t: t.f.vl // 8,
+    "u": lambda t: 8 if t.f.vl == 16 else t.f.vl,
+    # Gather/scatter data: half as wide with qword indexes of dword elements (odd opcodes, W0).
+    "g": lambda t: max(16, t.f.vl // 2) if t.insn.opcode & 1 and not t.f.w else t.f.vl,
+    "s": lambda t: (4, 8)[t.f.w],
+    "wq": lambda t: (2, 8)[t.f.w],
+    "bd": lambda t: (1, 4)[t.f.w],
+}
+# Opmask operands by size code: ModRM.reg, vvvv, ModRM.rm, EVEX.aaa.
+_MASKS: dict[str, Callable[[_Text], int]] = {
+    "": lambda t: t.insn.reg,
+    "h": lambda t: t.f.vvvv,
+    "r": lambda t: t.insn.rm,
+    "m": lambda t: t.f.aaa,
+}
 # fldenv/fnstenv and frstor/fnsave areas: (16-bit layout, 32-bit layout) keywords.
 _FPU_AREAS = {"env": ("fpuenv14", "fpuenv28"), "sav": ("fpustate94", "fpustate108")}
 # AMX tile registers in ModRM.reg, ModRM.rm and VEX.vvvv.
@@ -355,6 +337,46 @@ _TILES: dict[str, Callable[[_Text], int]] = {
     "TMg": lambda t: t.insn.reg,
     "TMr": lambda t: t.insn.rm,
     "TMv": lambda t: t.f.vvvv,
+}
+
+
+def _tile(reg: Callable[[_Text], int]) -> Callable[[_Text, str], str]:
+    return lambda t, s: f"tmm{reg(t) & 7}"
+
+
+# Operand kinds: (formatter, size code) -> text.
+_KINDS: dict[str, Callable[[_Text, str], str]] = {
+    "E": _Text.rm_gpr,
+    "M": _Text.rm_gpr,
+    "R": _Text.rm_gpr,
+    "G": lambda t, s: t.gpr(t.insn.reg, t.size(s)),
+    "Z": lambda t, s: t.gpr(t.insn.reg, t.size(s)),
+    "B": lambda t, s: t.gpr(t.f.vvvv & 15, t.size(s)),
+    "rAX": lambda t, s: GPR_NAMES[t.insn.opsize][0],
+    "aAX": lambda t, s: GPR_NAMES[t.insn.addr_size][0],
+    "I": _Text.immediate,
+    "1": lambda t, s: "0x1",
+    "J": lambda t, s: t.branch(),
+    "Ap": lambda t, s: t.far_pointer(),
+    "A": lambda t, s: t.mem(0, with_segment=False),
+    "O": lambda t, s: "far " + t.mem(t.size(s)),
+    "X": lambda t, s: t.string_mem(t.size(s), 6, False),
+    "Y": lambda t, s: t.string_mem(t.size(s), 7, True),
+    "T": lambda t, s: t.string_mem(1, 3, False),
+    "S": lambda t, s: SEG_NAMES[t.insn.reg & 7],
+    "C": lambda t, s: f"cr{t.insn.reg}",
+    "D": lambda t, s: f"dr{t.insn.reg}",
+    "F": _Text.rm_x87,
+    "P": lambda t, s: f"mm{t.insn.reg & 7}",
+    "N": _Text.rm_mmx,
+    "Q": _Text.rm_mmx,
+    "V": lambda t, s: t.vreg(t.insn.reg + t.f.reg_hi, s),
+    "U": _Text.rm_vector,
+    "W": _Text.rm_vector,
+    "H": lambda t, s: t.vreg(t.f.vvvv, s),
+    "L": _Text.is4,
+    "K": lambda t, s: f"k{_MASKS[s](t) & 7}",
+    **{kind: _tile(reg) for kind, reg in _TILES.items()},
 }
 _WHOLE_KINDS = frozenset({"rAX", "aAX", "Ap", "1", *_TILES})
 
