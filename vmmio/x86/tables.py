@@ -1747,7 +1747,7 @@ _VECTOR_FLAGS = frozenset({"w0", "w1", "l0", "l1", "mem", "reg", "er", "sae"})
 
 @dataclass(frozen=True, slots=True)
 class VectorForm:
-    """One VEX/EVEX form for the formatter."""
+    """One VEX/EVEX/XOP form for the formatter."""
 
     w: int | None
     l: int | None
