@@ -1040,9 +1040,12 @@ def _leaf(form: Form, mode: int) -> Entry:
     return make_entry(form.flags, form.imm, form.mnemonic, opmap, mode)
 
 
-def _select(forms: list[Form], mode: int) -> Form | list[Form | None] | None:
-    """The rows of one opcode in one mode: a single form, or the form of each dispatch slot
-    (mandatory-prefix index * 72 + GROUP_KEY[modrm]); None when no row is live in this mode."""
+_Selection = tuple[list[Form], "Form | list[Form | None]"]
+
+
+def _select(forms: list[Form], mode: int) -> _Selection | None:
+    """The rows of one opcode live in one mode, and what they resolve to: a single form, or the form of
+    each dispatch slot (mandatory-prefix index * 72 + GROUP_KEY[modrm]); None when no row is live."""
     live = [f for f in forms if not (mode == 64 and f.flags & F_I64) and not (mode != 64 and f.flags & F_O64)]
     if not live:
         return None
@@ -1052,7 +1055,7 @@ def _select(forms: list[Form], mode: int) -> Form | list[Form | None] | None:
         raise ValueError(f"rows disagree on ModRM for {first}")
     simple = first.pfx is None and first.reg is None and first.modrm is None
     if len(live) == 1 and simple and not first.flags & (F_MEM | F_REG):
-        return first
+        return live, first
     best: list[Form | None] = [None] * (4 * _NKEYS)
     for f in live:
         spec = _specificity(f)
@@ -1065,16 +1068,19 @@ def _select(forms: list[Form], mode: int) -> Form | list[Form | None] | None:
                     best[slot] = f
                 elif _specificity(old) == spec:
                     raise ValueError(f"ambiguous rows {old} and {f}")
-    return best
+    return live, best
 
 
 def _compile(forms: list[Form], mode: int) -> Entry | None:
     """Turn the rows of one opcode into a leaf or a dispatch entry for one mode."""
-    selected = _select(forms, mode)
-    if selected is None or isinstance(selected, Form):
-        return None if selected is None else _leaf(selected, mode)
-    first = next(f for f in selected if f is not None)
-    leaves = {id(f): _leaf(f, mode) for f in selected if f is not None}
+    found = _select(forms, mode)
+    if found is None:
+        return None
+    live, selected = found
+    if isinstance(selected, Form):
+        return _leaf(selected, mode)
+    first = live[0]
+    leaves = {id(f): _leaf(f, mode) for f in live}
     sub: list[Entry | None] = [None if f is None else leaves[id(f)] for f in selected]
     flags = first.flags & F_MODRM | F_SUB
     return (flags, I_NONE, "", first.opmap, sub, _shape(flags), R_NONE, opsizes(mode, 0))
@@ -1109,9 +1115,9 @@ def _form_index(mode: int) -> dict[tuple[OpMap, int], Form | list[Form | None]]:
     only the formatter needs it, and the decoder's entries stay the compact tuples its hot path reads."""
     out: dict[tuple[OpMap, int], Form | list[Form | None]] = {}
     for key, forms in _forms_by_opcode().items():
-        selected = _select(forms, mode)
-        if selected is not None:
-            out[key] = selected
+        found = _select(forms, mode)
+        if found is not None:
+            out[key] = found[1]
     return out
 
 
