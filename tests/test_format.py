@@ -422,9 +422,11 @@ def test_real_code_agrees_with_iced() -> None:
     sources = list(well_known_sources()) + [s for s in all_sources() if s.kind == "elf"][:REAL_FILES]
     if not sources:
         pytest.skip("no x86 ELF files found on this host")
-    per_file = max(500, REAL_INSNS // len(sources))
+    per_file = max(500, 2 * REAL_INSNS // len(sources))  # small files fall short; the loop stops at the total
     tally = Tally()
+    used = 0
     for source in sources:
+        used += 1
         for s in sweep(source.ranges(), per_file, windows=4):
             ours = decode(s.code, s.range.mode)
             if isinstance(ours, Insn) and ours.length == s.iced.len:
@@ -433,4 +435,4 @@ def test_real_code_agrees_with_iced() -> None:
             break
     if tally.compared == 0:
         pytest.skip("no executable x86 code found in the host's binaries")
-    tally.check(f"real code ({len(sources)} files)", min(REAL_INSNS, 1000))
+    tally.check(f"real code ({used} files)", min(REAL_INSNS, 1000))
