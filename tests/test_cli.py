@@ -130,7 +130,7 @@ def test_decode_json_fields(capfd: pytest.CaptureFixture[str]) -> None:
 def test_decode_text_and_modes(capfd: pytest.CaptureFixture[str]) -> None:
     assert main(["decode", "--mode", "16", "8b07"]) == 0
     out = capfd.readouterr().out
-    assert "mov [bx]" in out and "len  2" in out and "emulated" in out
+    assert "mov ax,word ptr [bx]" in out and "len  2" in out and "emulated" in out
 
 
 def test_console_script_help_and_exit_code(image: Path) -> None:
