@@ -45,6 +45,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ from vmmio.x86.delivery import (
 )
 from vmmio.x86.faults import HAS_ERROR_CODE, PFEC_I, PFEC_U, UD, GuestFault
 from vmmio.x86.paging import TranslationError, Walker
-from vmmio.x86.regs import VM
+from vmmio.x86.regs import IF, VM
 from vmmio.x86.state import (
     CR0_PE,
     DIRTY_ALL,
@@ -126,6 +127,7 @@ MSR_EFER: Final = 0xC000_0080
 
 # QEMU hflags bits (target/i386/cpu.h).
 _HF_CPL = 3
+_HF_INHIBIT_IRQ = 1 << 3  # the STI / MOV SS interrupt shadow
 _HF_CS32 = 1 << 4
 _HF_SS32 = 1 << 5
 _HF_ADDSEG = 1 << 6
@@ -143,6 +145,10 @@ _SVM_EXIT_INTR = 0x60
 _SVM_EXIT_HLT = 0x78
 _SVM_EXIT_SHUTDOWN = 0x7F
 _INTR_SHUTDOWN = _EXCP_VMEXIT + _SVM_EXIT_SHUTDOWN  # QEMU's triple fault, as an intercepted guest
+# Instruction budgets for timers (set_timer): bounds, and the rate assumed before one is measured.
+MIN_BUDGET = 1_000
+MAX_BUDGET_NS = 50_000_000  # with no deadline, still stop every ~50 ms: request_stop is seen then
+INITIAL_IPS = 20_000_000
 # Translation-cache size: QEMU flushes it whole when full, so this bounds the engine's memory.
 TCG_BUFFER_SIZE = 64 << 20
 _INTR_HLT = _EXCP_VMEXIT + _SVM_EXIT_HLT
@@ -484,6 +490,9 @@ class UnicornBackend:
         self._flush_pending = False  # the kernel wrote RAM that may hold code no alias lets us name
         self.tb_flushes = 0  # whole translation-cache flushes, for tests and benchmarks
         self._cpuid = _engine_cpuid().without(*HIDDEN_FEATURES)
+        # Timers: once a machine arms one, every run has an instruction budget (see set_timer).
+        self._budget: int | None = None
+        self._ips = INITIAL_IPS  # instructions per second, measured on runs that spend their budget
         self._vec_buf = (ctypes.c_ubyte * 64)()
 
         self._install_hooks()
@@ -653,6 +662,34 @@ class UnicornBackend:
 
     # -- run ------------------------------------------------------------------------------------------
 
+    def interruptible(self) -> bool:
+        """RFLAGS.IF set and no STI/MOV SS shadow (QEMU's inhibit flag in hflags)."""
+        _lib.uc_reg_read(self._h, ux.UC_X86_REG_RFLAGS, ctypes.byref(self._rip_val))
+        if not self._rip_val.value & IF:
+            return False
+        eng, lay = self._eng, self._layout
+        eng.save()
+        return not struct.unpack_from("<I", eng.ctx_view, lay.hflags)[0] & _HF_INHIBIT_IRQ
+
+    def inject_interrupt(self, vector: int) -> None:
+        """Deliver an external interrupt through the guest's IDT, RIP (the next instruction) as return."""
+        if self._shutdown is not None:
+            return
+        _lib.uc_reg_read(self._h, ux.UC_X86_REG_RIP, ctypes.byref(self._rip_val))
+        self._raise_event(vector, None, 0, self._rip_val.value, None, external=True)
+
+    def set_timer(self, delay_ns: int | None) -> None:
+        """Stop the next run (StoppedEvent with `timer`) after about `delay_ns`, as an instruction budget.
+
+        An asynchronous uc_emu_stop is not safe: Unicorn can stop inside a translation block after an
+        instruction's store and resume at the block's start, so a read-modify-write runs twice (seen
+        with INC/DEC on memory). A budget stops between instructions. Once armed, every run keeps a
+        budget (Unicorn flushes all translations whenever counting is switched on or off); the budget
+        follows the instructions per second measured on runs that spent theirs.
+        """
+        delay = MAX_BUDGET_NS if delay_ns is None else min(max(delay_ns, 0), MAX_BUDGET_NS)
+        self._budget = max(MIN_BUDGET, delay * self._ips // 1_000_000_000)
+
     def stop_at(self, rip: int) -> None:
         """Make the next run() stop (StoppedEvent) when RIP reaches `rip`, through Unicorn's exits."""
         self._stop_at = rip & _MASK64
@@ -682,7 +719,9 @@ class UnicornBackend:
         own request): a caller on another thread repeats it until the run returns (machine.RunControl).
         """
         self._stop_requested = True
-        if self._running:
+        if self._running and self._budget is None:
+            # Without a budget only an asynchronous stop ends a run that never exits; it may repeat the
+            # read-modify-write it lands in (see set_timer), acceptable for a run being abandoned.
             _lib.uc_emu_stop(self._h)
 
     def run(self, *, max_insns: int | None = None, timeout_us: int | None = None) -> BackendEvent:
@@ -694,6 +733,8 @@ class UnicornBackend:
         if self._shutdown is not None:
             return self._shutdown
         count = self.max_insns if max_insns is None else max_insns
+        if self._budget is not None and not count:
+            count = self._budget
         timeout = self.timeout_us if timeout_us is None else timeout_us
         if len(self._mapped) != len(self.memory.ram):
             self._map_new_ram()
@@ -734,6 +775,7 @@ class UnicornBackend:
                 _lib.uc_reg_read(h, ux.UC_X86_REG_RIP, ctypes.byref(rip_val))
                 rip = rip_val.value
             self._running = True
+            started = time.perf_counter()
             err = _lib.uc_emu_start(h, rip, _NO_EXIT, timeout, count)
             self._running = False
             self._rip = None
@@ -771,14 +813,18 @@ class UnicornBackend:
             elif err != ucc.UC_ERR_OK:
                 raise UnicornBackendError(f"uc_emu_start: {_lib.uc_strerror(err).decode()}")
             else:
-                # Nothing of ours stopped it: a budget ran out, or request_stop().
-                self._stop_requested = False
-                return StoppedEvent()
+                # Nothing of ours stopped it: a budget ran out, request_stop(), or the timer.
+                requested, self._stop_requested = self._stop_requested, False
+                if self._budget is not None and count == self._budget and not requested:
+                    spent = time.perf_counter() - started
+                    if spent > 0:  # a full budget: calibrate instructions per second (smoothed)
+                        self._ips = (3 * self._ips + int(count / spent)) // 4
+                return StoppedEvent(timer=self._budget is not None and not requested)
             if self._shutdown is not None:
                 return self._shutdown
             if count or timeout:
                 # Delivery happened inside this budget; give control back rather than start a new one.
-                return StoppedEvent()
+                return StoppedEvent(timer=self._budget is not None)
 
     def _write_rip(self, rip: int) -> None:
         self._rip = self._rip_val.value = rip & _MASK64
@@ -1001,7 +1047,14 @@ class UnicornBackend:
         self._raise_event(vector, error_code, 0, self._rip_val.value, cr2)
 
     def _raise_event(
-        self, vector: int, error_code: int | None, soft_len: int, rip: int, cr2: int | None
+        self,
+        vector: int,
+        error_code: int | None,
+        soft_len: int,
+        rip: int,
+        cr2: int | None,
+        *,
+        external: bool = False,
     ) -> None:
         """Deliver an event with x86.delivery and load what it decided (or shut the vCPU down).
 
@@ -1011,7 +1064,14 @@ class UnicornBackend:
         regs.rip = rip
         try:
             outcome = deliver_event(
-                vector, error_code, regs, self.get_control(), self._linear, soft_len=soft_len, cr2=cr2
+                vector,
+                error_code,
+                regs,
+                self.get_control(),
+                self._linear,
+                soft_len=soft_len,
+                cr2=cr2,
+                external=external,
             )
         finally:
             self._ctl = None

@@ -61,7 +61,7 @@ from vmmio.x86.faults import GP, PFEC_I, PFEC_U, PFEC_W, UD, GuestFault
 from vmmio.x86.insn import MAX_INSN_LEN, DecodeError, DecodeStatus, Insn
 from vmmio.x86.ioperm import check_io
 from vmmio.x86.paging import TranslationError, apply_updates
-from vmmio.x86.regs import AC, MASK, ZF, Gpr, Seg
+from vmmio.x86.regs import AC, IF, MASK, ZF, Gpr, Seg
 from vmmio.x86.segmentation import linear_address
 from vmmio.x86.state import DIRTY_ALL, DIRTY_RIP, EFER_LMA, Control, Regs, VectorState
 
@@ -73,6 +73,7 @@ _WRITES = (False, True, False, False, False, True)
 _PLAIN_READS = (READ, SYS_READ)  # may read RAM before the faulting access: nothing is changed yet
 _CS = int(Seg.CS)
 _WHOLE = frozenset((1, 2, 4, 8))  # device accesses of these sizes stay one request
+WINDOW_POLL_NS = 1_000_000  # an interrupt pending while IF is clear: look again this soon
 _MAX_BLOCK = 4096  # instructions decoded ahead to find where a fetch fault really is
 _HLT = HltExit()
 _SUSPENDED = SuspendedExit()
@@ -130,6 +131,7 @@ class Vcpu:
         self.rep_budget = rep_budget
         self._linear = LinearMemory(vm.walker, vm.memory)  # implicit supervisor reads (TSS)
         self.shutdown_detail = ""  # what the backend said with the last ShutdownExit
+        self._stop = False  # request_stop() while the kernel itself waits (HLT)
         self._cur: _Inflight | None = None
         self._pending: MmioExit | InoutExit | None = None
         # (instruction bytes, mode) -> (decoded instruction, its semantics or None).
@@ -186,7 +188,9 @@ class Vcpu:
 
         A guest that never exits (a tight loop) is stopped only this way.
         """
+        self._stop = True
         self.backend.request_stop()
+        self.vm.wakeup.set()
 
     def _idle(self, what: str) -> None:
         if self._pending is not None:
@@ -226,11 +230,68 @@ class Vcpu:
 
     def _run_guest(self) -> VmExit:
         handlers = self._event_handlers
+        backend = self.backend
+        interrupts = self.vm.interrupts is not None
         while True:
-            event = self.backend.run()
+            if interrupts:
+                self._interrupt_window()
+                if self._stop:
+                    self._stop = False
+                    return _SUSPENDED
+            event = backend.run()
             ex = handlers[type(event)](self, event)
             if ex is not None:
                 return ex
+
+    # -- interrupts and time ----------------------------------------------------------------------
+
+    def _timers_due(self) -> int | None:
+        """Let timers whose deadline passed raise their interrupts; the next deadline, if any."""
+        vm = self.vm
+        now = vm.clock.now_ns()
+        nearest = None
+        for timer in vm.timers:
+            deadline = timer.next_deadline_ns()
+            if deadline is not None and deadline <= now:
+                timer.update()
+                deadline = timer.next_deadline_ns()
+            if deadline is not None and (nearest is None or deadline < nearest):
+                nearest = deadline
+        return nearest
+
+    def _interrupt_window(self) -> None:
+        """At an instruction boundary: inject what is pending if the guest can take it, and arm the
+        backend to stop at the next deadline, or soon when a pending interrupt waits for IF."""
+        vm = self.vm
+        source = vm.interrupts
+        assert source is not None
+        deadline = self._timers_due()
+        backend = self.backend
+        if source.pending_vector() is not None:
+            if backend.interruptible():
+                backend.inject_interrupt(source.acknowledge())
+            else:
+                soon = vm.clock.now_ns() + WINDOW_POLL_NS
+                deadline = soon if deadline is None else min(deadline, soon)
+        backend.set_timer(None if deadline is None else deadline - vm.clock.now_ns())
+
+    def _wait_for_interrupt(self) -> VmExit | None:
+        """HLT with interrupts enabled: sleep until the next deadline or a kick, then go on."""
+        vm = self.vm
+        source = vm.interrupts
+        if source is None or not self.backend.get_regs().rflags & IF:
+            return _HLT
+        while not self._stop:
+            deadline = self._timers_due()
+            if source.pending_vector() is not None:
+                return None
+            if deadline is None and not vm.timers:
+                return _HLT  # nothing could ever wake it: userspace decides
+            wait = None if deadline is None else max(deadline - vm.clock.now_ns(), 0) / 1e9
+            vm.wakeup.wait(wait)
+            vm.wakeup.clear()
+        self._stop = False
+        return _SUSPENDED
 
     # -- backend events -------------------------------------------------------------------------
 
@@ -277,7 +338,7 @@ class Vcpu:
         return self._emulate(-1, event.port)
 
     def _on_hlt(self, event: BackendEvent) -> VmExit | None:
-        return _HLT
+        return self._wait_for_interrupt()
 
     def _on_shutdown(self, event: BackendEvent) -> VmExit | None:
         assert type(event) is ShutdownEvent
@@ -287,7 +348,10 @@ class Vcpu:
 
     def _on_stopped(self, event: BackendEvent) -> VmExit | None:
         assert type(event) is StoppedEvent
-        return None if event.stop_at is not None else _SUSPENDED  # the kernel's own stop: go on
+        if event.stop_at is not None or event.timer:
+            return None  # the kernel's own stop (a deadline, a fetch fault located): go on
+        self._stop = False
+        return _SUSPENDED
 
     _event_handlers = {
         NpfEvent: _on_npf,
