@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[int, str], ...] = (
     (4, "vmmio.machine"),
     (4, "vmmio.pc"),
     (4, "vmmio.cli"),
+    (4, "vmmio.service"),
     (4, "vmmio.demo"),
     (4, "vmmio.guests"),
     (4, "vmmio.__main__"),
