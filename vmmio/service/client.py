@@ -39,6 +39,7 @@ from vmmio.x86.state import Control, Regs, VectorState
 
 DEFAULT_CAPS: Final = P.Cap.VECTOR | P.Cap.KERNEL_DEVICES | P.Cap.STATS
 _RING: Final = (1).to_bytes(8, "little")
+SPIN_NS: Final = int(os.environ.get("VMMIO_CLIENT_SPIN_NS", "0") or 0)  # poll before sleeping (server.py)
 _STATE, _STATUS, _NOTES = P.OFF_STATE // 4, P.OFF_STATUS // 4, P.OFF_NOTES // 4
 
 
@@ -197,7 +198,11 @@ class RemoteVcpu:
         page[P.OFF_ENTRY : P.OFF_ENTRY + RECORD_SIZE] = record
         words[_STATE] = RunState.POSTED
         os.write(self.kick, _RING)
-        while words[_STATE] != RunState.DONE:
+        done = RunState.DONE
+        deadline = time.perf_counter_ns() + SPIN_NS
+        while words[_STATE] != done and time.perf_counter_ns() < deadline:
+            pass  # most exits come back within tens of microseconds: cheaper than a wake-up
+        while words[_STATE] != done:
             os.read(self.done, 8)
         status = words[_STATUS]
         self.notes = words[_NOTES]
