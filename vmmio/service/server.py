@@ -528,7 +528,7 @@ def serve_connection(conn: socket.socket, log: Log) -> None:
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
                 for fd in fds:
                     os.close(fd)
-        if not msg and not anc:
+        if not msg and not anc and _hung_up(conn):
             log("closed by the client; VM released")
             return
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
@@ -551,6 +551,13 @@ def serve_connection(conn: socket.socket, log: Log) -> None:
                 if session.slots and fd in {s.kick for s in session.slots} | {s.done for s in session.slots}:
                     continue  # the doorbells stay open on this side
                 os.close(fd)
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    """After an empty read: did the peer close (POLLHUP), or send an empty packet (answered MALFORMED)?"""
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
+    return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
 
 def _child(conn: socket.socket, name: str, out: IO[str] | None) -> None:
