@@ -113,9 +113,7 @@ class Client:
             raise ServiceError(status, P.error_text(reply[P.HEADER.size :]))
         return reply[P.HEADER.size :], fds
 
-    def create_vm(
-        self, regions: Sequence[tuple[int, int]], vcpus: int = 1, rep_budget: int = 64
-    ) -> RemoteVm:
+    def create_vm(self, regions: Sequence[tuple[int, int]], vcpus: int = 1, rep_budget: int = 64) -> RemoteVm:
         """A VM with RAM `regions` [(gpa, size)] and `vcpus` vCPUs in their reset state."""
         body = P.CREATE_REQ.pack(vcpus, len(regions), P.Backend.UNICORN, rep_budget)
         body += b"".join(P.REGION.pack(gpa, size) for gpa, size in regions)
@@ -148,7 +146,12 @@ class RemoteVm:
         os.close(ram_fd)
         os.close(run_fd)
         self.vcpus = [
-            RemoteVcpu(self, n, memoryview(self.pages)[n * page_size : (n + 1) * page_size], *doorbells[2 * n : 2 * n + 2])
+            RemoteVcpu(
+                self,
+                n,
+                memoryview(self.pages)[n * page_size : (n + 1) * page_size],
+                *doorbells[2 * n : 2 * n + 2],
+            )
             for n in range(nvcpus)
         ]
         self.ram_size = ram_size
@@ -279,7 +282,11 @@ class RemoteMachine(Machine):
     """
 
     def __init__(
-        self, client: Client, layout: Layout | None = None, *, uart_sink: Callable[[bytes], None] | None = None
+        self,
+        client: Client,
+        layout: Layout | None = None,
+        *,
+        uart_sink: Callable[[bytes], None] | None = None,
     ) -> None:
         super().__init__(layout, uart_sink=uart_sink)
         self.remote = client.create_vm([(0, self.layout.ram_size)])

@@ -61,7 +61,9 @@ RAM = ((0, 0x10_0000), (0x20_0000, 0x1_0000))  # two regions: GPA checks have an
 CODE = 0x1000
 # 32-bit loop: MMIO read, MMIO write, a store to where ADD_DEVICE may map memory, a read-modify-write,
 # OUT, IN, a 16-bit OUT to where ADD_DEVICE may map ports, inc ebx, jmp back. The rest of RAM is HLT.
-GUEST = bytes.fromhex("a1000000d0" "a3080000d0" "a3000000e0" "0105100000d0" "e680" "e481" "66e770" "43" "ebe1")
+GUEST = bytes.fromhex("a1000000d0a3080000d0a3000000e00105100000d0e680e48166e77043ebe1")
+OTHER_OPS = (Op.GET_REGS, Op.GET_CONTROL, Op.GET_VECTOR, Op.STOP, Op.INVALIDATE_CODE, Op.STATS, Op.HELLO,
+             Op.CREATE_VM, 0, 99)  # fmt: skip
 EPOCH_STEPS = 2000
 CHECK_EVERY = 64
 WATCHDOG_S = 2.0
@@ -86,10 +88,14 @@ class Report:
     def summary(self) -> str:
         ctl = ", ".join(f"{k} {v}" for k, v in sorted(self.control.items()))
         run = ", ".join(f"{k} {v}" for k, v in sorted(self.runs.items()))
-        return (
-            f"{self.steps} steps in {self.epochs} epochs ({self.mutated} mutated), {self.checks} full state checks, "
-            f"{self.watchdog} watchdog stops\n  control messages ({sum(self.control.values())}): {ctl}\n"
-            f"  run-page posts ({sum(self.runs.values())}): {run}\n  divergences: {len(self.divergences)}"
+        return "\n".join(
+            (
+                f"{self.steps} steps in {self.epochs} epochs ({self.mutated} mutated), "
+                f"{self.checks} full state checks, {self.watchdog} watchdog stops",
+                f"  control messages ({sum(self.control.values())}): {ctl}",
+                f"  run-page posts ({sum(self.runs.values())}): {run}",
+                f"  divergences: {len(self.divergences)}",
+            )
         )
 
 
@@ -148,7 +154,7 @@ class Epoch:
     def diverged(self, text: str) -> None:
         self.report.divergences.append(f"step {self.report.steps}: {text}")
 
-    # -- control messages --------------------------------------------------------------------------------
+    # -- control messages ------------------------------------------------------------------------------------
 
     def control_step(self) -> None:
         rng = self.rng
@@ -179,7 +185,9 @@ class Epoch:
                 self.diverged(f"server accepted op {op} ({msg[:40].hex()}); the reference refuses: {err!r}")
                 return
             if expected is not None and expected != payload:
-                self.diverged(f"op {op}: server answered {payload[:48].hex()}, reference {expected[:48].hex()}")
+                self.diverged(
+                    f"op {op}: server answered {payload[:48].hex()}, reference {expected[:48].hex()}"
+                )
         elif not mutated and vcpu < 2 and op in RESTORABLE and self._reference_accepts(apply):
             self.diverged(f"op {op} vcpu {vcpu} refused ({Err(status).name}: {P.error_text(payload)}) "
                           "but the reference accepts it")  # fmt: skip
@@ -231,7 +239,10 @@ class Epoch:
                 setattr(ctl, field_, (rng.getrandbits(32), rng.choice((0, 0xFFF, 0xFFFF))))
             elif field_ == "seg":
                 seg = ctl.segs[rng.randrange(6)]
-                seg.base, seg.limit = rng.choice((0, rng.getrandbits(32))), rng.choice((0xFFFF_FFFF, 0xFFFF, 0))
+                seg.base, seg.limit = (
+                    rng.choice((0, rng.getrandbits(32))),
+                    rng.choice((0xFFFF_FFFF, 0xFFFF, 0)),
+                )
             elif field_ is not None:
                 setattr(ctl, field_, getattr(ctl, field_) ^ (1 << rng.randrange(32)))
             body = P.pack_control(ctl)
@@ -241,7 +252,9 @@ class Epoch:
             vec.mxcsr = rng.choice((0x1F80, 0xFFFF, 0x1_0000, 0))
             body = P.pack_vector(vec)
         elif kind in (3, 4):
-            gpa = rng.choice((0x8000, 0xFFFF0, 0x10_0000 - 8, 0x20_0000, 0x20_FFF0, 0x30_0000, rng.getrandbits(24)))
+            gpa = rng.choice(
+                (0x8000, 0xFFFF0, 0x10_0000 - 8, 0x20_0000, 0x20_FFF0, 0x30_0000, rng.getrandbits(24))
+            )
             length = rng.choice((1, 8, 16, 100, P.MAX_DATA, P.MAX_DATA + 1, 0))
             if kind == 3:
                 body = P.RAM_REQ.pack(gpa, length, 0)
@@ -256,8 +269,7 @@ class Epoch:
             body = P.DEVICE_REQ.pack(dev_kind, 0, base, size)
             return Op.ADD_DEVICE, body, self._parse_apply(Op.ADD_DEVICE, 0, body)
         else:
-            op = rng.choice((Op.GET_REGS, Op.GET_CONTROL, Op.GET_VECTOR, Op.STOP, Op.INVALIDATE_CODE, Op.STATS,
-                             Op.HELLO, Op.CREATE_VM, 0, 99))  # fmt: skip
+            op = rng.choice(OTHER_OPS)
             body = b"" if op not in (Op.HELLO, Op.CREATE_VM) else rng.randbytes(16)
             return op, body, self._parse_apply(op, vcpu, body)
         op = (Op.SET_REGS, Op.SET_CONTROL, Op.SET_VECTOR)[kind]
@@ -277,7 +289,7 @@ class Epoch:
 
         return apply
 
-    # -- the reference's side of each operation -----------------------------------------------------------
+    # -- the reference's side of each operation --------------------------------------------------------------
 
     def ref_set_regs(self, vcpu: int, body: bytes) -> bytes | None:
         _exact(body, P.REGS.size)
@@ -364,7 +376,7 @@ class Epoch:
         self._ref(vcpu)
         return None  # counters and times are the server's own: only acceptance is compared
 
-    # -- run-page entries -----------------------------------------------------------------------------------
+    # -- run-page entries ------------------------------------------------------------------------------------
 
     def run_step(self) -> None:
         rng = self.rng
@@ -454,7 +466,7 @@ class Epoch:
         if status != Err.RUN_STATE:
             self.diverged(f"bad state word answered with {status}")
 
-    # -- full comparison --------------------------------------------------------------------------------------
+    # -- full comparison -------------------------------------------------------------------------------------
 
     def check(self) -> None:
         self.report.checks += 1
@@ -486,8 +498,10 @@ REFERENCE: dict[int, Callable[[Epoch, int, bytes], bytes | None]] = {
 
 
 # Operations whose effect on the reference can be undone, so an unmutated refusal can be double-checked.
-RESTORABLE = frozenset({Op.GET_REGS, Op.GET_CONTROL, Op.GET_VECTOR, Op.SET_REGS, Op.SET_CONTROL, Op.SET_VECTOR,
-                        Op.READ_RAM, Op.STATS, Op.INVALIDATE_CODE})  # fmt: skip
+RESTORABLE = frozenset(
+    {Op.GET_REGS, Op.GET_CONTROL, Op.GET_VECTOR, Op.SET_REGS, Op.SET_CONTROL, Op.SET_VECTOR, Op.READ_RAM}
+    | {Op.STATS, Op.INVALIDATE_CODE}
+)
 
 
 def _exact(body: bytes, size: int) -> None:
@@ -548,8 +562,12 @@ def start_server(path: str, log: str | None = None) -> subprocess.Popen[bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=100_000, help="steps (control messages + run-page posts)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--count", type=int, default=100_000, help="steps (control messages + run-page posts)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log", help="write the server's log lines here")
     args = parser.parse_args(argv)

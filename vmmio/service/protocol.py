@@ -102,7 +102,9 @@ class DeviceKind(IntEnum):
 # --- payloads ---------------------------------------------------------------------------------------
 
 HELLO_REQ: Final = struct.Struct("<IIQ")  # min_version, max_version, caps wanted
-HELLO_REP: Final = struct.Struct("<IIQIIQ")  # version, abi_version, caps granted, max_message, max_vcpus, max_ram
+HELLO_REP: Final = struct.Struct(
+    "<IIQIIQ"
+)  # version, abi_version, caps granted, max_message, max_vcpus, max_ram
 CREATE_REQ: Final = struct.Struct("<IIII")  # nvcpus, nregions, backend, rep_budget; then nregions x REGION
 REGION: Final = struct.Struct("<QQ")  # gpa, size
 CREATE_REP: Final = struct.Struct("<QII")  # ram bytes, run page size, nregions; then nregions x REGION_REP
@@ -202,8 +204,8 @@ def unpack_control(raw: bytes) -> Control:
     at = CONTROL_HEAD.size
     segs = [_unpack_segment(raw[at + n * SEGMENT.size : at + (n + 1) * SEGMENT.size]) for n in range(8)]
     pdptes = (f[15], f[16], f[17], f[18]) if has_pd else None
-    return Control(cr0, cr2, cr3, cr4, efer, cpl, segs[:6], (gbase, glimit), (ibase, ilimit), segs[6], segs[7],
-                   pdptes, pkru)  # fmt: skip
+    gdtr, idtr = (gbase, glimit), (ibase, ilimit)
+    return Control(cr0, cr2, cr3, cr4, efer, cpl, segs[:6], gdtr, idtr, segs[6], segs[7], pdptes, pkru)
 
 
 def _lanes(values: list[int], width: int) -> bytes:

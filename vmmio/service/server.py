@@ -15,6 +15,7 @@ with a status code, logs one line, and leaves the VM as it was.
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import mmap
 import os
@@ -26,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Final
+from typing import IO, Final, TypeVar
 
 from vmmio.abi import (
     ABI_VERSION,
@@ -51,7 +52,9 @@ LOG_LIMIT: Final = 50  # rejection lines logged per connection; the rest are cou
 # throughput) a spinning peer steals the time the other side needs, and every exit got 2-4x slower.
 SPIN_NS: Final = int(os.environ.get("VMMIO_SERVE_SPIN_NS", "0") or 0)
 CACHE_LIMIT: Final = 4096  # decoded entries / encoded exits remembered per vCPU (loops repeat them)
-U32_STATE, U32_STATUS, U32_NOTES, U32_SEQ = (o // 4 for o in (P.OFF_STATE, P.OFF_STATUS, P.OFF_NOTES, P.OFF_SEQ))
+U32_STATE, U32_STATUS, U32_NOTES, U32_SEQ = (
+    o // 4 for o in (P.OFF_STATE, P.OFF_STATUS, P.OFF_NOTES, P.OFF_SEQ)
+)
 
 
 class Log:
@@ -72,7 +75,10 @@ class Log:
     def rejected(self, text: str) -> None:
         self.rejections += 1
         if self.rejections <= LOG_LIMIT:
-            self(f"rejected: {text}" + (" (further rejections are counted only)" if self.rejections == LOG_LIMIT else ""))
+            self(
+                f"rejected: {text}"
+                + (" (further rejections are counted only)" if self.rejections == LOG_LIMIT else "")
+            )
 
 
 @dataclass(eq=False)
@@ -96,6 +102,7 @@ class VcpuSlot:
     exits: dict[VmExit, bytes] = field(default_factory=dict)
 
 
+T = TypeVar("T")
 Handler = Callable[["Session", int, bytes], tuple[bytes, list[int]]]
 
 
@@ -179,7 +186,9 @@ class Session:
             raise WireError(Err.STATE, "this connection already has a VM")
         nvcpus, nregions, backend, budget = P.CREATE_REQ.unpack_from(body)
         if not 1 <= nvcpus <= P.MAX_VCPUS or not 1 <= nregions <= P.MAX_REGIONS:
-            raise WireError(Err.LIMIT, f"{nvcpus} vCPUs, {nregions} regions (1..{P.MAX_VCPUS}, 1..{P.MAX_REGIONS})")
+            raise WireError(
+                Err.LIMIT, f"{nvcpus} vCPUs, {nregions} regions (1..{P.MAX_VCPUS}, 1..{P.MAX_REGIONS})"
+            )
         _size(body, P.CREATE_REQ.size + nregions * P.REGION.size)
         if vcpu or backend != P.Backend.UNICORN or budget > 1 << 16:
             raise WireError(Err.INVALID, f"backend {backend} (1: unicorn), rep budget {budget} (0..65536)")
@@ -298,7 +307,9 @@ class Session:
         gpa, length, reserved = P.RAM_REQ.unpack_from(body)
         data = body[P.RAM_REQ.size :]
         if reserved or (write and len(data) != length) or (not write and data):
-            raise WireError(Err.MALFORMED, f"length {length} with {len(data)} data bytes, reserved {reserved}")
+            raise WireError(
+                Err.MALFORMED, f"length {length} with {len(data)} data bytes, reserved {reserved}"
+            )
         if not 0 < length <= P.MAX_DATA:
             raise WireError(Err.LIMIT, f"length {length}: 1..{P.MAX_DATA} per message")
         if self.vm is None:
@@ -337,7 +348,9 @@ class Session:
         if kind not in P.DeviceKind._value2member_map_:
             raise WireError(Err.INVALID, f"unknown device kind {kind}")
         if not 0 < size <= P.MAX_DEVICE or self.devices >= P.MAX_DEVICES:
-            raise WireError(Err.LIMIT, f"size {size:#x} (1..{P.MAX_DEVICE:#x}) or more than {P.MAX_DEVICES} devices")
+            raise WireError(
+                Err.LIMIT, f"size {size:#x} (1..{P.MAX_DEVICE:#x}) or more than {P.MAX_DEVICES} devices"
+            )
         self._slot(0)
         assert self.vm is not None
         held = []
@@ -442,7 +455,9 @@ class Session:
             if len(slot.exits) >= CACHE_LIMIT:
                 slot.exits.clear()
             slot.exits[ex] = record
-        written = words[U32_STATE] != RunState.RUNNING or slot.page[P.OFF_ENTRY : P.OFF_ENTRY + RECORD_SIZE] != raw
+        written = (
+            words[U32_STATE] != RunState.RUNNING or slot.page[P.OFF_ENTRY : P.OFF_ENTRY + RECORD_SIZE] != raw
+        )
         slot.serve_ns += time.perf_counter_ns() - t0
         self._answer(slot, Err.OK, "", record, P.NOTE_WRITTEN_WHILE_RUNNING if written else 0)
 
@@ -455,15 +470,15 @@ class Session:
         if code:
             slot.rejected += 1
             self.log.rejected(f"vCPU {slot.index} run page: {code.name}: {text}")
-            page[P.OFF_TEXT : P.OFF_TEXT + P.TEXT_SIZE] = text.encode("utf-8", "replace")[:255].ljust(256, b"\0")
+            page[P.OFF_TEXT : P.OFF_TEXT + P.TEXT_SIZE] = text.encode("utf-8", "replace")[:255].ljust(
+                256, b"\0"
+            )
         words[U32_STATUS] = code
         words[U32_NOTES] = notes
         words[U32_SEQ] = (words[U32_SEQ] + 1) & 0xFFFF_FFFF
         words[U32_STATE] = RunState.DONE
-        try:
+        with contextlib.suppress(OSError):  # the client is gone: the process ends with the socket
             os.write(slot.done, b"\1\0\0\0\0\0\0\0")
-        except OSError:
-            pass
 
 
 HANDLERS: Final[dict[int, Handler]] = {
@@ -502,7 +517,7 @@ class _held:
         self.lock.release()
 
 
-def _pending_guard(setter: Callable[[object], None], value: object) -> None:
+def _pending_guard(setter: Callable[[T], None], value: T) -> None:
     try:
         setter(value)
     except VcpuBusy as err:
@@ -524,9 +539,9 @@ def serve_connection(conn: socket.socket, log: Log) -> None:
             return
         for level, kind, data in anc:  # descriptors a client sends us are closed, never used
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-                for fd in fds:
+                received = array.array("i")
+                received.frombytes(data[: len(data) - len(data) % received.itemsize])
+                for fd in received:
                     os.close(fd)
         if not msg and not anc and _hung_up(conn):
             log("closed by the client; VM released")
@@ -534,23 +549,25 @@ def serve_connection(conn: socket.socket, log: Log) -> None:
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             log.rejected(f"message over {P.MAX_MESSAGE} bytes (or with too many descriptors)")
             tag = P.HEADER.unpack_from(msg)[3] if len(msg) >= P.HEADER.size else 0
-            reply: bytes | tuple[bytes, list[int]] = Session._error(0, 0, tag, Err.LIMIT, "message too large")
+            answer: bytes | tuple[bytes, list[int]] = Session._error(
+                0, 0, tag, Err.LIMIT, "message too large"
+            )
         else:
-            reply = session.handle(msg)
-        body, fds = reply if isinstance(reply, tuple) else (reply, [])
+            answer = session.handle(msg)
+        body, passed = answer if isinstance(answer, tuple) else (answer, [])
         try:
-            if fds:
-                conn.sendmsg([body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+            if passed:
+                conn.sendmsg([body], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", passed))])
             else:
                 conn.send(body)
         except OSError as err:
             log(f"connection lost ({err.strerror}); VM released")
             return
         finally:
-            for fd in fds:
-                if session.slots and fd in {s.kick for s in session.slots} | {s.done for s in session.slots}:
-                    continue  # the doorbells stay open on this side
-                os.close(fd)
+            doorbells = {fd for s in session.slots for fd in (s.kick, s.done)}
+            for fd in passed:
+                if fd not in doorbells:  # the memfds: the mappings keep the memory; the doorbells stay open
+                    os.close(fd)
 
 
 def _hung_up(conn: socket.socket) -> bool:
@@ -624,15 +641,11 @@ def serve(path: str, *, out: IO[str] | None = None, ready: Callable[[], None] | 
         for s, handler in saved:
             signal.signal(s, handler)
         sock.close()
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(path)
-        except OSError:
-            pass
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 5
         while children and time.monotonic() < deadline:
             _reap(children, log)
