@@ -2,7 +2,10 @@
  * models (a 16550 UART on MMIO 0xD0000000 and ports 0x3F8-0x3FF, the debug exit on port 0xF4 and MMIO
  * 0xD0001000) and the memory-like test device at 0xD0010000 mapped in the kernel (no exits).
  *
- *   example_vmm SOCKET IMAGE      run a flat 64-bit image (hello.bin, insntest.bin) loaded at 1 MiB
+ *   example_vmm SOCKET IMAGE [--user-testdev]
+ *
+ * runs a flat 64-bit image (hello.bin, insntest.bin) loaded at 1 MiB; --user-testdev serves the test
+ * device here instead of in the kernel (every access an exit: bench/bench_service.py uses it).
  *
  * Guest UART output goes to stdout unchanged; a summary (and insntest's verdict counts) to stderr.
  * Exit status: the guest's debug-exit status (insntest: its number of failed cases), 0 after HLT,
@@ -14,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define RAM_SIZE (32u << 20)
 #define LOAD_ADDR 0x100000u
@@ -124,19 +128,21 @@ static void entry_state(vmmio_control *c, vmmio_regs *r)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s SOCKET IMAGE\n", argv[0]);
+    int user_testdev = argc == 4 && !strcmp(argv[3], "--user-testdev");
+    if (argc != 3 && !user_testdev) {
+        fprintf(stderr, "usage: %s SOCKET IMAGE [--user-testdev]\n", argv[0]);
         return 100;
     }
+    static uint8_t testdev[TESTDEV_SIZE];
     vmmio_conn conn;
     vmmio_vm vm;
-    int st = vmmio_connect(&conn, argv[1], VMMIO_CAP_KERNEL_DEVICES);
+    int st = vmmio_connect(&conn, argv[1], VMMIO_CAP_KERNEL_DEVICES | VMMIO_CAP_STATS);
     if (st) { fprintf(stderr, "connect %s: %d %s\n", argv[1], st, conn.error); return 101; }
     if (!(conn.caps & VMMIO_CAP_KERNEL_DEVICES)) { fprintf(stderr, "no in-kernel devices\n"); return 101; }
     const uint64_t regions[1][2] = { { 0, RAM_SIZE } };
     if ((st = vmmio_create_vm(&conn, &vm, regions, 1, 1))) { fprintf(stderr, "create: %d %s\n", st, conn.error); return 102; }
     if (load(&vm, argv[2])) return 103;
-    if ((st = vmmio_add_device(&vm, VMMIO_DEVICE_MMIO_MEMORY, TESTDEV_MMIO, TESTDEV_SIZE))) {
+    if (!user_testdev && (st = vmmio_add_device(&vm, VMMIO_DEVICE_MMIO_MEMORY, TESTDEV_MMIO, TESTDEV_SIZE))) {
         fprintf(stderr, "test device: %d %s\n", st, conn.error);
         return 102;
     }
@@ -154,6 +160,8 @@ int main(int argc, char **argv)
     unsigned long exits = 0;
     int status = -1;
     const char *how = "exit";
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     while (status < 0) {
         if ((st = vmmio_run(&vm.vcpus[0], entry, exit_rec))) {
             fprintf(stderr, "run: status %d: %s\n", st, vmmio_run_error(&vm.vcpus[0]));
@@ -168,6 +176,10 @@ int main(int argc, char **argv)
             if (ex.gpa >= UART_MMIO && ex.gpa < UART_MMIO + 0x1000) {
                 if (ex.is_write) uart_write(&uart, (unsigned)(ex.gpa - UART_MMIO), (uint32_t)ex.data);
                 else value = uart_read(&uart, (unsigned)(ex.gpa - UART_MMIO));
+            } else if (user_testdev && ex.gpa >= TESTDEV_MMIO && ex.gpa - TESTDEV_MMIO + ex.size <= TESTDEV_SIZE) {
+                uint8_t *cell = testdev + (ex.gpa - TESTDEV_MMIO);
+                if (ex.is_write) memcpy(cell, &ex.data, ex.size);  /* little-endian host */
+                else { value = 0; memcpy(&value, cell, ex.size); }
             } else if (ex.gpa >= DEBUG_EXIT_MMIO && ex.gpa < DEBUG_EXIT_MMIO + 0x1000) {
                 if (ex.is_write) status = (int)ex.data;
                 else value = 0;
@@ -201,8 +213,19 @@ int main(int argc, char **argv)
             return 106;
         }
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     fflush(stdout);
-    fprintf(stderr, "example_vmm: %s, status %d after %lu exits\n", how, status, exits);
+    fprintf(stderr, "example_vmm: %s, status %d after %lu exits in %.6f s\n", how, status, exits, secs);
+    uint8_t stats[32];
+    size_t len = 0;
+    if ((conn.caps & VMMIO_CAP_STATS) &&
+        !vmmio_request(&conn, VMMIO_OP_STATS, 0, NULL, 0, stats, sizeof stats, &len, NULL, 0, NULL) && len == 32) {
+        uint64_t q[4];
+        memcpy(q, stats, sizeof q);
+        fprintf(stderr, "example_vmm: server stats: posts %llu rejected %llu run_ns %llu serve_ns %llu\n",
+                (unsigned long long)q[0], (unsigned long long)q[1], (unsigned long long)q[2], (unsigned long long)q[3]);
+    }
     if (uart.pass + uart.fail + uart.known)
         fprintf(stderr, "example_vmm: insntest verdict: %u cases, %u passed, %u failed, %u known\n",
                 uart.pass + uart.fail + uart.known, uart.pass, uart.fail, uart.known);

@@ -583,7 +583,7 @@ def _child(conn: socket.socket, name: str, out: IO[str] | None) -> None:
     status = 0
     try:
         serve_connection(conn, Log(name, out))
-    except BaseException as err:  # noqa: BLE001 - logged; the process ends either way
+    except BaseException as err:  # logged; the process ends either way
         Log(name, out)(f"connection ended by {type(err).__name__}: {err}")
         status = 1
     os._exit(status)
