@@ -432,6 +432,7 @@ class Session:
             if len(slot.entries) >= CACHE_LIMIT:
                 slot.entries.clear()
             slot.entries[raw] = entry
+        failure: tuple[Err, str] | None = None
         with slot.lock:
             if slot.flush:
                 slot.flush = False
@@ -442,13 +443,15 @@ class Session:
             try:
                 ex = slot.vcpu.run(entry)
             except EntryError as err:
-                self._answer(slot, Err.MISMATCH, str(err), None)
-                return
+                failure = Err.MISMATCH, str(err)
             except Exception as err:
                 self.log(f"vCPU {slot.index}: backend failed: {type(err).__name__}: {err}")
-                self._answer(slot, Err.BACKEND, f"{type(err).__name__}: {err}", None)
-                return
+                failure = Err.BACKEND, f"{type(err).__name__}: {err}"
             slot.run_ns += time.perf_counter_ns() - t1
+        # Published only after the lock is released: a client that sees DONE finds the vCPU idle.
+        if failure is not None:
+            self._answer(slot, *failure, None)
+            return
         record = slot.exits.get(ex)
         if record is None:
             record = pack_exit(ex)
