@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench verify corpus guests guests-check clean kvm-unit-tests
+.PHONY: demo test lint typecheck unit bench verify corpus guests guests-check clean kvm-unit-tests \
+	c-client fuzz-service
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,17 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_emulate.py
 	$(BIN)/python bench/bench_exits.py
 	$(BIN)/python bench/bench_backend.py
+	$(BIN)/python bench/bench_service.py
+
+# The C client of `vmmio serve` and its example VMM, built into the ignored build/c.
+c-client:
+	$(MAKE) -C clients/c OUT=$(CURDIR)/build/c
+
+# Hostile input against `vmmio serve`, compared with an in-process reference (docs/transport.md).
+FUZZ_COUNT ?= 100000
+FUZZ_SEED ?= 0
+fuzz-service: $(STAMP)
+	$(BIN)/python -m vmmio.service.fuzz --count $(FUZZ_COUNT) --seed $(FUZZ_SEED)
 
 # The long differential campaign: CASES generated cases per oracle test module (host CPU, Unicorn, KVM
 # where usable), a summary by oracle and form in verify-summary.txt, then the real-code decoder sweep

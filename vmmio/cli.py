@@ -9,9 +9,12 @@ import struct
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from vmmio.abi import InoutExit, InstEmulExit, MmioExit, VmExit
+
+if TYPE_CHECKING:
+    from vmmio.machine import Machine
 
 EPILOG = """\
 exit status of `vmmio run` and `vmmio demo` (the last line on stderr always says what happened):
@@ -29,6 +32,8 @@ examples:
   vmmio demo                         run the built-in hello guest
   vmmio run guest.bin --trace        run a flat 64-bit image, printing every exit
   vmmio run guest.elf --backend kvm  the same guest under KVM (Linux's emulator)
+  vmmio serve --socket /tmp/vmm.sock serve VMs (the kernel) to client processes
+  vmmio run hello --remote auto      run a guest with the kernel in a private server process
   vmmio decode 8b4308 f3a5           decode instruction bytes (64-bit mode)
   vmmio decode --mode 16 8b07 --json
 """
@@ -137,7 +142,11 @@ def _uart_out(data: bytes) -> None:
 def run_image(args: argparse.Namespace, data: bytes, name: str) -> int:
     from vmmio.machine import Layout, Machine, RunControl
 
-    machine = Machine(Layout(ram_size=args.ram), uart_sink=_uart_out)
+    remote = getattr(args, "remote", None)
+    if remote is not None:
+        machine = _remote_machine(args, remote)
+    else:
+        machine = Machine(Layout(ram_size=args.ram), uart_sink=_uart_out)
     try:
         image = machine.load(data, args.load_addr)
     except (ValueError, IndexError, struct.error) as err:
@@ -167,6 +176,35 @@ def run_image(args: argparse.Namespace, data: bytes, name: str) -> int:
     if result.reason != "hlt":
         print(f"vmmio: guest stopped: {result.reason} {result.detail}".rstrip(), file=sys.stderr)
     return RUN_STATUS[result.reason]
+
+
+def _remote_machine(args: argparse.Namespace, remote: str) -> Machine:
+    """A Machine whose kernel is `vmmio serve` at the socket `remote`, or a private one ("auto")."""
+    from vmmio.machine import Layout
+    from vmmio.service.client import Client, RemoteMachine, ServiceError, spawn_server
+
+    if args.backend != "unicorn":
+        raise CliError("--remote runs on the server's unicorn backend only")
+    try:
+        if remote == "auto":
+            client, server = spawn_server()
+            _SERVERS.append(server)
+        else:
+            client = Client.connect(remote)
+        return RemoteMachine(client, Layout(ram_size=args.ram), uart_sink=_uart_out)
+    except (OSError, ServiceError) as err:
+        raise CliError(f"cannot use the server at {remote}: {err}", EXIT_BACKEND) from None
+
+
+_SERVERS: list[Any] = []  # private servers started by --remote auto; they exit when we close the socket
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vmmio.service.server import serve, serve_fd
+
+    if args.fd is not None:
+        return serve_fd(args.fd)
+    return serve(args.socket)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -266,12 +304,23 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a guest image (flat 64-bit binary, ELF32 or ELF64)")
     r.add_argument("image", help="path of the image, or the name of a shipped guest (hello, insntest)")
     r.add_argument("--load-addr", type=_int, default=0x10_0000, help="load address of a flat image")
+    r.add_argument(
+        "--remote",
+        metavar="SOCKET",
+        help="run the kernel in `vmmio serve` listening at SOCKET, or in a private server ('auto')",
+    )
     run_options(r)
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="run the built-in hello guest")
     run_options(d)
     d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("serve", help="serve VMs to other processes over a Unix socket (docs/transport.md)")
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", metavar="PATH", help="listen on this Unix socket (one process per client)")
+    where.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # one connected socket (--remote auto)
+    s.set_defaults(func=cmd_serve)
 
     c = sub.add_parser("decode", help="decode instruction bytes given in hex")
     c.add_argument("hex", nargs="+", help="instruction bytes, e.g. 8b4308 or '8b 43 08'")
