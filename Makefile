@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench verify corpus guests guests-check clean kvm-unit-tests \
+.PHONY: demo test lint typecheck unit bench verify docs corpus guests guests-check clean kvm-unit-tests \
 	c-client fuzz-service
 
 $(STAMP): pyproject.toml
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/vmmio demo
 
-SOURCES := vmmio tests bench guests examples
+SOURCES := vmmio tests bench guests examples docs
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
@@ -47,17 +47,24 @@ fuzz-service: $(STAMP)
 	$(BIN)/python -m vmmio.service.fuzz --count $(FUZZ_COUNT) --seed $(FUZZ_SEED)
 
 # The long differential campaign: CASES generated cases per oracle test module (host CPU, Unicorn, KVM
-# where usable), a summary by oracle and form in verify-summary.txt, then the real-code decoder sweep
-# and the emulation coverage figure over INSNS instructions of the host's binaries.
+# where usable), run on JOBS cores (pytest-xdist; default all) with a progress line; a summary by oracle
+# and form, with the KVM oracle's own, in verify-summary.txt; then the real-code decoder sweep and the
+# emulation coverage figure over INSNS instructions of the host's binaries.
 CASES ?= 50000
 INSNS ?= 2000000
+JOBS  ?= auto
 verify: $(STAMP)
 	rm -f verify-log.jsonl; \
-	VMMIO_ORACLE_CASES=$(CASES) VMMIO_VERIFY_LOG=$(CURDIR)/verify-log.jsonl \
-		$(BIN)/pytest -q -p no:cacheprovider tests/test_oracle_native.py tests/test_oracle_unicorn.py \
+	VMMIO_ORACLE_CASES=$(CASES) $(BIN)/python bench/verify_run.py --log verify-log.jsonl --jobs $(JOBS) \
+		tests/test_oracle_native.py tests/test_oracle_unicorn.py \
 		$(wildcard tests/test_oracle_kvm.py); status=$$?; \
 	$(BIN)/python bench/verify_summary.py verify-log.jsonl --out verify-summary.txt && \
 	$(BIN)/python bench/verify_coverage.py --count $(INSNS) && exit $$status
+
+# The API reference from the docstrings (pdoc, the `docs` extra, in the test venv too), with the
+# examples linked from every page: build/docs/index.html.
+docs: $(STAMP)
+	$(BIN)/python docs/api.py --out build/docs
 
 # Optional extra real code for the decoder oracles (a Debian kernel image and modules, 32-bit libc);
 # without it those parts of the real-code tests skip and say why. Needs root and Debian's apt.

@@ -12,9 +12,11 @@ Linux's emulator is not the CPU. Behaviours vmmio/backends/kvm.py documents are 
 apart (tests/oracles_kvm/deviations.py, DOCUMENTED); deviations this oracle found, where the host CPU
 sides with vmmio, are tabled in KVM_DEVIATIONS and counted apart too, once the host CPU confirms vmmio
 on the case. Anything else fails, with the host CPU's verdict on who is right. A summary (counts,
-known behaviours by key, cost per case) is issued as a KvmOracleReport warning at the end. `make verify`'s
-log (VMMIO_VERIFY_LOG) gets one row per compared case under oracle "kvm"; the known KVM behaviours are
-left out of it, as the Unicorn oracle's exclusions are.
+known behaviours by key, cost per case) is made at the end: under `make verify` it is written to the
+log (VMMIO_VERIFY_LOG) as a "kvm-summary" row per test process, which bench/verify_summary.py merges
+into its table; otherwise it is issued as a KvmOracleReport warning. The log also gets one row per
+compared case under oracle "kvm"; the known KVM behaviours are left out of those, as the Unicorn
+oracle's exclusions are.
 
 Needs a usable /dev/kvm (skipped with the reason otherwise). VMMIO_ORACLE_CASES sets the number of cases
 (default: KVM_DEFAULT_CASES in tests/oracles_kvm/judge.py); `make verify` passes its large count.
@@ -22,6 +24,8 @@ Needs a usable /dev/kvm (skipped with the reason otherwise). VMMIO_ORACLE_CASES 
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import time
 import warnings
@@ -67,8 +71,31 @@ def summary(kvm_runner: KvmRunner) -> Iterator[Summary]:
     result = Summary()
     yield result
     result.rebuilds = kvm_runner.rebuilds
-    if result.cases:
+    if not result.cases:
+        return
+    log = os.environ.get("VMMIO_VERIFY_LOG")
+    if log:
+        with open(log, "a") as out:
+            out.write(json.dumps({"oracle": "kvm-summary", "summary": summary_row(result)}) + "\n")
+    else:
         warnings.warn(KvmOracleReport(result.text(examples=False)), stacklevel=1)
+
+
+def summary_row(s: Summary) -> dict[str, object]:
+    """A Summary as JSON for the verify log; bench/verify_summary.py merges the rows of all processes."""
+    return {
+        "cases": s.cases,
+        "agreements": s.agreements,
+        "emulated": s.emulated,
+        "kvm_exits": s.kvm_exits,
+        "disagreements": dict(s.disagreements),
+        "examples": s.examples,
+        "known": [[*key, n] for key, n in s.known.items()],
+        "kvm_seconds": s.kvm_seconds,
+        "vmmio_seconds": s.vmmio_seconds,
+        "wall_seconds": s.wall_seconds,
+        "rebuilds": s.rebuilds,
+    }
 
 
 @pytest.mark.parametrize("family", FAMILIES)
