@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 EPILOG = """\
 exit status of `vmmio run` and `vmmio demo` (the last line on stderr always says what happened):
-  0    the guest exited with status 0, or halted
+  0    the guest exited with status 0, halted, or asked for a reset (a reboot)
   1    the guest exited with a non-zero status (see --guest-status)
   2    bad command line
   3    the image cannot be read or loaded
@@ -84,6 +84,7 @@ EXIT_PIPE = 141
 # How a run ended -> the command's exit status (RunResult.reason).
 RUN_STATUS = {
     "hlt": EXIT_OK,
+    "reset": EXIT_OK,
     "shutdown": EXIT_STOPPED,
     "inst_emul": EXIT_STOPPED,
     "limit": EXIT_LIMIT,
@@ -221,7 +222,9 @@ def run_image(args: argparse.Namespace, data: bytes, name: str, shipped: bool = 
         if args.guest_status:
             return result.status & 0xFF
         return EXIT_GUEST if result.status else EXIT_OK
-    if result.reason != "hlt":
+    if result.reason == "reset":
+        print(f"vmmio: guest reset the machine ({result.detail})", file=sys.stderr)
+    elif result.reason != "hlt":
         print(f"vmmio: guest stopped: {result.reason} {result.detail}".rstrip(), file=sys.stderr)
     return RUN_STATUS[result.reason]
 

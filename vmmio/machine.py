@@ -45,7 +45,7 @@ from vmmio.abi import (
     VmEntry,
     VmExit,
 )
-from vmmio.devices import AddressMap, DebugExit, GuestExit, MemoryDevice, Uart16550
+from vmmio.devices import AddressMap, DebugExit, GuestExit, MemoryDevice, ResetRequested, Uart16550
 from vmmio.images import CPU_STATES, CpuMode
 from vmmio.vmm.vm import Vm
 from vmmio.x86.pagetables import RW, P, PageTables
@@ -256,7 +256,7 @@ class Serviced:
 @dataclass
 class RunResult:
     status: int  # the guest's exit status; 0 after HLT
-    reason: str  # "exit", "hlt", "shutdown", "inst_emul", "limit", "interrupted", "terminated", "timeout"
+    reason: str  # "exit", "hlt", "reset", "shutdown", "inst_emul", "limit", "interrupted", "terminated", "timeout"
     exits: int  # exits serviced
     detail: str = ""
 
@@ -415,6 +415,8 @@ class Machine:
                     answer = self.service(ex)
                 except GuestExit as done:
                     result = RunResult(done.status, "exit", exits)
+                except ResetRequested as reset:  # a reboot: the run ends, the guest asked for it
+                    result = RunResult(0, "reset", exits, reset.source)
                 else:
                     if stopping:  # finish the instruction in flight first: no half-done state is left
                         answer = replace(answer, exit_consistent=True)

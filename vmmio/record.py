@@ -260,7 +260,7 @@ class ReplayMachine(Machine):
 
 # Endings the guest decides itself: a replay must end the same way (a limit, a timeout or a signal ends
 # a recording wherever it happened to be; the replay then only has to match every recorded exit).
-GUEST_ENDINGS = ("exit", "hlt", "shutdown", "inst_emul")
+GUEST_ENDINGS = ("exit", "hlt", "reset", "shutdown", "inst_emul")
 
 
 def end_difference(recording: Recording, matched: int, result: RunResult) -> str | None:

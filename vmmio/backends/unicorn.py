@@ -866,8 +866,11 @@ class UnicornBackend:
         eng.save()
         error_code, is_int = struct.unpack_from("<iI", eng.ctx_view, lay.error_code)
         # Delivery is ours, not QEMU's: QEMU must not think this exception is still being delivered, or
-        # it turns the next one into #DF and the one after into a triple fault.
+        # it turns the next one into #DF and the one after into a triple fault. Nor may it keep
+        # `exception_is_int`: Unicorn moves RIP to the stale `exception_next_eip` before calling the
+        # interrupt hook of any later event that sets neither (an intercepted HLT), losing the HLT's RIP.
         struct.pack_into("<i", eng.ctx_view, lay.old_exception, -1)
+        struct.pack_into("<I", eng.ctx_view, lay.error_code + 4, 0)
         eng.restore()
         if is_int:
             # INT n / INT3 / INTO: Unicorn already moved RIP past the instruction (the return address);
