@@ -65,10 +65,15 @@ def cmpxchg8b_16b(x: Exec, i: Insn) -> Steps:
 @emulates(OpMap.M0F, (0xC0, 0xC1))
 def xadd(x: Exec, i: Insn) -> Steps:
     """Exchange and add: the source register gets the old destination, the destination the sum (which
-    wins when both name the same register)."""
+    wins when both name the same register). The store goes to the address computed before the source
+    register changes: that register may also address the operand."""
     w = i.width
     dst = yield from x.rm_read(w, True)
     res, fl = flags.alu(_ADD, w, dst, x.get(i.reg, w), x.rflags)
-    x.set(i.reg, w, dst)
-    yield from x.rm_write(w, res)
+    if i.mem is None:
+        x.set(i.reg, w, dst)
+        x.set(i.rm, w, res)
+    else:
+        yield x.store(w, res)
+        x.set(i.reg, w, dst)
     x.set_flags(fl)
