@@ -92,8 +92,9 @@ UNICORN_BUGS: dict[str, UnicornBug] = {
         _case("blsi eax, [rbx]", "c4e278f31b", "R4", b"\x10\0\0\0"),
     ),
     "bzhi-index": UnicornBug(
-        "BZHI with an index of at least the operand size copies the source whole (SDM pseudo-code, the host "
-        "CPU); QEMU saturates the index at size - 1 and clears the top bit",
+        "BZHI with an index of at least the operand size copies the source whole and sets CF (SDM "
+        "pseudo-code, the host CPU); QEMU saturates the index at size - 1 (clearing the top bit) and sets "
+        "CF for an index of size - 1 too",
         replace(
             _case("bzhi eax, [rbx], ecx with ECX = 40", "c4e270f503", "R4", b"\xff\xff\xff\xff"),
             gprs=(0, 40, 0, WINDOW, *[0] * 12),
@@ -130,7 +131,7 @@ def unicorn_known_wrong(case: Case) -> str | None:
         return "popcnt-66-rexw"
     if case.form.startswith("blsi"):
         return "blsi-cf"
-    if case.form.startswith("bzhi") and _vex_source(case) & 0xFF >= (64 if "r64" in case.form else 32):
+    if case.form.startswith("bzhi") and _vex_source(case) & 0xFF >= (63 if "r64" in case.form else 31):
         return "bzhi-index"
     return None
 
