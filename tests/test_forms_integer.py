@@ -215,10 +215,26 @@ ATOMIC = [
         {RCX: 0x123456789ABCDEF0},
         flags=SF,
     ),
+    Row(
+        "xadd [rbx+8],rbx: the store goes where rbx pointed before",
+        "480fc15b08",
+        [(0x8, 8, R, 0x102030405060708), (0x8, 8, W, 0x102030445060708)],
+        {RBX: 0x102030405060708},
+        flags=0,
+    ),
     Row("xadd eax,eax: the sum wins", "0fc1c0", [], {RAX: 0xAACCEF10}, flags=AF | SF | OF),
     Row("xadd ecx,eax register form", "0fc1c1", [], {RAX: 0x44332211, RCX: 0x99999999}, flags=PF | SF | OF),
 ]
 SHIFTS = [
+    Row("shl byte [rbx],imm 3", "c02303", [(0x0, 1, R, 0xF0), (0x0, 1, W, 0x80)], {}, flags=CF | SF),
+    Row(
+        "rcr byte [rbx],imm 0: masked to 0, still written",
+        "c01b00",
+        [(0x0, 1, R, 0xF0), (0x0, 1, W, 0xF0)],
+        {},
+        flags=CF | OF,
+        rflags=CF | OF,
+    ),
     Row(
         "rol dword [rbx],cl=8",
         "d303",
@@ -1334,7 +1350,7 @@ int main(void) {
         size_t n = strlen(hex) / 2;
         for (size_t i = 0; i < n; i++)
             sscanf(hex + 2 * i, "%2hhx", &code[i]);
-        code[n] = 0xc3; /* ret */
+        code[n] = 0xC3; /* ret */
         buf[0] = v;
         in.rax = a, in.rcx = c, in.rdx = d, in.rbx = (uint64_t)buf, in.code = code;
         struct perf_event_attr at;

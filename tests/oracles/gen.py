@@ -11,9 +11,19 @@ CPU, all with the same flat, identity-mapped layout:
 - RAM: 8 KiB of guest RAM for stacks and string operands.
 - CODE: the page holding the instruction (RIP-relative operands are relative to it).
 
-Families: one per group of forms (mov, movx, xchg, alu, alu_imm, test, unary, bt, stack, string), plus
-"lock_ud" (LOCK where it is illegal: #UD) and "too_long" (padded to exactly 15 bytes, or past it: #GP).
-Flags a form leaves architecturally undefined are listed in FLAG_MASKS and not compared.
+Families: one per group of forms (mov, movx, xchg, alu, alu_imm, test, unary, bt, stack, string; and for
+the rest of the integer instruction set atomic, shift, shxd, muldiv, condition, bitscan, bitcount,
+extmove, crc32, adx, bmi), plus "lock_ud" (LOCK where it is illegal: #UD) and "too_long" (padded to
+exactly 15 bytes, or past it: #GP). Flags a form leaves architecturally undefined are listed in
+FLAG_MASKS and not compared (for shifts and rotates, per case by the count: `count_undefined`).
+
+Forms with a mandatory prefix (TZCNT, CRC32, ADCX...) always get it; VEX forms (BMI) get a C4 prefix
+built from the drawn REX bits, a random VEX.vvvv and only the prefixes that may precede VEX. Operands
+are shaped where the interesting outcome is unlikely at random (`shape_values`): a CMPXCHG* compare
+that succeeds, a division whose quotient fits, a zero bit-scan source. CMPXCHG16B operands are 16-byte
+aligned, or now and then not (#GP(0) expected). Results the SDM leaves undefined that vmmio gives as the
+Intel host does (BSF/BSR with a zero source, 16-bit SHLD/SHRD by 17-31) are compared; where an engine
+differs, its tables (oracles/known.py, oracles_kvm/deviations.py) say so.
 """
 
 from __future__ import annotations
@@ -83,8 +93,11 @@ FLAG_MASKS: dict[str, tuple[int, str]] = {
     "bextr": (AF | SF | PF, "AF/SF/PF are undefined after BEXTR"),
 }
 """Status flags the SDM leaves undefined, per mnemonic, with the reason; every other emulated form
-defines all six (ADD..CMP, NEG, INC/DEC, CMPS/SCAS) or leaves them unchanged (MOV*, XCHG, NOT, PUSH,
-POP, MOVS/STOS/LODS), and those are compared bit for bit."""
+defines all six (ADD..CMP, NEG, INC/DEC, CMPS/SCAS, CMPXCHG, XADD, POPCNT) or leaves them unchanged
+(MOV*, XCHG, NOT, PUSH, POP, MOVS/STOS/LODS, SETcc, CMOVcc, MOVBE, MOVNTI, CRC32, PDEP/PEXT, MULX,
+RORX, SARX/SHLX/SHRX) or defines the ones it changes (CMPXCHG8B/16B: ZF; ADCX: CF; ADOX: OF), and
+those are compared bit for bit. vmmio's values for the undefined ones are the Intel host's
+(vmmio/x86/flags.py; tests/test_forms_integer.py checks them on the host)."""
 
 
 class Kind(Enum):

@@ -1,4 +1,4 @@
-"""Status-flag arithmetic of the integer ALU instructions, bit-exact with the Intel SDM.
+"""Status-flag arithmetic of the integer instructions, bit-exact with the Intel SDM.
 
 Every function takes the operand size in bytes (1, 2, 4 or 8; anything else raises KeyError), the
 operands and the current RFLAGS, and returns the new RFLAGS in which only the six status flags (CF PF
@@ -14,6 +14,9 @@ the hardware does; tests/test_flags.py checks the choice against the host CPU an
 - BT, BTS, BTR, BTC: CF is the selected bit; ZF is unaffected (newer SDMs say so for BT); OF, SF, AF,
   PF are undefined. We leave all five unchanged: the AMD Zen 3 host and Unicorn leave them unchanged,
   and Bochs, an Intel-oriented model, writes only CF. No Intel host was available to check directly.
+
+The helpers for shifts, multiplication, bit scans, conditions, ADX and BMI (below the ALU ones) return
+the results too, and give the undefined flags the values of the Intel host the oracles run on.
 """
 
 from __future__ import annotations
