@@ -41,7 +41,7 @@ from vmmio.x86.faults import DE, GP, UD
 from vmmio.x86.flags import ShiftOp
 from vmmio.x86.regs import AF, CF, MASK, OF, PF, SF, STATUS_FLAGS, ZF
 
-RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI = range(8)
+RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI = range(8)  # vmmio.x86.regs.Gpr numbering
 W, R = True, False
 M64 = (1 << 64) - 1
 
@@ -57,7 +57,7 @@ class Row:
     rflags: int = 0  # status flags before
     raises: tuple[int, int | None] | None = None  # (vector, error code) injected instead of completing
     without: tuple[str, ...] = ()  # CPUID features the guest's CPU lacks
-    mode: int = 64  # 32: flat 32-bit protected mode without paging (the device is still at MMIO)
+    mode: int = 64  # 32: flat protected mode, no paging; 16: 16-bit protected mode, DS based at MMIO
     fs_base: int = 0
 
 
@@ -1017,6 +1017,36 @@ LOCKS = [
 
 PREFIXES = [
     Row(
+        "rep shl dword [rbx],1: F3 is ignored",
+        "f3d123",
+        [(0, 4, R, 0x9ABCDEF0), (0, 4, W, 0x3579BDE0)],
+        flags=CF | OF,
+    ),
+    Row(
+        "xacquire lock xadd [rbx],ecx (F2 F0: an HLE hint, executed as LOCK XADD)",
+        "f2f00fc10b",
+        [(0, 4, R, 0x9ABCDEF0), (0, 4, W, 0xDEF00101)],
+        {RCX: 0x9ABCDEF0},
+        flags=SF,
+    ),
+    Row(
+        "xrelease lock cmpxchg [rbx],ecx (F3 F0)",
+        "f3f00fb10b",
+        [(0, 4, R, 0x9ABCDEF0), (0, 4, W, 0x44332211)],
+        flags=PF | ZF,
+        gprs={RAX: 0x9ABCDEF0},
+    ),
+    Row(
+        "repne bsf eax,[rbx]: F2 is ignored, still BSF",
+        "f20fbc03",
+        [(0, 4, R, 0x9ABCDEF0)],
+        {RAX: 4},
+        flags=0,
+    ),
+    Row(
+        "rep imul ecx,[rbx]", "f30faf0b", [(0, 4, R, 0x9ABCDEF0)], {RCX: 0x85F6ADF0}, flags=CF | PF | SF | OF
+    ),
+    Row(
         "shl dword fs:[rbx],1",
         "64d123",
         [(0, 4, R, 0x9ABCDEF0), (0, 4, W, 0x3579BDE0)],
@@ -1064,6 +1094,44 @@ PREFIXES = [
     ),
 ]
 
+MODE16 = [
+    Row(
+        "shl word [bx+si],1 in 16-bit protected mode (DS based at the device)",
+        "d120",
+        [(0, 2, R, 0xDEF0), (0, 2, W, 0xBDE0)],
+        flags=CF | SF,
+        gprs={RBX: 0, RSI: 0},
+        mode=16,
+    ),
+    Row(
+        "cmpxchg8b [bx] in 16-bit protected mode, unequal",
+        "0fc70f",
+        [(0, 8, R, 0x123456789ABCDEF0), (0, 8, W, 0x123456789ABCDEF0)],
+        {RAX: 0x9ABCDEF0, RDX: 0x12345678},
+        flags=0,
+        gprs={RAX: 0x55667788, RBX: 0},
+        rflags=ZF,
+        mode=16,
+    ),
+    Row(
+        "andn eax,ecx,[bx] in 16-bit protected mode: VEX is valid there, W1 ignored",
+        "c4e2f0f207",
+        [(0, 4, R, 0x9ABCDEF0)],
+        {RAX: 0x9A8CDCE0},
+        flags=SF,
+        gprs={RAX: 0x55667788, RCX: 0x44332211, RBX: 0},
+        mode=16,
+    ),
+    Row(
+        "div word [bx] in 16-bit protected mode: DX:AX",
+        "f737",
+        [(0, 2, R, 0xDEF0)],
+        {RAX: 0, RDX: 0x1234},
+        gprs={RAX: 0x1234, RDX: 0, RBX: 0},
+        mode=16,
+    ),
+]
+
 MODE32 = [
     Row(
         "andn eax,ecx,[ebx] in 32-bit mode: VEX.W1 is ignored (a dword read)",
@@ -1103,15 +1171,16 @@ MODE32 = [
 
 FORM_ROWS = ATOMIC + SHIFTS + MULDIV + CONDITIONAL + BITSCAN + EXTENSIONS + BMI
 """The rows of valid 64-bit forms (tests/test_vcpu_forms.py checks that rows cover every registered form)."""
-ALL_ROWS = FORM_ROWS + FAULTS + LOCKS + PREFIXES + MODE32
+ALL_ROWS = FORM_ROWS + FAULTS + LOCKS + PREFIXES + MODE16 + MODE32
 
 
 def _guest(row: Row) -> Guest:
     gprs = dict(BASE_GPRS)
     gprs.update(row.gprs)
     guest = Guest(bytes.fromhex(row.code), gprs, rflags=0x2 | row.rflags)
-    if row.mode == 32 or row.without:
-        ctl = protected(32) if row.mode == 32 else guest.backend.control
+    if row.mode != 64 or row.without:
+        modes = {16: protected(16, ds_base=MMIO, ds_limit=0xFFF), 32: protected(32)}
+        ctl = modes[row.mode] if row.mode != 64 else guest.backend.control
         guest.backend = ScriptedBackend(guest.regs, ctl, cpuid=ALL_FEATURES.without(*row.without))
         guest.vcpu = guest.vm.create_vcpu(guest.backend)
     guest.backend.control.segs[4].base = row.fs_base
@@ -1194,7 +1263,7 @@ def test_lock_rules(row: Row) -> None:
     run_row(row)
 
 
-@pytest.mark.parametrize("row", PREFIXES + MODE32, ids=_ids(PREFIXES + MODE32))
+@pytest.mark.parametrize("row", PREFIXES + MODE16 + MODE32, ids=_ids(PREFIXES + MODE16 + MODE32))
 def test_prefixes_and_modes(row: Row) -> None:
     run_row(row)
 
