@@ -1138,6 +1138,8 @@ def modrm_case(draw: st.DrawFn, spec: Spec, bad_lock: bool = False) -> Case:
     if misaligned:
         b.accesses = []
         b.notes.append("misaligned 16-byte operand: #GP(0)")
+    if shape.base == RIP:
+        extra |= {"rip-relative"}
     case = _finish(
         spec,
         p,
@@ -1165,7 +1167,8 @@ def _expect_ud(case: Case) -> Case:
 def tags_of(spec: Spec, p: Prefixes, mod: int | None) -> frozenset[str]:
     """Encoding traits: 'null-seg-last' (ES/CS/SS/DS after FS/GS), 'rex.r-group' (REX.R on a group
     opcode whose ModRM.reg is an opcode extension), 'test-alias' (F6/F7 /1), 'reg-form' (ModRM.mod 3),
-    'lock' (a LOCK prefix), '66-rex.w' (66 and REX.W together)."""
+    'lock' (a LOCK prefix), '66-rex.w' (66 and REX.W together). modrm_case adds 'rip-relative' and the
+    tags of `shape_values`."""
     tags = set()
     if p.null_after_fs_gs:
         tags.add("null-seg-last")

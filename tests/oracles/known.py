@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from oracles.gen import WINDOW, Access, Case
+from oracles.gen import CODE, WINDOW, Access, Case
 
 __all__ = ["UNICORN_BUGS", "UnicornBug", "unicorn_known_wrong"]
 
@@ -74,6 +74,28 @@ UNICORN_BUGS: dict[str, UnicornBug] = {
             gprs=(0xFFFF_FFFF_1234_5678, 0, 0, WINDOW, *[0] * 12),
         ),
     ),
+    "cmpxchg32-reg-dest": UnicornBug(
+        "a register-form 32-bit CMPXCHG whose compare fails: QEMU writes the destination register back "
+        "(clearing its upper half); the host CPU leaves it whole",
+        replace(
+            _case("cmpxchg edx, eax with EAX not equal to EDX", "0fb1c2", ""),
+            gprs=(1, 0, 0xFFFF_FFFF_0000_0002, WINDOW, *[0] * 12),
+            tags=frozenset({"reg-form"}),
+        ),
+    ),
+    "shxd-riprel-imm": UnicornBug(
+        "SHLD/SHRD with an imm8 count and a RIP-relative operand: QEMU leaves the imm8 out of the "
+        "instruction length when it adds RIP, and accesses the operand one byte too low",
+        replace(
+            _case(
+                "shld dword [rip+disp], eax, 4 (the operand at the window)",
+                "0fa405" + "00" * 4 + "04",
+                "R4 W4",
+            ),
+            code=b"\x0f\xa4\x05" + (WINDOW - CODE - 8).to_bytes(4, "little") + b"\x04",
+            tags=frozenset({"rip-relative"}),
+        ),
+    ),
     "bsf-zero-source": UnicornBug(
         "BSF/BSR r32 with a zero source: QEMU writes the destination back as a 32-bit register (clearing the "
         "upper half of the 64-bit register); the Intel host writes nothing (the SDM calls the destination "
@@ -121,12 +143,16 @@ def unicorn_known_wrong(case: Case) -> str | None:
         return "lock-neg"
     if case.rep and case.addr_size == 4 and not case.gprs[1] & 0xFFFF_FFFF:
         return "rep-a32-zero-count"
-    if "compare-equal" in case.tags and case.form == "cmpxchg r/m32, r32":
+    if "compare-equal" in case.tags and case.form.startswith("cmpxchg r/m32"):
         return "cmpxchg32-success"
-    if "zero-source" in case.tags and case.form in ("bsf r32, r/m32", "bsr r32, r/m32"):
+    if "reg-form" in case.tags and case.form.startswith("cmpxchg r/m32"):
+        return "cmpxchg32-reg-dest"
+    if "zero-source" in case.tags and case.form.startswith(("bsf r32, r/m32", "bsr r32, r/m32")):
         return "bsf-zero-source"
-    if case.family == "adx":
+    if case.form.startswith(("adcx", "adox")):
         return "no-adx"
+    if "rip-relative" in case.tags and case.form.startswith(("shld", "shrd")) and "imm8" in case.form:
+        return "shxd-riprel-imm"
     if "66-rex.w" in case.tags and case.form.startswith("popcnt"):
         return "popcnt-66-rexw"
     if case.form.startswith("blsi"):

@@ -148,9 +148,9 @@ def vex_fields(i: Insn) -> tuple[int, int, int]:
     return b & 3, ~b >> 3 & 0xF, b >> 7
 
 
-def form_of(i: Insn) -> BmiForm:
-    """The BMI form `i` encodes; #UD for the VEX encodings around them that are not instructions."""
-    pp, _, _ = vex_fields(i)
+def form_of(i: Insn, pp: int) -> BmiForm:
+    """The BMI form `i` encodes with VEX.pp `pp`; #UD for the VEX encodings around them that are not
+    instructions."""
     reg = i.reg & 7 if (i.opmap, i.opcode) in _GROUPS else NO_REG
     form = FORMS.get((OpMap(i.opmap), i.opcode, pp, reg))
     if form is None:
@@ -161,8 +161,8 @@ def form_of(i: Insn) -> BmiForm:
 @emulates(OpMap.M0F38, (0xF2, 0xF3, 0xF5, 0xF6, 0xF7), encoding=Encoding.VEX)
 @emulates(OpMap.M0F3A, (0xF0,), encoding=Encoding.VEX)
 def bmi(x: Exec, i: Insn) -> Steps:
-    form = form_of(i)
-    _, vvvv, w = vex_fields(i)
+    pp, vvvv, w = vex_fields(i)
+    form = form_of(i, pp)
     if i.vex_l or not x.ctl.cr0 & CR0_PE or x.rflags & VM or (form.second == "imm" and vvvv):
         raise GuestFault(UD)
     x.require(form.feature)
