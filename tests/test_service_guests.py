@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from vmmio.abi import InoutExit, MmioExit, VmExit
-from vmmio.guests import NAMES, image_path, load, parse_report
+from vmmio.guests import NAMES, Verdict, image_path, load, parse_report
 from vmmio.machine import Machine, RunResult
 from vmmio.service.client import Client, RemoteMachine
 from vmmio.service.fuzz import start_server
@@ -63,6 +63,11 @@ def _remote(path: str, name: str) -> tuple[bytes, RunResult, list[Access]]:
         return _run(RemoteMachine(client, uart_sink=lambda _: None), name)
 
 
+def _passed_or_cpu_skip(v: Verdict) -> bool:
+    """Every insntest case passes, or is skipped because the backend's CPU lacks its feature."""
+    return v.status == "PASS" or (v.status == "SKIP" and v.detail.startswith("cpu lacks"))
+
+
 @pytest.mark.parametrize("where", ["local", "remote"])
 @pytest.mark.parametrize("name", NAMES)
 def test_guest_runs(server: str, name: str, where: str) -> None:
@@ -72,7 +77,11 @@ def test_guest_runs(server: str, name: str, where: str) -> None:
     if name == "hello":
         assert output.startswith(b"Hello from vmmio!\n")
     else:
-        assert len(verdicts) >= 350 and all(v.status == "PASS" for v in verdicts), output[-2000:]
+        # Every case passes, or is skipped because the CPU the backend models lacks its feature.
+        assert len(verdicts) >= 350, output[-2000:]
+        assert all(
+            v.status == "PASS" or (v.status == "SKIP" and v.detail.startswith("cpu lacks")) for v in verdicts
+        ), output[-2000:]
     assert len(trace) > 100
 
 
@@ -119,5 +128,6 @@ def test_c_example_vmm(server: str, example_vmm: Path, name: str) -> None:
     assert proc.stdout == _local(name)[0]
     if name == "insntest":
         verdicts = parse_report(proc.stdout.decode("ascii", errors="replace"))
-        assert len(verdicts) >= 350 and all(v.status == "PASS" for v in verdicts)
-        assert f"{len(verdicts)} cases, {len(verdicts)} passed, 0 failed".encode() in proc.stderr
+        assert len(verdicts) >= 350 and all(_passed_or_cpu_skip(v) for v in verdicts)
+        passed = sum(v.status == "PASS" for v in verdicts)
+        assert f"{len(verdicts)} cases, {passed} passed, 0 failed".encode() in proc.stderr

@@ -37,7 +37,8 @@ reg_values = st.one_of(
 )
 
 # Opcode bytes of the emulated forms, so that half the cases reach the semantics, not only the decoder.
-_OPCODES = sorted({(b"" if m == 0 else b"\x0f") + bytes([op]) for m, op, _ in FORMS})
+_ESCAPES = {0: b"", 1: b"\x0f", 2: b"\x0f\x38", 3: b"\x0f\x3a", 0x12: b"\xc4\xe2\x78", 0x13: b"\xc4\xe3\x7b"}
+_OPCODES = sorted({_ESCAPES[m] + bytes([op]) for m, op, *_ in FORMS})
 codes = st.one_of(
     st.binary(min_size=1, max_size=16),
     st.tuples(st.sampled_from(_OPCODES), st.binary(min_size=1, max_size=10)).map(lambda t: t[0] + t[1]),

@@ -256,7 +256,8 @@ class Serviced:
 @dataclass
 class RunResult:
     status: int  # the guest's exit status; 0 after HLT
-    reason: str  # "exit", "hlt", "reset", "shutdown", "inst_emul", "limit", "interrupted", "terminated", "timeout"
+    # "exit", "hlt", "reset", "shutdown", "inst_emul", "limit", "interrupted", "terminated", "timeout"
+    reason: str
     exits: int  # exits serviced
     detail: str = ""
 

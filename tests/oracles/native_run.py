@@ -332,6 +332,8 @@ class NativeRunner:
             error = f"host kernel refused fs_base {case.fs_base:#x} / gs_base {case.gs_base:#x}"
         elif status == signal.SIGILL:
             fault = "#UD"
+        elif status == signal.SIGFPE:
+            fault = "#DE"
         elif status == signal.SIGSEGV:
             fault = "#GP" if si_code == SI_KERNEL else f"#PF at {fault_addr:#x}"
         elif status == signal.SIGBUS:

@@ -7,7 +7,7 @@ from typing import Any
 
 from oracles.gen import CODE, PAGE, RAM, RAM_SIZE, WINDOW, WINDOW_SIZE, Case
 from oracles.outcome import Outcome
-from oracles.vmmio_run import FILLER
+from oracles.vmmio_run import FILLER, VECTORS
 
 __all__ = ["UnicornRunner"]
 
@@ -22,11 +22,6 @@ class UnicornRunner:
         unicorn: Any = importlib.import_module("unicorn")
         x: Any = importlib.import_module("unicorn.x86_const")
         self._uc_mod = unicorn
-        uc: Any = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
-        uc.mem_map(CODE, PAGE)
-        uc.mem_map(WINDOW, WINDOW_SIZE)
-        uc.mem_map(RAM, RAM_SIZE)
-        self.uc = uc
         self.gpr_ids: list[int] = [
             x.UC_X86_REG_RAX,
             x.UC_X86_REG_RCX,
@@ -49,11 +44,29 @@ class UnicornRunner:
         self.rflags_id = x.UC_X86_REG_RFLAGS
         self.fs_id = x.UC_X86_REG_FS_BASE
         self.gs_id = x.UC_X86_REG_GS_BASE
+        self.vector = -1
+        self.uc = self._engine()
+
+    def _engine(self) -> Any:
+        """A fresh engine with the layout mapped and the hooks installed. An engine stopped while it
+        delivers a CPU exception is not reused: it would count the next exception as a double fault."""
+        unicorn = self._uc_mod
+        uc: Any = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        uc.mem_map(CODE, PAGE)
+        uc.mem_map(WINDOW, WINDOW_SIZE)
+        uc.mem_map(RAM, RAM_SIZE)
         uc.hook_add(unicorn.UC_HOOK_CODE, self._on_code, begin=CODE, end=CODE + PAGE - 1)
+        uc.hook_add(unicorn.UC_HOOK_INTR, self._on_exception)
+        return uc
 
     def _on_code(self, uc: Any, address: int, size: int, user_data: object) -> None:
         if address != CODE:
             uc.emu_stop()
+
+    def _on_exception(self, uc: Any, vector: int, user_data: object) -> None:
+        """A CPU exception the instruction raised (#DE, #GP, ...): record it and stop there."""
+        self.vector = vector
+        uc.emu_stop()
 
     def run(self, case: Case) -> Outcome:
         uc: Any = self.uc
@@ -69,6 +82,7 @@ class UnicornRunner:
         uc.reg_write(self.rflags_id, case.rflags)
         uc.reg_write(self.rip_id, CODE)
         error = fault = ""
+        self.vector = -1
         try:
             uc.emu_start(CODE, CODE + PAGE, timeout=2_000_000)
         except self._uc_mod.UcError as exc:
@@ -76,7 +90,9 @@ class UnicornRunner:
                 fault = "#UD"
             else:
                 error = f"unicorn error {exc} at rip {uc.reg_read(self.rip_id):#x}"
-        return Outcome(
+        if self.vector >= 0 and not error:
+            fault = VECTORS.get(self.vector, f"vector {self.vector}")
+        outcome = Outcome(
             gprs=[uc.reg_read(r) for r in self.gpr_ids],
             rip=uc.reg_read(self.rip_id),
             rflags=uc.reg_read(self.rflags_id),
@@ -85,3 +101,6 @@ class UnicornRunner:
             error=error,
             fault=fault,
         )
+        if self.vector >= 0:
+            self.uc = self._engine()
+        return outcome

@@ -7,6 +7,7 @@ from harness import DATA, MMIO, Guest
 from oracles.gen import CODE, RAM, RAM_SIZE, WINDOW, WINDOW_SIZE, Case, first_mmio
 from oracles.outcome import Outcome, Request, iterations
 from vmmio.abi import HltExit, MmioExit, VmExit
+from vmmio.x86.cpuid import ALL_FEATURES, CpuidTable
 
 # The oracles map the same layout; the harness guest is identity-mapped, so linear == physical.
 assert (MMIO, DATA) == (WINDOW, RAM)
@@ -27,9 +28,10 @@ def exception_name(injected: list[tuple[int, int | None, int | None]]) -> str:
     return f"{name} at {cr2:#x}" if vector == 14 and cr2 is not None else name
 
 
-def run_vmmio(case: Case) -> Outcome:
-    """Fault on the case's first MMIO access and let vmmio emulate the instruction to completion."""
-    guest = Guest(b"\xf4", dict(enumerate(case.gprs)), rflags=case.rflags)
+def run_vmmio(case: Case, cpuid: CpuidTable = ALL_FEATURES) -> Outcome:
+    """Fault on the case's first MMIO access and let vmmio emulate the instruction to completion, on a
+    CPU with `cpuid`'s features (every one vmmio knows, unless an oracle's CPU lacks some)."""
+    guest = Guest(b"\xf4", dict(enumerate(case.gprs)), rflags=case.rflags, cpuid=cpuid)
     assert guest.device.size == WINDOW_SIZE
     guest.vm.memory.write(CODE, case.code + FILLER)
     guest.regs.rip = CODE

@@ -41,6 +41,7 @@ from vmmio.abi import FulfillMmio, HltExit, MmioExit, VmExit
 from vmmio.machine import GDT, GDT_BASE, Image, Layout, default_entry_state
 from vmmio.memory import GuestMemory
 from vmmio.reference.kvm import KvmError, KvmExitError, KvmIo, KvmMmio, KvmVcpu, kvm_usable
+from vmmio.x86.cpuid import CpuidTable
 from vmmio.x86.state import Control, CpuState, Regs
 
 __all__ = ["KvmOutcome", "KvmRunner", "WindowDevice", "unavailable_reason"]
@@ -148,6 +149,12 @@ class KvmRunner:
         self.system = self.memory.read(0, IST_BOTTOM)
         self.vcpu = vcpu
         return vcpu
+
+    @property
+    def cpuid(self) -> CpuidTable:
+        """The guest's CPUID: vmmio is judged on a CPU with the same features (without MOVBE, Linux's
+        emulator raises #UD for it; without BMI1/ABM, F3 0F BC/BD are BSF/BSR; ...)."""
+        return (self.vcpu or self._open()).cpuid
 
     def close(self) -> None:
         if self.vcpu is not None:

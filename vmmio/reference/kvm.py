@@ -83,6 +83,7 @@ from vmmio.abi import (
     split_access,
 )
 from vmmio.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, HandlerRegion, RamRegion, RangeMap
+from vmmio.x86.cpuid import CpuidTable
 from vmmio.x86.state import CR0_PE, Control, CpuState, Regs, Segment
 
 __all__ = [
@@ -432,6 +433,7 @@ class KvmVcpu:
         # The local APIC is a userspace model here (no KVM irqchip): hide what only an in-kernel APIC
         # gives (x2APIC MSRs, the TSC-deadline timer), as a CPU without them would report.
         count = struct.unpack_from("<I", buf, 0)[0]
+        leaves: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         for n in range(count):
             at = 8 + n * _CPUID_ENTRY_SIZE
             function = struct.unpack_from("<I", buf, at)[0]
@@ -440,7 +442,11 @@ class KvmVcpu:
                 struct.pack_into(
                     "<I", buf, at + _CPUID_ECX, ecx & ~(CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE)
                 )
+            function, index, _flags, eax, ebx, ecx, edx = struct.unpack_from("<7I", buf, at)
+            leaves[function, index] = (eax, ebx, ecx, edx)
         _ioctl_buf(self._fd, KVM_SET_CPUID2, buf, "KVM_SET_CPUID2")
+        self.cpuid = CpuidTable(leaves)
+        """What CPUID reports to the guest (the leaves KVM supports, less x2APIC and TSC-deadline)."""
 
     # -- state ------------------------------------------------------------------------------------------
 

@@ -1,6 +1,24 @@
 """Instruction semantics, one module per family; importing this package fills the form table."""
 
-from vmmio.vmm.semantics import arith, bits, cache, io, moves, stack, strings
+from vmmio.vmm.semantics import (
+    adx,
+    arith,
+    atomic,
+    bits,
+    bitscan,
+    bmi,
+    cache,
+    conditional,
+    crc32,
+    extmoves,
+    io,
+    moves,
+    muldiv,
+    shifts,
+    stack,
+    strings,
+)
 from vmmio.vmm.semantics.registry import FORMS, lookup
 
 __all__ = ["FORMS", "arith", "bits", "cache", "io", "lookup", "moves", "stack", "strings"]
+__all__ += ["adx", "atomic", "bitscan", "bmi", "conditional", "crc32", "extmoves", "muldiv", "shifts"]

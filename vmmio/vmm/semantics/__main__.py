@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-from vmmio.vmm.semantics.registry import ANY_REG, FORMS
-from vmmio.x86.insn import OpMap
+from vmmio.vmm.semantics.context import Form
+from vmmio.vmm.semantics.registry import ANY_REG, FORMS, space
+from vmmio.x86.insn import Encoding, OpMap
 
-_ESCAPE = {OpMap.ONE: "", OpMap.M0F: "0F "}
+_ESCAPE = {
+    space(OpMap.ONE): "",
+    space(OpMap.M0F): "0F ",
+    space(OpMap.M0F38): "0F38 ",
+    space(OpMap.M0F3A): "0F3A ",
+    space(OpMap.M0F38, Encoding.VEX): "VEX.0F38 ",
+    space(OpMap.M0F3A, Encoding.VEX): "VEX.0F3A ",
+}
 
 
 def rows() -> list[tuple[str, str, str]]:
     """(opcode text, semantic function, notes) for every registered form, in opcode order."""
     out = []
-    for (opmap, opcode, reg), form in sorted(FORMS.items()):
-        text = f"{_ESCAPE[OpMap(opmap)]}{opcode:02X}" + ("" if reg == ANY_REG else f" /{reg}")
+    seen: set[tuple[int, int, int, Form]] = set()
+    for (where, opcode, reg, _), form in sorted(FORMS.items(), key=lambda item: item[0]):
+        if (where, opcode, reg, form) in seen:
+            continue  # a form filed under each of its mnemonics is one row
+        seen.add((where, opcode, reg, form))
+        text = f"{_ESCAPE[where]}{opcode:02X}" + ("" if reg == ANY_REG else f" /{reg}")
         notes = []
         if form.string:
             notes.append("REP" + ("E/REPNE" if form.rep_zf else ""))
@@ -27,9 +39,9 @@ def rows() -> list[tuple[str, str, str]]:
 
 def main() -> None:
     table = rows()
-    print(f"{'opcode':10} {'semantics':26} notes")
+    print(f"{'opcode':14} {'semantics':28} notes")
     for text, fn, notes in table:
-        print(f"{text:10} {fn:26} {notes}")
+        print(f"{text:14} {fn:28} {notes}")
     print(f"\n{len(table)} opcode forms emulated")
 
 
