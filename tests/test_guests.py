@@ -65,9 +65,9 @@ KVM_DEVIATIONS = {
 def _kvm_unavailable() -> str | None:
     """Why the KVM reference backend cannot run here, or None if it can."""
     try:
-        importlib.import_module("vmmio.backends.kvm")
+        importlib.import_module("vmmio.reference.kvm")
     except Exception as e:  # not written yet, or a host without the ioctl bindings it needs
-        return f"vmmio.backends.kvm does not import ({type(e).__name__}: {e})"
+        return f"vmmio.reference.kvm does not import ({type(e).__name__}: {e})"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "/dev/kvm is not available"
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from oracles.gen import WINDOW, Access, Case
+from oracles.vector_state import UNICORN, Scope
 
 __all__ = ["UNICORN_BUGS", "UnicornBug", "unicorn_known_wrong"]
 
@@ -80,6 +81,12 @@ def unicorn_known_wrong(case: Case) -> str | None:
         return "too-long"
     if "null-seg-last" in case.tags:
         return "null-seg-last"
+    if "misaligned" in case.tags:
+        return "sse-alignment"
+    if "mxcsr-reserved" in case.tags:
+        return "ldmxcsr-reserved"
+    if "vex" in case.tags and ("vvvv" in case.tags or "perturbed" in case.tags):
+        return "vex-as-sse"
     if "test-alias" in case.tags:
         return "test-alias"
     if "rex.r-group" in case.tags and case.form.startswith("mov r/m"):
@@ -89,3 +96,38 @@ def unicorn_known_wrong(case: Case) -> str | None:
     if case.rep and case.addr_size == 4 and not case.gprs[1] & 0xFFFF_FFFF:
         return "rep-a32-zero-count"
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Vector moves (tests/oracles/gen_vector.py, tests/test_oracle_vector.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def unicorn_vector_known_wrong(case: Case) -> str | None:
+    """Why a vector case cannot be compared with raw Unicorn, or None.
+
+    Not Unicorn's errors but what the raw engine cannot show: it runs at CPL 0 (RFLAGS.AC raises no
+    #AC there) and maps only the window (an access past it is an engine error, not a #PF).
+    """
+    if "null-seg-last" in case.tags:
+        return "null-seg-last"
+    if "misaligned" in case.tags:
+        return "sse-alignment"
+    if "mxcsr-reserved" in case.tags:
+        return "ldmxcsr-reserved"
+    if "vex" in case.tags and ("vvvv" in case.tags or "perturbed" in case.tags):
+        return "vex-as-sse"
+    if case.rflags & 0x40000:
+        return "ac-at-cpl0"
+    if "past-end" in case.tags:
+        return "past-end-unmapped"
+    return None
+
+
+def unicorn_scope(case: Case) -> Scope:
+    """What of the vector state Unicorn is compared on: YMM0-15 (XMM only after a VEX.128 move, whose
+    zeroing of bits 255:128 the engine does not do: VECTOR_UNICORN_BUGS["vex128-keeps-upper"])."""
+    return _UNICORN_VEX if "vex" in case.tags else UNICORN
+
+
+_UNICORN_VEX = replace(UNICORN, bits=128)

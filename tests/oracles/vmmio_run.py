@@ -6,6 +6,7 @@ from harness import DATA, MMIO, Guest
 
 from oracles.gen import CODE, RAM, RAM_SIZE, WINDOW, WINDOW_SIZE, Case, first_mmio
 from oracles.outcome import Outcome, Request, iterations
+from oracles.vector_state import prepare as prepare_vector
 from vmmio.abi import HltExit, MmioExit, VmExit
 
 # The oracles map the same layout; the harness guest is identity-mapped, so linear == physical.
@@ -15,7 +16,7 @@ FILLER = b"\x0f\x0b" * 8  # UD2s after the instruction, on every executor
 MAX_REENTRIES = 64
 
 
-VECTORS = {0: "#DE", 6: "#UD", 12: "#SS", 13: "#GP", 14: "#PF", 17: "#AC"}
+VECTORS = {0: "#DE", 6: "#UD", 7: "#NM", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC"}
 
 
 def exception_name(injected: list[tuple[int, int | None, int | None]]) -> str:
@@ -37,6 +38,8 @@ def run_vmmio(case: Case) -> Outcome:
     guest.backend.control.segs[5].base = case.gs_base
     guest.device.data[:] = case.window()
     guest.vm.memory.write(RAM, case.ram())
+    if case.vector is not None:
+        prepare_vector(guest, case.vector)
     guest.fault(case.fault_gpa)
     error = ""
     exits: list[VmExit] = []  # of the last entry into the guest
@@ -73,4 +76,5 @@ def run_vmmio(case: Case) -> Outcome:
         error=error,
         fault=fault,
         requests=[Request(g, s, w, d) for g, s, w, d in guest.device.trace],
+        vector=guest.backend.vector.copy() if case.vector is not None else None,
     )

@@ -204,3 +204,42 @@ def kvm_deviation(case: Case) -> str | None:
         if dev.trait(case):
             return key
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Vector moves (tests/test_oracle_vector.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def kvm_vector_not_comparable(case: Case) -> str | None:
+    """Why a vector case says nothing on KVM, or None: the KVM oracle's guest runs at CPL 0 (RFLAGS.AC
+    raises no #AC there) and every GPA past the window is an MMIO hole (no #PF)."""
+    if "null-seg-last" in case.tags:
+        return "null-seg-last"  # KVM_DEVIATIONS["null-seg-last"]
+    if case.rflags & 0x40000:
+        return "ac-at-cpl0"
+    if "past-end" in case.tags:
+        return "past-end-is-mmio"
+    return None
+
+
+def kvm_vector_deviation(case: Case, kvm: KvmOutcome) -> str | None:
+    """The VECTOR_DOCUMENTED key that explains KVM's difference on a vector case, or None."""
+    for key, doc in VECTOR_DOCUMENTED.items():
+        if doc.explains(case, kvm, kvm.outcome):
+            return key
+    return None
+
+
+def _not_emulated(case: Case, kvm: KvmOutcome, _vmmio: Outcome) -> bool:
+    return "InstEmulExit" in kvm.outcome.error
+
+
+VECTOR_DOCUMENTED: dict[str, Documented] = {
+    "vector-not-emulated": Documented(
+        "Linux's emulator has no semantics for this vector move (an emulation failure: "
+        "KVM_EXIT_INTERNAL_ERROR, which KvmVcpu reports as InstEmulExit(NOT_EMULATED)); vmmio emulates it",
+        "yes: the forms Linux's emulator lacks, whenever their operand is in the window",
+        _not_emulated,
+    ),
+}

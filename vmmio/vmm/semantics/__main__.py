@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from vmmio.vmm.semantics.registry import ANY_REG, FORMS
+from vmmio.vmm.semantics.registry import ANY_REG, ENCODING_BASE, FORMS
 from vmmio.x86.insn import OpMap
 
-_ESCAPE = {OpMap.ONE: "", OpMap.M0F: "0F "}
+_ESCAPE = {OpMap.ONE: "", OpMap.M0F: "0F ", OpMap.M0F38: "0F38 ", OpMap.M0F3A: "0F3A "}
+_ENCODING = {base: "" if not base else f"{enc.name} " for enc, base in ENCODING_BASE.items()}
 
 
 def rows() -> list[tuple[str, str, str]]:
     """(opcode text, semantic function, notes) for every registered form, in opcode order."""
     out = []
-    for (opmap, opcode, reg), form in sorted(FORMS.items()):
-        text = f"{_ESCAPE[OpMap(opmap)]}{opcode:02X}" + ("" if reg == ANY_REG else f" /{reg}")
+    for (space, opcode, reg), form in sorted(FORMS.items()):
+        base = space & ~15
+        text = f"{_ENCODING[base]}{_ESCAPE[OpMap(space - base)]}{opcode:02X}"
+        text += "" if reg == ANY_REG else f" /{reg}"
         notes = []
+        if form.names:
+            notes.append("/".join(form.names))
         if form.string:
             notes.append("REP" + ("E/REPNE" if form.rep_zf else ""))
         if form.mem_only:
@@ -27,9 +32,10 @@ def rows() -> list[tuple[str, str, str]]:
 
 def main() -> None:
     table = rows()
-    print(f"{'opcode':10} {'semantics':26} notes")
+    width = max(len(text) for text, _, _ in table)
+    print(f"{'opcode':{width}} {'semantics':30} notes")
     for text, fn, notes in table:
-        print(f"{text:10} {fn:26} {notes}")
+        print(f"{text:{width}} {fn:30} {notes}")
     print(f"\n{len(table)} opcode forms emulated")
 
 
