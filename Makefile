@@ -43,7 +43,7 @@ verify: $(STAMP)
 	rm -f verify-log.jsonl; \
 	VMMIO_ORACLE_CASES=$(CASES) VMMIO_VERIFY_LOG=$(CURDIR)/verify-log.jsonl \
 		$(BIN)/pytest -q -p no:cacheprovider tests/test_oracle_native.py tests/test_oracle_unicorn.py \
-		$(wildcard tests/test_oracle_kvm.py); status=$$?; \
+		$(wildcard tests/test_oracle_kvm.py) tests/test_oracle_vector.py; status=$$?; \
 	$(BIN)/python bench/verify_summary.py verify-log.jsonl --out verify-summary.txt && \
 	$(BIN)/python bench/verify_coverage.py --count $(INSNS) && exit $$status
 

@@ -201,6 +201,7 @@ _start:
     call puts
     call run_cases
     call run_xtests
+    call run_vxtests
     lea rsi, [rip + s_sum1]
     call puts
     mov rax, [rip + ncases]
@@ -1118,6 +1119,7 @@ xok\@:
     .endm
 
     .include "insntest_xcases.inc"
+    .include "insntest_vxcases.inc"
 
 /* --- data ---------------------------------------------------------------------------------------------- */
 
@@ -1191,6 +1193,7 @@ pte_table:
     .balign 8
 cases_start:
     .include "insntest_cases.inc"
+    .include "insntest_vcases.inc"
     .section .data.cases, "aw"
 cases_end:
 

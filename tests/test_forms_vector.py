@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 
 import pytest
 from harness import DATA, MMIO, PT_POOL, Guest
+from oracles.gen_vector import table_key, table_keys
 
 from vmmio.abi import HltExit, InoutExit, MmioExit
-from vmmio.vmm.semantics import avx512_moves, avx_moves, sse_moves
-from vmmio.vmm.semantics.vector import fields
 from vmmio.x86.cpuid import ALL_FEATURES
 from vmmio.x86.decode import decode
-from vmmio.x86.insn import Encoding, Insn
+from vmmio.x86.insn import Insn
 from vmmio.x86.pagetables import PAGE_1G, PAGE_4K, RW, US, P, PageTables
 from vmmio.x86.regs import MASK
 from vmmio.x86.state import (
@@ -1068,29 +1067,6 @@ def test_evex_faults(row: VRow) -> None:
     run_row(row)
 
 
-def _table_key(insn: Insn) -> tuple[object, ...]:
-    """The row of the vector tables that decides what `insn` does."""
-    f = fields(insn)
-    if insn.encoding == Encoding.LEGACY:
-        return ("legacy", insn.opmap, insn.opcode, f.pp, insn.mnemonic)
-    if insn.encoding == Encoding.VEX:
-        form = avx_moves.vex_form(insn, f)
-        return ("vex", form.name, insn.opmap, insn.opcode, f.pp, f.w if "pmaskmov" in form.name else 0)
-    return ("evex", insn.opmap, insn.opcode, f.pp, f.w)
-
-
-def _table_keys() -> set[tuple[object, ...]]:
-    keys: set[tuple[object, ...]] = {("legacy", *k) for k in sse_moves.SSE_FORMS}
-    for (m, op, pp), form in avx_moves.VEX_FORMS.items():
-        keys.add(("vex", form.name, m, op, pp, 0))
-    for (op, w), form in avx_moves._VPMASKMOV.items():
-        keys.add(("vex", form.name, 2, op, 1, w))
-    for form in avx_moves._MXCSR.values():
-        keys.add(("vex", form.name, 1, 0xAE, 0, 0))
-    keys |= {("evex", *k) for k in avx512_moves.EVEX_FORMS}
-    return keys
-
-
 def test_rows_cover_every_vector_form() -> None:
     """Every row of the legacy, VEX and EVEX move tables is run by some row that does not fault."""
     covered = set()
@@ -1098,6 +1074,6 @@ def test_rows_cover_every_vector_form() -> None:
         insn = decode(bytes.fromhex(row.code), 64)
         assert isinstance(insn, Insn), row.name
         if row.fault is None or row.fault[0] not in (UD, NM):
-            covered.add(_table_key(insn))
-    missing = sorted(map(str, _table_keys() - covered))
+            covered.add(table_key(insn))
+    missing = sorted(map(str, table_keys() - covered))
     assert missing == [], "\n".join(missing)

@@ -12,20 +12,37 @@ KVM runs what Linux's emulator handles. VMMIO_ORACLE_CASES scales the case count
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
-from hypothesis import event, given
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from oracles.drive import record
 from oracles.drive_vector import check_vector_case, host_flags, judge_vector, vector_settings
 from oracles.gen import Case
-from oracles.gen_vector import VECTOR_FAMILIES, VEX, VSpec, vector_cases, vspecs_of
-from oracles.known import unicorn_scope, unicorn_vector_known_wrong
+from oracles.gen_vector import (
+    VECTOR_FAMILIES,
+    VEX,
+    VSPECS,
+    VSpec,
+    table_key,
+    table_keys,
+    vector_case,
+    vector_cases,
+    vspecs_of,
+)
+from oracles.known import VECTOR_UNICORN_BUGS, unicorn_scope, unicorn_vector_known_wrong
 from oracles.native_run import NativeRunner, build_runner, unavailable_reason
 from oracles.unicorn_run import UnicornRunner
-from oracles.vector_state import HOST, KVM
+from oracles.vector_state import HOST, KVM, UNICORN
 from oracles_kvm.deviations import kvm_vector_deviation, kvm_vector_not_comparable
+from oracles_kvm.judge import request_diffs
 from oracles_kvm.kvm_run import KvmRunner
 from oracles_kvm.kvm_run import unavailable_reason as kvm_unavailable
+
+from vmmio.vmm.semantics import lookup
+from vmmio.x86.decode import decode
+from vmmio.x86.insn import Insn
 
 _FLAGS = host_flags()
 _WHY_NOT_NATIVE = unavailable_reason()
@@ -125,13 +142,81 @@ def test_vector_moves_match_kvm(family: str, kvm_runner: KvmRunner) -> None:
             return
         kvm = kvm_runner.run(case)
         verdict = judge_vector(case, kvm.outcome, KVM, "KVM")
-        if not verdict.agreed:
-            key = kvm_vector_deviation(case, kvm)
+        message = verdict.message
+        if verdict.agreed and verdict.vmmio is not None and kvm.outcome.requests != verdict.vmmio.requests:
+            message = "request sequences differ:\n" + "\n".join(
+                request_diffs(kvm.outcome.requests, verdict.vmmio.requests)
+            )
+        if message:
+            key = kvm_vector_deviation(case, kvm, verdict.vmmio)
             if key is not None:
                 event(f"known KVM behaviour: {key}")
                 return
         event(case.form)
-        record("kvm", case, verdict.agreed)
-        assert verdict.agreed, verdict.message
+        record("kvm", case, not message)
+        assert not message, message
 
     run()
+
+
+# --------------------------------------------------------------------------------------------------
+# The generator
+# --------------------------------------------------------------------------------------------------
+
+
+def test_every_vector_form_has_a_generator() -> None:
+    """Each row of vmmio's legacy/VEX/EVEX move tables is what some VSpec's cases decode to."""
+    covered: set[tuple[object, ...]] = set()
+
+    @settings(max_examples=2, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def sample(data: st.DataObject) -> None:
+        for spec in VSPECS:
+            case = data.draw(vector_case(spec, perturb=False))
+            insn = decode(case.code + bytes(15), 64)
+            assert isinstance(insn, Insn), f"vmmio cannot decode {case.code.hex()} ({case.form}): {insn}"
+            assert lookup(insn) is not None, f"vmmio has no form for {case.code.hex()} ({case.form})"
+            covered.add(table_key(insn))
+
+    sample()
+    assert sorted(map(str, table_keys() - covered)) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# The known errors of Unicorn and the documented behaviours of KVM, each on its minimal case
+# --------------------------------------------------------------------------------------------------
+
+UNICORN_FULL = replace(UNICORN, x87_hi=True)  # everything the engine holds
+
+
+@pytest.mark.parametrize("bug", sorted(VECTOR_UNICORN_BUGS))
+def test_unicorn_vector_bugs_still_reproduce(bug: str, unicorn_runner: UnicornRunner) -> None:
+    """Each excluded behaviour still makes Unicorn disagree with vmmio; when this fails, drop it."""
+    case = VECTOR_UNICORN_BUGS[bug].case
+    verdict = judge_vector(case, unicorn_runner.run(case), UNICORN_FULL, "unicorn")
+    assert not verdict.agreed, f"Unicorn now agrees with vmmio on {case.form}: drop {bug!r}"
+
+
+@pytest.mark.parametrize("bug", sorted(VECTOR_UNICORN_BUGS))
+def test_host_cpu_referees_unicorn_vector_bugs(bug: str, native_runner: NativeRunner) -> None:
+    """On each of them the host CPU agrees with vmmio: Unicorn is the one that is wrong."""
+    case = VECTOR_UNICORN_BUGS[bug].case
+    verdict = judge_vector(case, native_runner.run(case), HOST, "host CPU")
+    assert verdict.agreed, verdict.message
+
+
+@pytest.mark.parametrize(
+    ("code", "form"),
+    [
+        ("660f6e03", "movd xmm0, [rbx]"),
+        ("c5f8100b", "vmovups xmm1, [rbx]"),
+        ("62f17c48100b", "vmovups zmm1, [rbx]"),
+    ],
+)
+def test_kvm_vector_not_emulated(code: str, form: str, kvm_runner: KvmRunner) -> None:
+    """Linux's emulator fails on vector moves it has no semantics for (every VEX/EVEX one, most SSE ones):
+    KVM reports an emulation failure, which the oracle counts as VECTOR_DOCUMENTED["vector-not-emulated"]."""
+    case = replace(VECTOR_UNICORN_BUGS["vex128-keeps-upper"].case, code=bytes.fromhex(code), form=form)
+    kvm = kvm_runner.run(case)
+    assert "InstEmulExit" in kvm.outcome.error and "NOT_EMULATED" in kvm.outcome.error, kvm.outcome
+    assert kvm_vector_deviation(case, kvm) == "vector-not-emulated"

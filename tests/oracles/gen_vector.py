@@ -38,9 +38,21 @@ from oracles.gen import (
     seg_choices,
     solve,
 )
+from vmmio.vmm.semantics import avx512_moves, avx_moves, sse_moves
+from vmmio.vmm.semantics.vector import fields
+from vmmio.x86.insn import Encoding, Insn
 from vmmio.x86.state import MXCSR_DEFAULT, VectorState
 
-__all__ = ["VECTOR_FAMILIES", "VSPECS", "VSpec", "vector_case", "vector_cases", "vspecs_of"]
+__all__ = [
+    "VECTOR_FAMILIES",
+    "VSPECS",
+    "VSpec",
+    "table_key",
+    "table_keys",
+    "vector_case",
+    "vector_cases",
+    "vspecs_of",
+]
 
 LEGACY, VEX, EVEX = 0, 1, 2
 NP, P66, PF3, PF2 = 0, 1, 2, 3
@@ -409,8 +421,9 @@ def _vex_prefix(spec: VSpec, e: _Enc) -> bytes:
 
 
 @st.composite
-def vector_case(draw: st.DrawFn, spec: VSpec) -> Case:
-    """One case of `spec`: encoding, operand placement, vector state, planned accesses."""
+def vector_case(draw: st.DrawFn, spec: VSpec, perturb: bool = True) -> Case:
+    """One case of `spec`: encoding, operand placement, vector state, planned accesses (`perturb`: now
+    and then a field the form does not use set anyway)."""
     rng = Rng(draw(st.integers(0, MASK64)))
     vec = vector_state(rng)
     gprs = [rng.reg() for _ in range(16)]
@@ -439,7 +452,7 @@ def vector_case(draw: st.DrawFn, spec: VSpec) -> Case:
     vvvv = rng.randrange(32 if regs32 else 16) if spec.vvvv else 0
     e = _Enc(reg, -1, 0, 0, w, l, vvvv)
     # Perturb a field the form does not use, now and then: what the CPU does with it is compared.
-    if spec.enc and draw(st.sampled_from((False,) * 9 + (True,))):
+    if perturb and spec.enc and draw(st.sampled_from((False,) * 9 + (True,))):
         what = draw(st.sampled_from(("l", "w", "vvvv", "b", "z", "ll3", "vprime")))
         if what == "l":
             e.l ^= 1
@@ -658,6 +671,34 @@ def _plan(
         vec.zmm[e.vvvv] = mask
         note = f"vvvv mask selects {sel:#x}"
     return [Access(target + o, n, write) for o, n in _runs(sel, esize, nelem)], note
+
+
+# --------------------------------------------------------------------------------------------------
+# vmmio's tables, for coverage checks (every row is run by some generated case and some test row)
+# --------------------------------------------------------------------------------------------------
+
+
+def table_key(insn: Insn) -> tuple[object, ...]:
+    """The row of the vector tables that decides what `insn` does."""
+    f = fields(insn)
+    if insn.encoding == Encoding.LEGACY:
+        return ("legacy", insn.opmap, insn.opcode, f.pp, insn.mnemonic)
+    if insn.encoding == Encoding.VEX:
+        form = avx_moves.vex_form(insn, f)
+        return ("vex", form.name, insn.opmap, insn.opcode, f.pp, f.w if "pmaskmov" in form.name else 0)
+    return ("evex", insn.opmap, insn.opcode, f.pp, f.w)
+
+
+def table_keys() -> set[tuple[object, ...]]:
+    keys: set[tuple[object, ...]] = {("legacy", *k) for k in sse_moves.SSE_FORMS}
+    for (m, op, pp), form in avx_moves.VEX_FORMS.items():
+        keys.add(("vex", form.name, m, op, pp, 0))
+    for (op, w), form in avx_moves._VPMASKMOV.items():
+        keys.add(("vex", form.name, 2, op, 1, w))
+    for form in avx_moves._MXCSR.values():
+        keys.add(("vex", form.name, 1, 0xAE, 0, 0))
+    keys |= {("evex", *k) for k in avx512_moves.EVEX_FORMS}
+    return keys
 
 
 def vector_cases(

@@ -38,6 +38,12 @@ Where this differs from hardware (all are Unicorn's doing):
 - Delivery: no real mode, no task gates or 16-bit gates, no LDT code selectors, no 32-bit privilege
   change (64-bit: same privilege, CPL change through TSS.RSPn, IST); such a delivery shuts the vCPU
   down with a ShutdownEvent saying why. The accessed bit of the loaded CS descriptor is not set.
+
+Vector state (get_vector/set_vector): YMM0-15, MXCSR, the x87 registers R0-R7 (MMX in their low 64 bits)
+with FSW and the tags as valid/empty; no AVX-512 (ZMM16-31, bits 511:256, opmasks) and no AVX in CPUID.
+XCR0 is not reachable: get_control reports x87|SSE and set_control ignores `xcr0`. The engine's own
+vector deviations (no SSE alignment #GP, no MXCSR reserved-bit #GP, VEX.128 run as SSE, MMX writes
+leaving bits 79:64 alone) are listed with minimal cases in tests/oracles/known.py.
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ from vmmio.x86.state import (
     DIRTY_RIP,
     EFER_LMA,
     MXCSR_DEFAULT,
+    XCR0_SSE,
+    XCR0_X87,
     Control,
     Regs,
     Segment,
@@ -936,6 +944,9 @@ class UnicornBackend:
             idtr=idt,
             tr=_segment(*struct.unpack_from("<I4xQII", v, lay.tr)),
             ldtr=_segment(*struct.unpack_from("<I4xQII", v, lay.segs + 6 * _SEG_SIZE)),
+            # XCR0 is not in the registers the backend reads: report the most the engine can have (it
+            # has no AVX state). VEX/EVEX are #UD on this CPUID whatever XCR0 says.
+            xcr0=XCR0_X87 | XCR0_SSE,
         )
 
     def set_control(self, ctl: Control) -> None:

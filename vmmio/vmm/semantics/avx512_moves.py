@@ -48,8 +48,7 @@ class EvexForm:
 
 M1, M2 = OpMap.M0F, OpMap.M0F38
 F = EvexForm
-# (map, opcode, pp, W) -> form. Absent: #UD. The F3/F2 forms of 0F 10/11 (VMOVSS/VMOVSD) are other
-# instructions vmmio does not emulate.
+# (map, opcode, pp, W) -> form.
 EVEX_FORMS: dict[tuple[int, int, int, int], EvexForm] = {
     (M1, 0x10, NP, 0): F("vmovups", 4, False),
     (M1, 0x10, P66, 1): F("vmovupd", 8, False),
@@ -76,15 +75,17 @@ EVEX_FORMS: dict[tuple[int, int, int, int], EvexForm] = {
     (M1, 0xE7, P66, 0): F("vmovntdq", 4, True, True, True),
     (M2, 0x2A, P66, 0): F("vmovntdqa", 4, False, True, True),
 }
-_OTHERS = {(M1, 0x10, PF3), (M1, 0x10, PF2), (M1, 0x11, PF3), (M1, 0x11, PF2)}
+_PREFIXES = {(m, op, pp) for m, op, pp, _w in EVEX_FORMS}
 
 
 def evex_form(i: Insn, f: VecFields) -> EvexForm:
-    """The row of an EVEX move; #UD where the encoding has none or uses a field the move forbids."""
+    """The row of an EVEX move; #UD for a W the move does not have, or a field it forbids. A mandatory
+    prefix no row has (VMOVSS/VMOVSD at F3/F2 0F 10/11, VPBROADCASTMB2Q at F3 0F38 2A, ...) is another
+    instruction: handed to userspace."""
     form = EVEX_FORMS.get((i.opmap, i.opcode, f.pp, f.w))
     if form is None:
-        if (i.opmap, i.opcode, f.pp) in _OTHERS:
-            raise EmulationAbort(InstEmulReason.NOT_EMULATED, "EVEX VMOVSS/VMOVSD are not emulated")
+        if (i.opmap, i.opcode, f.pp) not in _PREFIXES:
+            raise EmulationAbort(InstEmulReason.NOT_EMULATED, "not an EVEX move vmmio emulates")
         raise GuestFault(UD)
     if (
         f.b  # no broadcast, no rounding control

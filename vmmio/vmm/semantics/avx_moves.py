@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vmmio.abi import InstEmulReason
+from vmmio.vmm.abort import EmulationAbort
 from vmmio.vmm.semantics import masked
 from vmmio.vmm.semantics.context import Exec, Steps
 from vmmio.vmm.semantics.registry import ANY_REG, emulates
@@ -202,13 +204,19 @@ _MXCSR = {
 
 
 def vex_form(i: Insn, f: VecFields) -> VexForm:
-    """The row of a VEX instruction; #UD for a prefix/W/L/vvvv/operand combination that has none."""
+    """The row of a VEX move; #UD for a W/L/vvvv/operand combination the move does not have. A mandatory
+    prefix no row has is another instruction (or none): handed to userspace, not guessed at."""
     if i.opmap == M2 and i.opcode in (0x8C, 0x8E):
         form = _VPMASKMOV.get((i.opcode, f.w)) if f.pp == P66 else None
+        known = f.pp == P66
     elif i.opmap == M1 and i.opcode == 0xAE:
         form = _MXCSR.get(i.reg & 7) if f.pp == NP else None
+        known = f.pp == NP
     else:
         form = VEX_FORMS.get((i.opmap, i.opcode, f.pp))
+        known = form is not None
+    if not known:
+        raise EmulationAbort(InstEmulReason.NOT_EMULATED, "not a VEX move vmmio emulates")
     if (
         form is None
         or (form.l_rule == L0 and f.ll)
