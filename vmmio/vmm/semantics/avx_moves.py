@@ -20,6 +20,7 @@ from vmmio.vmm.semantics.registry import ANY_REG, emulates
 from vmmio.vmm.semantics.sse_moves import ldmxcsr, mask_move, stmxcsr
 from vmmio.vmm.semantics.vector import NP, P66, PF2, PF3, VecFields, check_vex, ea, fields
 from vmmio.vmm.semantics.vector_moves import (
+    Body,
     broadcast,
     duplicate,
     extract,
@@ -39,8 +40,6 @@ from vmmio.vmm.semantics.vector_moves import (
 )
 from vmmio.x86.faults import UD, GuestFault
 from vmmio.x86.insn import Encoding, Insn, OpMap
-
-Body = Callable[[Exec, Insn, VecFields], Steps]
 
 ANY, L0, L1, LIG = "any", "l0", "l1", "lig"  # what VEX.L may be: both, 0, 1, ignored (128 bits)
 MEM, REG, BOTH = "mem", "reg", "both"  # operand forms that exist (the other is #UD)

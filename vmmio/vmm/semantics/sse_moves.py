@@ -4,13 +4,13 @@ One table row per (map, opcode, mandatory prefix, decoder mnemonic) names the CP
 and the body. Legacy SSE is #UD with CR0.EM or without CR4.OSFXSR; the forms on MMX registers only with
 CR0.EM (SDM vol. 3, 22.25), then they raise #MF for a pending x87 exception and set the x87 TOP and tags
 as every MMX instruction does; all are #NM with CR0.TS, before any access. Aligned forms (MOVAPS,
-MOVDQA, MOVNTPS/PD/DQ, MOVNTDQA) raise #GP(0) for a memory operand that is not 16-byte aligned, before
-anything else about it; no 16-byte operand is checked for #AC, 8 bytes and less are (host CPU).
+MOVDQA, MOVNTPS/PD/DQ, MOVNTDQA, and MOVSLDUP/MOVSHDUP, m128 operations of legacy SSE) raise #GP(0) for a
+memory operand that is not 16-byte aligned, before anything else about it; no 16-byte operand is
+checked for #AC, 8 bytes and less are (host CPU).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmmio.vmm.semantics import masked
@@ -36,6 +36,7 @@ from vmmio.vmm.semantics.vector import (
     store,
 )
 from vmmio.vmm.semantics.vector_moves import (
+    Body,
     duplicate,
     extract,
     half_load,
@@ -53,9 +54,6 @@ from vmmio.vmm.semantics.vector_moves import (
 )
 from vmmio.x86.faults import GP, GuestFault
 from vmmio.x86.insn import Insn, OpMap
-
-# A form's body, run after the state checks: (Exec, Insn, fields) -> steps.
-Body = Callable[[Exec, Insn, VecFields], Steps]
 
 MXCSR_MASK = 0xFFFF  # MXCSR bits LDMXCSR accepts (DAZ included, as FXSAVE reports on every SSE2 CPU)
 SSE, MMX, BOTH = "sse", "mmx", "sse+mmx"  # the checks: legacy SSE, MMX registers, both (MOVQ2DQ)

@@ -10,12 +10,17 @@ SSE and from VEX.vvvv otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vmmio.vmm.semantics.context import Exec, Operand, Steps
 from vmmio.vmm.semantics.vector import VecFields, aligned, load, ones, set_legacy, set_vex, store
 from vmmio.x86.insn import Insn
 
 QWORD = ones(8)
 XMM = ones(16)
+
+# What a form does once its checks passed: (Exec, Insn, its vector fields) -> steps.
+Body = Callable[[Exec, Insn, VecFields], Steps]
 
 
 def put(x: Exec, f: VecFields, n: int, value: int, nbytes: int = 16) -> None:
@@ -195,6 +200,7 @@ def broadcast(x: Exec, i: Insn, f: VecFields, esize: int) -> Steps:
 
 
 __all__ = [
+    "Body",
     "broadcast",
     "duplicate",
     "extract",
