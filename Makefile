@@ -57,7 +57,7 @@ verify: $(STAMP)
 	rm -f verify-log.jsonl; \
 	VMMIO_ORACLE_CASES=$(CASES) $(BIN)/python bench/verify_run.py --log verify-log.jsonl --jobs $(JOBS) \
 		tests/test_oracle_native.py tests/test_oracle_unicorn.py \
-		$(wildcard tests/test_oracle_kvm.py); status=$$?; \
+		$(wildcard tests/test_oracle_kvm.py) tests/test_oracle_vector.py; status=$$?; \
 	$(BIN)/python bench/verify_summary.py verify-log.jsonl --out verify-summary.txt && \
 	$(BIN)/python bench/verify_coverage.py --count $(INSNS) && exit $$status
 

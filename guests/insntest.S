@@ -226,6 +226,7 @@ _start:
     call run_cases
     call run_xtests
     call run_int_xtests
+    call run_vxtests
     lea rsi, [rip + s_sum1]
     call puts
     mov rax, [rip + ncases]
@@ -1219,6 +1220,7 @@ xok\@:
     .endm
 
     .include "insntest_xcases.inc"
+    .include "insntest_vxcases.inc"
 
 /* --- data ---------------------------------------------------------------------------------------------- */
 
@@ -1294,6 +1296,7 @@ pte_table:
     .balign 8
 cases_start:
     .include "insntest_cases.inc"
+    .include "insntest_vcases.inc"
     .section .data.cases, "aw"
     .include "insntest_int.inc"
     .section .data.cases, "aw"

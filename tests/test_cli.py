@@ -34,8 +34,8 @@ BACKENDS = [
 
 # mov ebx, 0xD0000000; mov byte [rbx], 'A'; mov byte [rbx], '\n'; mov al, 3; out 0xf4, al; hlt
 PRINT_A_EXIT_3 = bytes.fromhex("bb000000d0c60341c6030ab003e6f4f4")
-# mov ebx, 0xD0010000; movaps xmm0, [rbx]; hlt  -- an MMIO access vmmio does not emulate
-MOVAPS_MMIO = bytes.fromhex("bb000001d00f2803f4")
+# mov ebx, 0xD0010000; addps xmm0, [rbx]; hlt  -- an MMIO access vmmio does not emulate (vector arithmetic)
+ADDPS_MMIO = bytes.fromhex("bb000001d00f5803f4")
 
 
 @pytest.fixture
@@ -58,12 +58,12 @@ def test_run_reports_the_guest_status_apart_from_its_own(
 def test_run_reports_an_instruction_it_cannot_emulate(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "movaps.bin"
-    path.write_bytes(MOVAPS_MMIO)
+    path = tmp_path / "addps.bin"
+    path.write_bytes(ADDPS_MMIO)
     status = main(["run", str(path)])
     _, err = capfd.readouterr()
     assert status == EXIT_STOPPED
-    assert err.strip() == "vmmio: guest stopped: inst_emul rip=0x100005 bytes=0f2803 reason=NOT_EMULATED"
+    assert err.strip() == "vmmio: guest stopped: inst_emul rip=0x100005 bytes=0f5803 reason=NOT_EMULATED"
 
 
 @pytest.mark.parametrize(

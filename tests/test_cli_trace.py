@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import BACKENDS, MOVAPS_MMIO, PRINT_A_EXIT_3, vmmio_cmd
+from test_cli import BACKENDS, ADDPS_MMIO, PRINT_A_EXIT_3, vmmio_cmd
 
 from vmmio.cli import EXIT_GUEST, EXIT_OK, EXIT_STOPPED, main
 
@@ -111,14 +111,14 @@ def test_a_read_shows_the_value_the_device_answered(tmp_path: Path) -> None:
 
 
 def test_an_instruction_vmmio_cannot_emulate_is_traced(tmp_path: Path) -> None:
-    path = tmp_path / "movaps.bin"
-    path.write_bytes(MOVAPS_MMIO)
+    path = tmp_path / "addps.bin"
+    path.write_bytes(ADDPS_MMIO)
     (row,) = trace_json(tmp_path, str(path), status=EXIT_STOPPED)
     assert {k: row[k] for k in ("kind", "reason", "rip", "insn")} == {
         "kind": "inst_emul",
         "reason": "NOT_EMULATED",
         "rip": "0x100005",
-        "insn": "movaps xmm0,xmmword ptr [rbx]",
+        "insn": "addps xmm0,xmmword ptr [rbx]",
     }
 
 
@@ -141,8 +141,8 @@ def test_backends_trace_the_same_accesses(backend: str, tmp_path: Path) -> None:
 def test_docs_describe_every_field(image: Path, tmp_path: Path) -> None:
     doc = (ROOT / "docs" / "trace.md").read_text()
     rows = trace_json(tmp_path, str(image))
-    path = tmp_path / "movaps.bin"
-    path.write_bytes(MOVAPS_MMIO)
+    path = tmp_path / "addps.bin"
+    path.write_bytes(ADDPS_MMIO)
     rows += trace_json(tmp_path, str(path), status=EXIT_STOPPED)
     for key in sorted({k for r in rows for k in r}):
         assert f"| `{key}` |" in doc, f"docs/trace.md does not describe {key}"

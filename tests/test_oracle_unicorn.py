@@ -148,5 +148,6 @@ def test_every_registered_memory_form_has_a_generator() -> None:
 
     sample()
     out_of_scope = {"port_in", "port_out", "ins", "outs", "flush_line"}
+    out_of_scope |= {"sse_move", "vex_move", "evex_move"}  # tests/oracles/gen_vector.py, checked there
     missing = {f.fn.__name__ for f in FORMS.values() if f.fn not in covered} - out_of_scope
     assert not missing, f"emulated forms without an oracle generator: {sorted(missing)}"

@@ -109,10 +109,12 @@ def test_hello_negotiates_version_and_capabilities(path: str) -> None:
     bare = Client.__new__(Client)
     bare.sock, bare._lock, bare._tag = sock, threading.Lock(), 0
     assert _status(bare, Op.GET_REGS) == Err.STATE  # before HELLO
-    assert _status(bare, Op.HELLO, P.HELLO_REQ.pack(2, 9, 0)) == Err.VERSION
+    newer = P.TRANSPORT_VERSION + 1
+    assert _status(bare, Op.HELLO, P.HELLO_REQ.pack(newer, newer + 7, 0)) == Err.VERSION
     reply, _ = bare.request(Op.HELLO, P.HELLO_REQ.pack(0, 5, Cap.VECTOR | Cap.BATCHED_REP | 1 << 40))
     version, abi, caps = P.HELLO_REP.unpack(reply)[:3]
-    assert (version, abi, caps) == (1, 2, Cap.VECTOR)  # asked for, never assumed: batched REP is not here
+    # asked for, never assumed: batched REP is not here
+    assert (version, abi, caps) == (P.TRANSPORT_VERSION, 2, Cap.VECTOR)
     assert _status(bare, Op.HELLO, P.HELLO_REQ.pack(1, 1, 0)) == Err.STATE
     sock.close()
     with Client.connect(path, caps=0) as client:

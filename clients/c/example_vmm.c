@@ -113,6 +113,7 @@ static void entry_state(vmmio_control *c, vmmio_regs *r)
     c->cr3 = PT_BASE;
     c->cr4 = 0x620;       /* PAE OSFXSR OSXMMEXCPT */
     c->efer = 0xD00;      /* LME LMA NXE */
+    c->xcr0 = 0x7;        /* x87 SSE AVX */
     c->gdt_base = GDT_BASE;
     c->gdt_limit = 31;
     c->idt_limit = 0xFFF;

@@ -221,7 +221,7 @@ static void put_segment(uint8_t *p, const vmmio_segment *s)
 
 int vmmio_set_control(vmmio_vm *vm, uint16_t vcpu, const vmmio_control *ctl)
 {
-    uint8_t req[120 + 8 * 24];
+    uint8_t req[128 + 8 * 24];
     memset(req, 0, sizeof req);
     put64(req, ctl->cr0);
     put64(req + 8, ctl->cr2);
@@ -236,9 +236,10 @@ int vmmio_set_control(vmmio_vm *vm, uint16_t vcpu, const vmmio_control *ctl)
     put32(req + 72, ctl->idt_limit);
     put32(req + 80, ctl->has_pdptes ? 1 : 0);
     for (int i = 0; ctl->has_pdptes && i < 4; i++) put64(req + 88 + 8 * i, ctl->pdptes[i]);
-    for (int i = 0; i < 6; i++) put_segment(req + 120 + 24 * i, &ctl->segs[i]);
-    put_segment(req + 120 + 24 * 6, &ctl->tr);
-    put_segment(req + 120 + 24 * 7, &ctl->ldtr);
+    put64(req + 120, ctl->xcr0);
+    for (int i = 0; i < 6; i++) put_segment(req + 128 + 24 * i, &ctl->segs[i]);
+    put_segment(req + 128 + 24 * 6, &ctl->tr);
+    put_segment(req + 128 + 24 * 7, &ctl->ldtr);
     return vmmio_request(vm->conn, VMMIO_OP_SET_CONTROL, vcpu, req, sizeof req, NULL, 0, NULL, NULL, 0, NULL);
 }
 

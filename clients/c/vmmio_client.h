@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VMMIO_TRANSPORT_VERSION 1u
+#define VMMIO_TRANSPORT_VERSION 2u
 #define VMMIO_ABI_VERSION 2u
 #define VMMIO_RECORD_SIZE 48u
 #define VMMIO_MAX_MESSAGE 65536u
@@ -83,6 +83,7 @@ typedef struct vmmio_control {
     uint32_t gdt_limit, idt_limit;
     int has_pdptes;
     uint64_t pdptes[4];
+    uint64_t xcr0;          /* bit 0 (x87) must be set */
     vmmio_segment segs[6];  /* ES CS SS DS FS GS */
     vmmio_segment tr, ldtr;
 } vmmio_control;

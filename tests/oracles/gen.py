@@ -36,6 +36,7 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from vmmio.x86.regs import AF, CF, DF, GPR_NAMES, OF, PF, SF, ZF
+from vmmio.x86.state import VectorState
 
 WINDOW = 0x4000_0000
 WINDOW_SIZE = 0x2000
@@ -480,6 +481,9 @@ class Case:
     note: str = ""  # how the operand was placed, for reports
     tags: frozenset[str] = frozenset()  # encoding traits some oracle needs to know about (see `tags_of`)
     expect: str = ""  # the exception the instruction raises instead of executing ("#UD", "#GP"), if any
+    # Vector cases (tests/oracles/gen_vector.py): the vector registers before, run at CPL 3 with SSE, AVX
+    # and AVX-512 state enabled (see tests/oracles/vector_state.py); None for the integer families.
+    vector: VectorState | None = None
 
     def _fill(self, base: int, size: int, salt: int) -> bytes:
         return fill(self.seed, self.patches, base, size, salt)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from oracles.gen import CODE, FLAG_NAMES, PAGE, RAM, STATUS, WINDOW, WINDOW_SIZE, Case
 from vmmio.x86.regs import DF, GPR_NAMES
+from vmmio.x86.state import VectorState
 
 __all__ = ["Outcome", "Request", "check_requests", "compare", "disassemble", "failure_message"]
 
@@ -41,6 +42,7 @@ class Outcome:
     error: str = ""
     fault: str = ""
     requests: list[Request] = field(default_factory=list)
+    vector: VectorState | None = None  # the vector registers after, where the executor has them
 
 
 def _flag_text(value: int) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from oracles.gen import CODE, PAGE, RAM, RAM_SIZE, WINDOW, WINDOW_SIZE, Case
 from oracles.outcome import Outcome
 from oracles.vmmio_run import FILLER, VECTORS
+from vmmio.x86.state import VectorState
 
 __all__ = ["UnicornRunner"]
 
@@ -44,6 +45,11 @@ class UnicornRunner:
         self.rflags_id = x.UC_X86_REG_RFLAGS
         self.fs_id = x.UC_X86_REG_FS_BASE
         self.gs_id = x.UC_X86_REG_GS_BASE
+        # Vector cases: YMM0-15, the x87 registers R0-R7 (physical; UC_X86_REG_MM* do nothing in 64-bit
+        # mode), FSW, the tag word and MXCSR: what the engine has (no AVX-512).
+        self.ymm_ids: list[int] = [getattr(x, f"UC_X86_REG_YMM{n}") for n in range(16)]
+        self.fp_ids: list[int] = [getattr(x, f"UC_X86_REG_FP{n}") for n in range(8)]
+        self.vec_ids = (x.UC_X86_REG_MXCSR, x.UC_X86_REG_FPSW, x.UC_X86_REG_FPTAG)
         self.vector = -1
         self.uc = self._engine()
 
@@ -81,6 +87,8 @@ class UnicornRunner:
         uc.reg_write(self.gs_id, case.gs_base)
         uc.reg_write(self.rflags_id, case.rflags)
         uc.reg_write(self.rip_id, CODE)
+        if case.vector is not None:
+            self._set_vector(case.vector)
         error = fault = ""
         self.vector = -1
         try:
@@ -100,7 +108,31 @@ class UnicornRunner:
             ram=bytes(uc.mem_read(RAM, RAM_SIZE)),
             error=error,
             fault=fault,
+            vector=self._get_vector() if case.vector is not None else None,
         )
         if self.vector >= 0:
             self.uc = self._engine()
         return outcome
+
+    def _set_vector(self, vec: VectorState) -> None:
+        uc: Any = self.uc
+        for rid, z in zip(self.ymm_ids, vec.zmm, strict=False):
+            uc.reg_write(rid, z & (1 << 256) - 1)
+        for n, rid in enumerate(self.fp_ids):
+            uc.reg_write(rid, (vec.mm[n], vec.mm_hi[n]))
+        mxcsr, fsw, ftw = self.vec_ids
+        uc.reg_write(mxcsr, vec.mxcsr)
+        uc.reg_write(fsw, vec.fsw)
+        uc.reg_write(ftw, sum(0 if vec.ftw >> n & 1 else 3 << 2 * n for n in range(8)))
+
+    def _get_vector(self) -> VectorState:
+        uc: Any = self.uc
+        vec = VectorState()
+        vec.zmm[:16] = [uc.reg_read(rid) for rid in self.ymm_ids]
+        for n, rid in enumerate(self.fp_ids):
+            vec.mm[n], vec.mm_hi[n] = uc.reg_read(rid)
+        mxcsr, fsw, ftw = self.vec_ids
+        vec.mxcsr, vec.fsw = uc.reg_read(mxcsr), uc.reg_read(fsw)
+        tags = uc.reg_read(ftw)
+        vec.ftw = sum(1 << n for n in range(8) if tags >> 2 * n & 3 != 3)
+        return vec

@@ -6,6 +6,7 @@ from harness import DATA, MMIO, Guest
 
 from oracles.gen import CODE, RAM, RAM_SIZE, WINDOW, WINDOW_SIZE, Case, first_mmio
 from oracles.outcome import Outcome, Request, iterations
+from oracles.vector_state import prepare as prepare_vector
 from vmmio.abi import HltExit, MmioExit, VmExit
 from vmmio.x86.cpuid import ALL_FEATURES, CpuidTable
 
@@ -16,7 +17,7 @@ FILLER = b"\x0f\x0b" * 8  # UD2s after the instruction, on every executor
 MAX_REENTRIES = 64
 
 
-VECTORS = {0: "#DE", 6: "#UD", 12: "#SS", 13: "#GP", 14: "#PF", 17: "#AC"}
+VECTORS = {0: "#DE", 6: "#UD", 7: "#NM", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC"}
 
 
 def exception_name(injected: list[tuple[int, int | None, int | None]]) -> str:
@@ -39,6 +40,8 @@ def run_vmmio(case: Case, cpuid: CpuidTable = ALL_FEATURES) -> Outcome:
     guest.backend.control.segs[5].base = case.gs_base
     guest.device.data[:] = case.window()
     guest.vm.memory.write(RAM, case.ram())
+    if case.vector is not None:
+        prepare_vector(guest, case.vector)
     guest.fault(case.fault_gpa)
     error = ""
     exits: list[VmExit] = []  # of the last entry into the guest
@@ -75,4 +78,5 @@ def run_vmmio(case: Case, cpuid: CpuidTable = ALL_FEATURES) -> Outcome:
         error=error,
         fault=fault,
         requests=[Request(g, s, w, d) for g, s, w, d in guest.device.trace],
+        vector=guest.backend.vector.copy() if case.vector is not None else None,
     )

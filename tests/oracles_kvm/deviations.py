@@ -286,3 +286,56 @@ def kvm_deviation(case: Case) -> str | None:
         if dev.trait(case):
             return key
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Vector moves (tests/test_oracle_vector.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def kvm_vector_not_comparable(case: Case) -> str | None:
+    """Why a vector case says nothing on KVM, or None: the KVM oracle's guest runs at CPL 0 (RFLAGS.AC
+    raises no #AC there) and every GPA past the window is an MMIO hole (no #PF)."""
+    if "null-seg-last" in case.tags:
+        return "null-seg-last"  # KVM_DEVIATIONS["null-seg-last"]
+    if case.rflags & 0x40000:
+        return "ac-at-cpl0"
+    if "past-end" in case.tags:
+        return "past-end-is-mmio"
+    return None
+
+
+def kvm_vector_deviation(case: Case, kvm: KvmOutcome, vmmio: Outcome | None = None) -> str | None:
+    """The VECTOR_DOCUMENTED key that explains KVM's difference from vmmio on a vector case, or None."""
+    for key, doc in VECTOR_DOCUMENTED.items():
+        if doc.explains(case, kvm, vmmio if vmmio is not None else kvm.outcome):
+            return key
+    return None
+
+
+def _vector_not_emulated(case: Case, kvm: KvmOutcome, _vmmio: Outcome) -> bool:
+    return "InstEmulExit" in kvm.outcome.error
+
+
+def _fragments(case: Case, kvm: KvmOutcome, vmmio: Outcome) -> bool:
+    """Same state, same bytes in the same order, cut differently: Linux's 8-byte fragments."""
+    wide = any(isinstance(x, KvmMmio) and x.length == 8 and x.gpa % 8 for x in kvm.raw)
+    return wide and _same_state(kvm.outcome, vmmio) and _runs(kvm.outcome.requests) == _runs(vmmio.requests)
+
+
+VECTOR_DOCUMENTED: dict[str, Documented] = {
+    "vector-not-emulated": Documented(
+        "Linux's emulator has no semantics for this vector move (an emulation failure: "
+        "KVM_EXIT_INTERNAL_ERROR, which KvmVcpu reports as InstEmulExit(NOT_EMULATED)); vmmio emulates it",
+        "yes: the forms Linux's emulator lacks, whenever their operand is in the window",
+        _vector_not_emulated,
+    ),
+    "wide-access-fragments": Documented(
+        "Linux's emulator cuts an access wider than 8 bytes into 8-byte fragments from its first byte "
+        "(a misaligned MOVUPS at +0x13: 8 bytes at +0x13, then at +0x1b); vmmio cuts it into naturally "
+        "aligned pieces (1, 4, 8, 2, 1 bytes there). The same bytes in the same order; KvmVcpu presents "
+        "each 8-byte fragment as one request, as vmmio presents any 8-byte access",
+        "yes: misaligned 16-byte operands of the SSE moves Linux emulates",
+        _fragments,
+    ),
+}

@@ -185,6 +185,8 @@ class KvmRunner:
         try:
             vcpu.set_control(self._control(case))
             vcpu.set_regs(Regs(list(case.gprs), CODE, case.rflags))
+            if case.vector is not None:
+                vcpu.set_vector(case.vector)  # KVM_SET_XSAVE (see vmmio/reference/kvm.py)
             with deadline(CASE_SECONDS):
                 last = self._run_to_stop(vcpu)
         except (KvmError, KvmExitError, TimeoutError) as exc:
@@ -195,6 +197,7 @@ class KvmRunner:
         if last is not None and not isinstance(last, HltExit):
             error = f"KVM stopped with {last!r}"
         regs = vcpu.get_regs() if not error else Regs(list(case.gprs), CODE, case.rflags)
+        vector_state = vcpu.get_vector() if case.vector is not None and not error else None
         gprs, rip, rflags, fault = list(regs.gprs), regs.rip, regs.rflags, ""
         stub = regs.rip - 1 - STUBS
         system = mem.read(0, IST_BOTTOM)
@@ -228,6 +231,7 @@ class KvmRunner:
             error=error,
             fault=fault,
             requests=list(self.device.trace),
+            vector=vector_state,
         )
         return KvmOutcome(outcome, raw, seconds)
 

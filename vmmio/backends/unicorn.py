@@ -38,6 +38,12 @@ Where this differs from hardware (all are Unicorn's doing):
 - Delivery: no real mode, no task gates or 16-bit gates, no LDT code selectors, no 32-bit privilege
   change (64-bit: same privilege, CPL change through TSS.RSPn, IST); such a delivery shuts the vCPU
   down with a ShutdownEvent saying why. The accessed bit of the loaded CS descriptor is not set.
+
+Vector state (get_vector/set_vector): YMM0-15, MXCSR, the x87 registers R0-R7 (MMX in their low 64 bits)
+with FSW and the tags as valid/empty; no AVX-512 (ZMM16-31, bits 511:256, opmasks) and no AVX in CPUID.
+XCR0 is not reachable: get_control reports x87|SSE and set_control ignores `xcr0`. The engine's own
+vector deviations (no SSE alignment #GP, no MXCSR reserved-bit #GP, VEX.128 run as SSE, MMX writes
+leaving bits 79:64 alone) are listed with minimal cases in tests/oracles/known.py.
 """
 
 from __future__ import annotations
@@ -78,6 +84,8 @@ from vmmio.x86.state import (
     DIRTY_RIP,
     EFER_LMA,
     MXCSR_DEFAULT,
+    XCR0_SSE,
+    XCR0_X87,
     Control,
     Regs,
     Segment,
@@ -107,7 +115,9 @@ CPUID_LEAVES = ((0, 0), (1, 0), (7, 0), (7, 1), (0xD, 0), (0xD, 1), (0x8000_0000
 # form of MOVBE runs instead of raising #UD (a guest told there is no MOVBE gets #UD from both).
 HIDDEN_FEATURES = ("movbe",)
 _VEC_YMM = [getattr(ux, f"UC_X86_REG_YMM{n}") for n in range(16)]
-_VEC_MM = [getattr(ux, f"UC_X86_REG_MM{n}") for n in range(8)]
+# The x87 registers R0-R7 by physical number, 80 bits each: mmN is the low 64 bits of RN. (Unicorn 2.1's
+# UC_X86_REG_MM0-7 read and write nothing in 64-bit mode.)
+_VEC_FP = [getattr(ux, f"UC_X86_REG_FP{n}") for n in range(8)]
 
 
 class _Msr(ctypes.Structure):
@@ -579,33 +589,43 @@ class UnicornBackend:
     def cpuid(self) -> CpuidTable:
         return self._cpuid
 
-    def get_vector(self) -> VectorState:
-        """YMM0-15 (XMM in their low halves), MMX and MXCSR: what the engine's CPU has."""
-        vec = VectorState()
+    def _vec_read(self, rid: int, nbytes: int) -> int:
         buf = self._vec_buf
-        for n, rid in enumerate(_VEC_YMM):
-            _check(_lib.uc_reg_read(self._h, rid, buf), "YMM read")
-            vec.zmm[n] = int.from_bytes(bytes(buf), "little")
-        for n, rid in enumerate(_VEC_MM):
-            _check(_lib.uc_reg_read(self._h, rid, buf), "MM read")
-            vec.mm[n] = int.from_bytes(bytes(buf)[:8], "little")
-        _check(_lib.uc_reg_read(self._h, ux.UC_X86_REG_MXCSR, buf), "MXCSR read")
-        vec.mxcsr = int.from_bytes(bytes(buf)[:4], "little")
+        _check(_lib.uc_reg_read(self._h, rid, buf), "vector register read")
+        return int.from_bytes(bytes(buf)[:nbytes], "little")
+
+    def _vec_write(self, rid: int, value: int, nbytes: int) -> None:
+        buf = self._vec_buf
+        ctypes.memmove(buf, value.to_bytes(nbytes, "little"), nbytes)
+        _check(_lib.uc_reg_write(self._h, rid, buf), "vector register write")
+
+    def get_vector(self) -> VectorState:
+        """YMM0-15 (XMM in their low halves), MXCSR, the x87 registers (MMX) with FSW and the tags: what
+        the engine's CPU has. The tags come back abridged (valid or empty, as FXSAVE keeps them)."""
+        vec = VectorState()
+        vec.zmm[:16] = [self._vec_read(rid, 32) for rid in _VEC_YMM]
+        for n, rid in enumerate(_VEC_FP):
+            r = self._vec_read(rid, 10)
+            vec.mm[n], vec.mm_hi[n] = r & (1 << 64) - 1, r >> 64
+        vec.mxcsr = self._vec_read(ux.UC_X86_REG_MXCSR, 4)
+        vec.fsw = self._vec_read(ux.UC_X86_REG_FPSW, 2)
+        tags = self._vec_read(ux.UC_X86_REG_FPTAG, 2)
+        vec.ftw = sum(1 << n for n in range(8) if tags >> 2 * n & 3 != 3)
         return vec
 
     def set_vector(self, vec: VectorState) -> None:
-        """Load YMM0-15, MMX and MXCSR; ZMM16-31, the upper ZMM halves and opmasks must be zero."""
+        """Load YMM0-15, MXCSR and the x87 registers, FSW and tags; ZMM16-31, the upper ZMM halves and
+        opmasks must be zero (the engine has no AVX-512)."""
         if any(v >> 256 for v in vec.zmm) or any(vec.zmm[16:]) or any(vec.k):
             raise UnicornBackendError("the engine has no AVX-512 state to load")
-        buf = self._vec_buf
         for n, rid in enumerate(_VEC_YMM):
-            ctypes.memmove(buf, vec.zmm[n].to_bytes(32, "little"), 32)
-            _check(_lib.uc_reg_write(self._h, rid, buf), "YMM write")
-        for n, rid in enumerate(_VEC_MM):
-            ctypes.memmove(buf, vec.mm[n].to_bytes(32, "little"), 32)
-            _check(_lib.uc_reg_write(self._h, rid, buf), "MM write")
-        ctypes.memmove(buf, vec.mxcsr.to_bytes(32, "little"), 32)
-        _check(_lib.uc_reg_write(self._h, ux.UC_X86_REG_MXCSR, buf), "MXCSR write")
+            self._vec_write(rid, vec.zmm[n], 32)
+        for n, rid in enumerate(_VEC_FP):
+            self._vec_write(rid, vec.mm[n] | vec.mm_hi[n] << 64, 10)
+        self._vec_write(ux.UC_X86_REG_MXCSR, vec.mxcsr, 4)
+        self._vec_write(ux.UC_X86_REG_FPSW, vec.fsw, 2)
+        # The engine keeps only "empty or not" per register (its FPTAG write reads 11b as empty).
+        self._vec_write(ux.UC_X86_REG_FPTAG, sum(0 if vec.ftw >> n & 1 else 3 << 2 * n for n in range(8)), 2)
 
     def close(self) -> None:
         """Release the engine; the RAM stays with `memory`."""
@@ -973,6 +993,9 @@ class UnicornBackend:
             idtr=idt,
             tr=_segment(*struct.unpack_from("<I4xQII", v, lay.tr)),
             ldtr=_segment(*struct.unpack_from("<I4xQII", v, lay.segs + 6 * _SEG_SIZE)),
+            # XCR0 is not in the registers the backend reads: report the most the engine can have (it
+            # has no AVX state). VEX/EVEX are #UD on this CPUID whatever XCR0 says.
+            xcr0=XCR0_X87 | XCR0_SSE,
         )
 
     def set_control(self, ctl: Control) -> None:

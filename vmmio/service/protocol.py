@@ -15,7 +15,7 @@ from typing import Final
 from vmmio.abi import RECORD_SIZE
 from vmmio.x86.state import Control, Regs, Segment, VectorState
 
-TRANSPORT_VERSION: Final = 1
+TRANSPORT_VERSION: Final = 2  # 2: XCR0 in CONTROL; x87 status, tags and exponents in VECTOR
 REQUEST_MAGIC: Final = b"VSRQ"
 REPLY_MAGIC: Final = b"VSRP"
 HEADER: Final = struct.Struct("<4sHHII")  # magic, op, vcpu, tag, status
@@ -110,11 +110,11 @@ REGION: Final = struct.Struct("<QQ")  # gpa, size
 CREATE_REP: Final = struct.Struct("<QII")  # ram bytes, run page size, nregions; then nregions x REGION_REP
 REGION_REP: Final = struct.Struct("<QQQ")  # gpa, size, offset in the RAM memfd
 REGS: Final = struct.Struct("<18Q")  # 16 GPRs (hardware order), RIP, RFLAGS
-CONTROL_HEAD: Final = struct.Struct("<5QII QII QII II4Q")
+CONTROL_HEAD: Final = struct.Struct("<5QII QII QII II4Q Q")  # ..., pdptes, xcr0
 SEGMENT: Final = struct.Struct("<QIHBBB7s")  # base, limit, selector, type, dpl, flags, reserved
 SEG_FLAGS: Final = ("s", "present", "db", "l", "g", "unusable")  # bit n of SEGMENT.flags
 CONTROL_SIZE: Final = CONTROL_HEAD.size + 8 * SEGMENT.size
-VECTOR: Final = struct.Struct("<2048s64s64sII")  # zmm0-31, k0-7, mm0-7 (LE), mxcsr, reserved
+VECTOR: Final = struct.Struct("<2048s64s64sII16sHH")  # zmm0-31, k0-7, mm0-7, mxcsr, 0, mm_hi0-7, fsw, ftw
 RAM_REQ: Final = struct.Struct("<QII")  # gpa, length, reserved; WRITE_RAM: then exactly `length` bytes
 DEVICE_REQ: Final = struct.Struct("<IIQQ")  # kind, reserved, base, size
 STATS_REP: Final = struct.Struct("<QQQQ")  # posts, rejected posts, ns in vcpu.run, ns serving posts
@@ -189,7 +189,7 @@ def pack_control(ctl: Control) -> bytes:
     head = CONTROL_HEAD.pack(
         ctl.cr0, ctl.cr2, ctl.cr3, ctl.cr4, ctl.efer, ctl.cpl, ctl.pkru,
         ctl.gdtr[0], ctl.gdtr[1], 0, ctl.idtr[0], ctl.idtr[1], 0,
-        int(pd is not None), 0, *(pd if pd is not None else (0, 0, 0, 0)),
+        int(pd is not None), 0, *(pd if pd is not None else (0, 0, 0, 0)), ctl.xcr0,
     )  # fmt: skip
     return head + b"".join(_pack_segment(s) for s in (*ctl.segs, ctl.tr, ctl.ldtr))
 
@@ -197,7 +197,7 @@ def pack_control(ctl: Control) -> bytes:
 def unpack_control(raw: bytes) -> Control:
     f = CONTROL_HEAD.unpack_from(raw)
     cr0, cr2, cr3, cr4, efer, cpl, pkru, gbase, glimit, r0, ibase, ilimit, r1, has_pd, r2 = f[:15]
-    if r0 or r1 or r2 or has_pd > 1 or (not has_pd and any(f[15:])):
+    if r0 or r1 or r2 or has_pd > 1 or (not has_pd and any(f[15:19])):
         raise WireError(Err.MALFORMED, "control: reserved fields set")
     if cpl > 3 or glimit > 0xFFFF or ilimit > 0xFFFF:
         raise WireError(Err.INVALID, f"control: cpl {cpl}, gdtr limit {glimit:#x}, idtr limit {ilimit:#x}")
@@ -205,7 +205,10 @@ def unpack_control(raw: bytes) -> Control:
     segs = [_unpack_segment(raw[at + n * SEGMENT.size : at + (n + 1) * SEGMENT.size]) for n in range(8)]
     pdptes = (f[15], f[16], f[17], f[18]) if has_pd else None
     gdtr, idtr = (gbase, glimit), (ibase, ilimit)
-    return Control(cr0, cr2, cr3, cr4, efer, cpl, segs[:6], gdtr, idtr, segs[6], segs[7], pdptes, pkru)
+    xcr0 = f[19]
+    if not xcr0 & 1:
+        raise WireError(Err.INVALID, f"control: xcr0 {xcr0:#x} without x87 (bit 0 is always set)")
+    return Control(cr0, cr2, cr3, cr4, efer, cpl, segs[:6], gdtr, idtr, segs[6], segs[7], pdptes, pkru, xcr0)
 
 
 def _lanes(values: list[int], width: int) -> bytes:
@@ -213,18 +216,27 @@ def _lanes(values: list[int], width: int) -> bytes:
 
 
 def pack_vector(vec: VectorState) -> bytes:
-    return VECTOR.pack(_lanes(vec.zmm, 64), _lanes(vec.k, 8), _lanes(vec.mm, 8), vec.mxcsr, 0)
+    return VECTOR.pack(
+        _lanes(vec.zmm, 64),
+        _lanes(vec.k, 8),
+        _lanes(vec.mm, 8),
+        vec.mxcsr,
+        0,
+        _lanes(vec.mm_hi, 2),
+        vec.fsw,
+        vec.ftw,
+    )
 
 
 def unpack_vector(raw: bytes) -> VectorState:
-    zmm, k, mm, mxcsr, reserved = VECTOR.unpack(raw)
-    if reserved:
-        raise WireError(Err.MALFORMED, "vector: reserved word set")
+    zmm, k, mm, mxcsr, reserved, mm_hi, fsw, ftw = VECTOR.unpack(raw)
+    if reserved or ftw >> 8:
+        raise WireError(Err.MALFORMED, "vector: reserved word or tag bits 15:8 set")
 
     def split(blob: bytes, width: int) -> list[int]:
         return [int.from_bytes(blob[i : i + width], "little") for i in range(0, len(blob), width)]
 
-    return VectorState(split(zmm, 64), split(k, 8), mxcsr, split(mm, 8))
+    return VectorState(split(zmm, 64), split(k, 8), mxcsr, split(mm, 8), fsw, ftw, split(mm_hi, 2))
 
 
 def error_text(raw: bytes) -> str:

@@ -42,6 +42,7 @@ from vmmio.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, HandlerRegion, RamReg
 from vmmio.vmm.abort import EmulationAbort
 from vmmio.vmm.semantics import lookup
 from vmmio.vmm.semantics.context import (
+    NO_AC,
     PORT_CHECK,
     PORT_IN,
     PORT_OUT,
@@ -71,7 +72,7 @@ DECODE_CACHE_LIMIT = 4096  # instructions with their semantics; the GC pause bou
 _ACCESS_BITS = (0, PFEC_W, PFEC_W, 0, 0, PFEC_W)  # by request kind, READ .. SYS_WRITE
 _WRITES = (False, True, False, False, False, True)
 _PLAIN_READS = (READ, SYS_READ)  # may read RAM before the faulting access: nothing is changed yet
-_CS = int(Seg.CS)
+_CS, _FS = int(Seg.CS), int(Seg.FS)
 _WHOLE = frozenset((1, 2, 4, 8))  # device accesses of these sizes stay one request
 WINDOW_POLL_NS = 1_000_000  # an interrupt pending while IF is clear: look again this soon
 _MAX_BLOCK = 4096  # instructions decoded ahead to find where a fetch fault really is
@@ -468,6 +469,8 @@ class Vcpu:
                 value = None
         except GuestFault as fault:
             self._cur = None
+            if cur.x.faulted_vec is not None:  # what the CPU changes even when the instruction faults
+                self.backend.set_vector(cur.x.faulted_vec)
             self._inject(fault)
             return None
         except EmulationAbort as abort:
@@ -549,6 +552,8 @@ class Vcpu:
                 elif kind == PORT_CHECK:
                     self._check_io(cur, a, size)
                     ex = None
+                elif kind & NO_AC:
+                    ex = self._start_access(cur, kind ^ NO_AC, a, b, size, data, False)
                 else:
                     self._check_alignment(cur, a, b, size)
                     ex = None
@@ -561,12 +566,15 @@ class Vcpu:
     # -- memory accesses ------------------------------------------------------------------------
 
     def _start_access(
-        self, cur: _Inflight, kind: int, seg: int, off: int, size: int, data: int
+        self, cur: _Inflight, kind: int, seg: int, off: int, size: int, data: int, check_ac: bool = True
     ) -> VmExit | None:
         ctl = cur.ctl
         access = _ACCESS_BITS[kind]
+        if kind == TOUCH and data:
+            access = PFEC_W  # a probe for write permission (masked stores check before they write)
         if kind < SYS_READ:
-            la = linear_address(ctl, cur.mode, seg, off, size, access, cur.x.rflags)
+            rflags = cur.x.rflags if check_ac else cur.x.rflags & ~AC
+            la = linear_address(ctl, cur.mode, seg, off, size, access, rflags)
             if ctl.cpl == 3:
                 access |= PFEC_U
             ac_flag = bool(cur.x.rflags & AC)
@@ -603,7 +611,9 @@ class Vcpu:
                 else:
                     all_ram = False
                     pieces += [(start + o, g2, n2, target) for o, g2, n2 in split_access(g, n)]
-        if not matched and (kind not in _PLAIN_READS or not all_ram):
+        # A probe (TOUCH) transfers nothing: it may come first wherever it is (masked stores probe their
+        # last byte before writing the first; the check at completion still applies).
+        if not matched and kind != TOUCH and (kind not in _PLAIN_READS or not all_ram):
             raise EmulationAbort(InstEmulReason.GPA_MISMATCH, f"access at {gpa:#x} before the faulting page")
         if matched:
             cur.fault_page = -1
@@ -659,9 +669,15 @@ class Vcpu:
         return None
 
     def _check_alignment(self, cur: _Inflight, seg: int, off: int, alignment: int) -> None:
-        """#GP(0) unless the operand's linear address is a multiple of `alignment` (MOVAPS & co)."""
-        la = linear_address(cur.ctl, cur.mode, seg, off, 1, 0, cur.x.rflags)
-        if la & (alignment - 1):
+        """#GP(0) unless the operand's linear address is a multiple of `alignment` (MOVAPS & co).
+
+        It comes before the access's own checks: the host CPU raises #GP(0) for a misaligned MOVAPS at a
+        non-canonical RSP-based address (#SS(0) only when it is aligned). Segment bases are multiples
+        of 16 in 64-bit mode except FS/GS; outside it the base is added as the CPU does.
+        """
+        ctl = cur.ctl
+        base = ctl.segs[seg].base if cur.mode != 64 or seg >= _FS else 0
+        if (base + off) & (alignment - 1):
             raise GuestFault(GP, 0)
 
     # -- port accesses --------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from vmmio.vmm.semantics import (
     adx,
     arith,
     atomic,
+    avx512_moves,
+    avx_moves,
     bits,
     bitscan,
     bmi,
@@ -15,6 +17,7 @@ from vmmio.vmm.semantics import (
     moves,
     muldiv,
     shifts,
+    sse_moves,
     stack,
     strings,
 )
@@ -22,3 +25,4 @@ from vmmio.vmm.semantics.registry import FORMS, lookup
 
 __all__ = ["FORMS", "arith", "bits", "cache", "io", "lookup", "moves", "stack", "strings"]
 __all__ += ["adx", "atomic", "bitscan", "bmi", "conditional", "crc32", "extmoves", "muldiv", "shifts"]
+__all__ += ["avx512_moves", "avx_moves", "sse_moves"]  # vector moves: MMX, SSE, VEX, EVEX

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from vmmio.vmm.semantics.context import Form
-from vmmio.vmm.semantics.registry import ANY_REG, FORMS, space
+from vmmio.vmm.semantics.registry import ANY_REG, FORMS
 from vmmio.x86.insn import Encoding, OpMap
 
-_ESCAPE = {
-    space(OpMap.ONE): "",
-    space(OpMap.M0F): "0F ",
-    space(OpMap.M0F38): "0F38 ",
-    space(OpMap.M0F3A): "0F3A ",
-    space(OpMap.M0F38, Encoding.VEX): "VEX.0F38 ",
-    space(OpMap.M0F3A, Encoding.VEX): "VEX.0F3A ",
-}
+_ESCAPE = {OpMap.ONE: "", OpMap.M0F: "0F ", OpMap.M0F38: "0F38 ", OpMap.M0F3A: "0F3A "}
+
+
+def _opcode_text(where: int, opcode: int, reg: int) -> str:
+    encoding, opmap = Encoding(where >> 4), OpMap(where & 15)
+    text = ("" if encoding == Encoding.LEGACY else f"{encoding.name}.") + _ESCAPE[opmap]
+    return f"{text}{opcode:02X}" + ("" if reg == ANY_REG else f" /{reg}")
 
 
 def rows() -> list[tuple[str, str, str]]:
@@ -24,8 +23,9 @@ def rows() -> list[tuple[str, str, str]]:
         if (where, opcode, reg, form) in seen:
             continue  # a form filed under each of its mnemonics is one row
         seen.add((where, opcode, reg, form))
-        text = f"{_ESCAPE[where]}{opcode:02X}" + ("" if reg == ANY_REG else f" /{reg}")
         notes = []
+        if form.names:
+            notes.append("/".join(form.names))
         if form.string:
             notes.append("REP" + ("E/REPNE" if form.rep_zf else ""))
         if form.mem_only:
@@ -33,15 +33,16 @@ def rows() -> list[tuple[str, str, str]]:
         if form.mnemonics:
             notes.append("only " + "/".join(sorted(form.mnemonics)))
         fn = f"{form.fn.__module__.rsplit('.', 1)[-1]}.{form.fn.__name__}"
-        out.append((text, fn, ", ".join(notes)))
+        out.append((_opcode_text(where, opcode, reg), fn, ", ".join(notes)))
     return out
 
 
 def main() -> None:
     table = rows()
-    print(f"{'opcode':14} {'semantics':28} notes")
+    width = max(len(text) for text, _, _ in table)
+    print(f"{'opcode':{width}} {'semantics':30} notes")
     for text, fn, notes in table:
-        print(f"{text:14} {fn:28} {notes}")
+        print(f"{text:{width}} {fn:30} {notes}")
     print(f"\n{len(table)} opcode forms emulated")
 
 

@@ -33,11 +33,15 @@ def emulates(
     mem_only: bool = False,
     mnemonics: Iterable[str] = (),
     zero_count_clears: Iterable[int] = (),
+    names: Iterable[str] = (),
 ) -> Callable[[Semantic], Semantic]:
-    """Register a semantic for opcodes of `opmap` (and, for groups, the ModRM.reg values `regs`)."""
+    """Register a semantic for opcodes of `opmap` under `encoding` (and, for groups, the ModRM.reg
+    values `regs`). `names` lists the instructions covered, for the table, where no mnemonic does."""
 
     def register(fn: Semantic) -> Semantic:
-        form = Form(fn, string, rep_zf, mem_only, frozenset(mnemonics), tuple(zero_count_clears))
+        form = Form(
+            fn, string, rep_zf, mem_only, frozenset(mnemonics), tuple(zero_count_clears), tuple(names)
+        )
         for op in opcodes:
             for reg in regs:
                 for mnemonic in sorted(form.mnemonics) or [ANY_MNEMONIC]:
