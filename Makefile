@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench verify corpus guests guests-check clean
+.PHONY: demo test lint typecheck unit bench verify fuzz fuzz-atheris corpus guests guests-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/vmmio demo
 
-SOURCES := vmmio tests bench guests examples
+SOURCES := vmmio tests bench guests examples fuzz
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
@@ -46,6 +46,28 @@ verify: $(STAMP)
 		$(wildcard tests/test_oracle_kvm.py); status=$$?; \
 	$(BIN)/python bench/verify_summary.py verify-log.jsonl --out verify-summary.txt && \
 	$(BIN)/python bench/verify_coverage.py --count $(INSNS) && exit $$status
+
+# Fuzzing that lives in the repo (fuzz/): per target, the count run, failures (each printed with a shrunk
+# reproducer), the worst time of one unit and the wall time. Counts, JOBS and SEED are make variables;
+# each shard of a target derives its own seed from SEED, so results do not depend on JOBS.
+DECODER ?= 1000000
+ABI     ?= 100000
+ENTRIES ?= 100000
+INSNS   ?= 200000
+IMAGES  ?= 20000
+JOBS    ?= 2
+SEED    ?= 1
+fuzz: $(STAMP)
+	$(BIN)/python -m fuzz --decoder $(DECODER) --abi $(ABI) --entries $(ENTRIES) --insns $(INSNS) \
+		--images $(IMAGES) --jobs $(JOBS) --seed $(SEED)
+
+# Optional coverage-guided fuzzing of the decoder and the ABI with atheris (installed on first use), for
+# SECONDS seconds each; findings are printed with the same replay snippets.
+SECONDS ?= 120
+fuzz-atheris: $(STAMP)
+	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install -q atheris
+	$(BIN)/python -m fuzz.atheris_main decoder -max_total_time=$(SECONDS)
+	$(BIN)/python -m fuzz.atheris_main abi -max_total_time=$(SECONDS)
 
 # Optional extra real code for the decoder oracles (a Debian kernel image and modules, 32-bit libc);
 # without it those parts of the real-code tests skip and say why. Needs root and Debian's apt.

@@ -1,0 +1,52 @@
+"""vmmio bugs this fuzzer found that are not fixed yet: counted and shown apart from new failures.
+
+A failure is known when its target and signature (the violated invariant's key, see `fuzz.core`) match
+a row and, if the row has one, its `matches` predicate accepts the case. Known failures are still
+printed with a shrunk reproducer, so they stay visible; they do not make `make fuzz` fail. Delete the
+row when vmmio is fixed: the fuzzer then checks the fix like any other invariant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KnownBug:
+    id: str
+    target: str
+    signature: str
+    summary: str
+    matches: Callable[[object], bool] | None = None
+
+
+KNOWN: tuple[KnownBug, ...] = (
+    KnownBug(
+        "decoder-byte-16",
+        "decoder",
+        "beyond-15",
+        "decode() lets the 16th byte decide: after 14 prefix bytes, a C4/C5/62/8F opcode at byte 15 is "
+        "judged (UNDEFINED or BAD_LOCK, length 15) from its VEX/EVEX/XOP payload at byte 16, while the "
+        "same 15 bytes alone give TOO_LONG; _special returns length i after reading code[i]. The vCPU "
+        "fetches at most 15 bytes, so guests see #GP(0) as they should; decode() callers with longer "
+        "buffers (vmmio decode, tools) get #UD's status instead.",
+    ),
+    KnownBug(
+        "eip-wrap",
+        "insns",
+        "rip-width",
+        "Outside 64-bit mode the kernel computes the next RIP modulo 2**64 (vcpu.py: "
+        "(regs.rip + insn.length) & MASK[8]), so an emulated instruction ending at the top of the 4 GiB "
+        "space leaves RIP = 0x100000000 + k instead of wrapping EIP to k; VM entry rejects such a RIP "
+        "(bits 63:32 must be 0 when CS.L = 0).",
+    ),
+)
+
+
+def classify(target: str, sig: str, case: object) -> KnownBug | None:
+    """The known bug this failure is, or None for a new failure."""
+    for bug in KNOWN:
+        if bug.target == target and bug.signature == sig and (bug.matches is None or bug.matches(case)):
+            return bug
+    return None
