@@ -48,26 +48,28 @@ verify: $(STAMP)
 	$(BIN)/python bench/verify_coverage.py --count $(INSNS) && exit $$status
 
 # Fuzzing that lives in the repo (fuzz/): per target, the count run, failures (each printed with a shrunk
-# reproducer), the worst time of one unit and the wall time. Counts, JOBS and SEED are make variables;
-# each shard of a target derives its own seed from SEED, so results do not depend on JOBS.
-DECODER ?= 1000000
-ABI     ?= 100000
-ENTRIES ?= 100000
-INSNS   ?= 200000
-IMAGES  ?= 20000
-JOBS    ?= 2
-SEED    ?= 1
+# reproducer), the worst time of one unit and the wall time. Counts, JOBS and SEED are make variables
+# (`make fuzz INSNS=1000`); each shard of a target derives its own seed from SEED, so results do not
+# depend on JOBS. Target-specific defaults, because `verify` has its own INSNS.
+fuzz: DECODER = 1000000
+fuzz: ABI = 100000
+fuzz: ENTRIES = 100000
+fuzz: INSNS = 200000
+fuzz: IMAGES = 20000
+fuzz: JOBS = 2
+fuzz: SEED = 1
 fuzz: $(STAMP)
 	$(BIN)/python -m fuzz --decoder $(DECODER) --abi $(ABI) --entries $(ENTRIES) --insns $(INSNS) \
 		--images $(IMAGES) --jobs $(JOBS) --seed $(SEED)
 
 # Optional coverage-guided fuzzing of the decoder and the ABI with atheris (installed on first use), for
-# SECONDS seconds each; findings are printed with the same replay snippets.
-SECONDS ?= 120
+# SECONDS seconds each; findings are printed with the same replay snippets, crash inputs go to build/.
+fuzz-atheris: SECONDS = 120
 fuzz-atheris: $(STAMP)
 	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install -q atheris
-	$(BIN)/python -m fuzz.atheris_main decoder -max_total_time=$(SECONDS)
-	$(BIN)/python -m fuzz.atheris_main abi -max_total_time=$(SECONDS)
+	mkdir -p build/atheris
+	$(BIN)/python -m fuzz.atheris_main decoder -max_total_time=$(SECONDS) -artifact_prefix=build/atheris/
+	$(BIN)/python -m fuzz.atheris_main abi -max_total_time=$(SECONDS) -artifact_prefix=build/atheris/
 
 # Optional extra real code for the decoder oracles (a Debian kernel image and modules, 32-bit libc);
 # without it those parts of the real-code tests skip and say why. Needs root and Debian's apt.

@@ -217,7 +217,7 @@ def run(
             continue
         r = run_target(target, count, seed, jobs, log)
         if log is not None:
-            log.write(f"  {r.name}: {r.units:,} {r.unit}s in {r.wall:.1f} s, {r.failed} failures\n")
+            log.write(f"  {r.name}: {r.units:,} units ({r.unit}) in {r.wall:.1f} s, {r.failed} failures\n")
             log.flush()
         results.append(r)
     return results

@@ -17,8 +17,8 @@ C = TypeVar("C")
 
 
 def _chunks(n: int) -> Iterator[tuple[int, int]]:
-    """(start, length) of runs to delete from a sequence of n items: halves first, single items last."""
-    size = n // 2
+    """(start, length) of runs to delete from a sequence of n items: all, halves, ..., single items."""
+    size = n
     while size >= 1:
         for start in range(0, n - size + 1, size):
             yield start, size

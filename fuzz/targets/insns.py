@@ -177,7 +177,15 @@ def _code_at(rng: random.Random, mode: Mode) -> tuple[int, int]:
 
 
 def _first_access(case: Case) -> BackendEvent | None:
-    """The exit the instruction would cause: its port, or the GPA of its first memory operand."""
+    """The exit the instruction would cause: its port, or the GPA of its first memory operand. It uses
+    vmmio's decoder and page walker; if they fail, the check of the case reports it."""
+    try:
+        return _translated(case)
+    except Exception:
+        return None
+
+
+def _translated(case: Case) -> BackendEvent | None:
     m = build(case)
     ctl = m.backend.control
     insn = decode(code_bytes(m, case), ctl.code_size)
