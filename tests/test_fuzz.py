@@ -21,7 +21,7 @@ from fuzz.known import KNOWN, classify
 from fuzz.modes import MODES, TOP, TOP_CODE, WINDOWS, template
 from fuzz.runner import TargetResult, run_target
 from fuzz.targets import TARGETS, decoder, insns
-from vmmio.abi import VmEntry
+from vmmio.abi import EntryError, FulfillMmio, MmioExit, VmEntry
 from vmmio.x86.faults import GuestFault
 from vmmio.x86.insn import MemOperand
 from vmmio.x86.paging import Walker
@@ -94,12 +94,15 @@ def test_abi_catches_a_planted_non_canonical_decode(monkeypatch: pytest.MonkeyPa
     assert sum(1 for b in case.record[8:] if b) <= 2, case.record.hex()
 
 
+def _same_access(pending: MmioExit, entry: FulfillMmio) -> bool:
+    return (entry.gpa, entry.size, entry.is_write) == (pending.gpa, pending.size, pending.is_write)
+
+
 def test_entries_catches_a_planted_acceptance(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = vmmio.vmm.vcpu.fulfillment_data
+    real = vmmio.abi.fulfillment_data
 
     def forgetful(pending: Any, entry: VmEntry) -> int:  # write data no longer has to match
-        mmio = isinstance(pending, vmmio.abi.MmioExit) and isinstance(entry, vmmio.abi.FulfillMmio)
-        if mmio and (entry.gpa, entry.size, entry.is_write) == (pending.gpa, pending.size, pending.is_write):
+        if isinstance(pending, MmioExit) and isinstance(entry, FulfillMmio) and _same_access(pending, entry):
             return entry.data
         return real(pending, entry)
 
@@ -114,8 +117,8 @@ def test_entries_catches_state_changed_by_a_rejection(monkeypatch: pytest.Monkey
     def leaky(self: vmmio.vmm.vcpu.Vcpu, entry: VmEntry | None = None) -> Any:
         try:
             return real(self, entry)
-        except vmmio.abi.EntryError:
-            self.backend.injected.append((6, None, None))  # a rejection that leaves a #UD behind
+        except EntryError:
+            self.backend.inject_exception(6, None, None)  # a rejection that leaves a #UD behind
             raise
 
     monkeypatch.setattr(vmmio.vmm.vcpu.Vcpu, "run", leaky)
