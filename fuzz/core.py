@@ -79,7 +79,12 @@ def signature(exc: BaseException) -> str:
         return exc.key
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" in {Path(frames[-1].filename).name}:{frames[-1].name}" if frames else ""
-    return f"{type(exc).__name__}{where}"
+    return f"{_qualified(type(exc))}{where}"
+
+
+def _qualified(cls: type) -> str:
+    """`ValueError`, but `struct.error` rather than a bare `error`."""
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def describe(exc: BaseException) -> str:
@@ -88,7 +93,7 @@ def describe(exc: BaseException) -> str:
         return str(exc)
     frames = traceback.extract_tb(exc.__traceback__)[-3:]
     where = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
-    return f"{type(exc).__name__}: {exc} (at {where})"
+    return f"{_qualified(type(exc))}: {exc} (at {where})"
 
 
 def run_case(target: Target[C], case: C, stats: Stats) -> tuple[int, BaseException | None]:
@@ -105,13 +110,31 @@ def render(value: object, ns: str = "t") -> str:
         args = ", ".join(f"{f.name}={render(getattr(value, f.name), ns)}" for f in dataclasses.fields(value))
         return f"{ns}.{type(value).__name__}({args})"
     if isinstance(value, bytes | bytearray):
-        return f"bytes.fromhex({bytes(value).hex()!r})"
+        return _render_bytes(bytes(value))
     if isinstance(value, tuple):
         inner = ", ".join(render(v, ns) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
     if isinstance(value, bool | enum.Enum) or not isinstance(value, int):
         return repr(value)
     return hex(value) if value >= 4096 else str(value)
+
+
+def _render_bytes(data: bytes) -> str:
+    """bytes.fromhex('...'), with runs of ZERO_RUN or more zero bytes as `bytes(n)` so that a shrunk
+    image (mostly zeroed) stays readable."""
+    parts = []
+    for zero, run in itertools.groupby(data, key=lambda b: b == 0):
+        chunk = bytes(run)
+        if zero and len(chunk) >= ZERO_RUN:
+            parts.append(f"bytes({len(chunk)})")
+        elif parts and parts[-1].startswith("bytes.fromhex"):
+            parts[-1] = f"bytes.fromhex({parts[-1][15:-2] + chunk.hex()!r})"
+        else:
+            parts.append(f"bytes.fromhex({chunk.hex()!r})")
+    return " + ".join(parts) or "b''"
+
+
+ZERO_RUN = 16
 
 
 def reproducer(target: Target[C], case: C) -> str:

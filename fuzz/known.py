@@ -41,6 +41,15 @@ KNOWN: tuple[KnownBug, ...] = (
         "space leaves RIP = 0x100000000 + k instead of wrapping EIP to k; VM entry rejects such a RIP "
         "(bits 63:32 must be 0 when CS.L = 0).",
     ),
+    KnownBug(
+        "linux-above-4g",
+        "images",
+        "struct.error in linux.py:_put",
+        "A bzImage whose kernel is placed at or above 4 GiB (pref_address there and not relocatable, or "
+        "init_size too big for RAM below 4 GiB in a layout with RAM above it) makes build_boot_params "
+        "pack kernel_addr into the 32-bit code32_start: struct.error escapes load() instead of an "
+        "ImageError (or a placement below 4 GiB).",
+    ),
 )
 
 

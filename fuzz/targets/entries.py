@@ -107,14 +107,17 @@ _RM_FORMS: tuple[tuple[tuple[int, ...], tuple[int, ...] | None, str], ...] = (
 )
 
 
+_SIZES = ((b"", 0), (b"", 0), (b"\x66", 0), (b"", 0x48))  # default, 66, REX.W operand size
+
+
 def _rm_insn(rng: random.Random) -> bytes:
     """A ModRM form of the table above with an operand size (none, 66, REX.W) and REX.R registers."""
     opcodes, regs, imm = rng.choice(_RM_FORMS)
     op = rng.choice(opcodes)
     reg = rng.choice(LOADABLE) if regs is None else rng.choice(regs)
-    size = rng.choice((b"", b"", b"\x66", b"w"))
-    rex = 0x40 | (8 if size == b"w" else 0) | (4 if reg >= 8 else 0)
-    pfx = (b"\x66" if size == b"\x66" else b"") + (bytes((rex,)) if rex != 0x40 else b"")
+    size, rex = rng.choice(_SIZES)
+    rex |= 0x44 if reg >= 8 else 0
+    pfx = size + (bytes((rex,)) if rex else b"")
     opbytes = bytes((0x0F, op & 0xFF)) if op > 0xFF else bytes((op,))
     tail = b"" if not imm else rng.randbytes(1) if imm == "b" else _imm(rng, op & 1, pfx)
     return pfx + opbytes + _modrm_abs(reg, _address(rng)) + tail
@@ -143,7 +146,7 @@ def _port_insn(rng: random.Random) -> bytes:
 
 
 def _load_count(rng: random.Random) -> bytes:
-    """mov ecx/rsi-free register, [mmio]: userspace's answer becomes a REP count or a port in DX."""
+    """mov ecx/edx, [mmio]: userspace's answer becomes a REP count or a port number."""
     reg = rng.choice((RCX, RCX, RDX))
     return b"\x8b" + _modrm_abs(reg, MMIO + rng.randrange(0x40))
 
@@ -188,17 +191,45 @@ def _value(data: int, size: int) -> int:
 
 
 def _stray(step: Step) -> VmEntry:
+    """A fulfillment made up from `step.data` alone: nothing pending asked for it."""
     d = step.data
     if d & 1:
         size = (1, 2, 4, 8)[d >> 1 & 3]
-        return FulfillMmio(
-            (MMIO + (d >> 3 & 0xFF)) & ~(size - 1), size, bool(d >> 11 & 1), 0, step.consistent
-        )
+        gpa = (MMIO + (d >> 3 & 0xFF)) & ~(size - 1)
+        return FulfillMmio(gpa, size, bool(d >> 11 & 1), 0, step.consistent)
     return FulfillInout(d >> 3 & 0xFFFF, (1, 2, 4)[(d >> 1 & 3) % 3], bool(d >> 19 & 1), 0, step.consistent)
 
 
+# A fulfillment as fields: (GPA or port, size, is_write or is_in, data); the sizes its kind allows.
+Fields = tuple[int, int, bool, int]
+
+
+def _wrong_addr(f: Fields, d: int, sizes: tuple[int, ...]) -> Fields:
+    bit = 12 + d % 40 if len(sizes) == 4 else d % 16  # another page at the same offset, or another port
+    return (f[0] ^ 1 << bit, f[1], f[2], f[3])
+
+
+def _wrong_size(f: Fields, d: int, sizes: tuple[int, ...]) -> Fields:
+    size = sizes[(sizes.index(f[1]) + 1 + d % (len(sizes) - 1)) % len(sizes)]
+    addr = f[0] & ~(size - 1) if len(sizes) == 4 else f[0]  # keep an MMIO answer within its page
+    return (addr, size, f[2], f[3] & ((1 << (8 * size)) - 1))
+
+
+def _wrong_data(f: Fields, d: int, sizes: tuple[int, ...]) -> Fields:
+    return (f[0], f[1], f[2], f[3] ^ 1 << (d % (8 * f[1])))
+
+
+MISMATCH: dict[str, Callable[[Fields, int, tuple[int, ...]], Fields]] = {
+    "right": lambda f, d, sizes: f,
+    "wrong_addr": _wrong_addr,
+    "wrong_size": _wrong_size,
+    "wrong_dir": lambda f, d, sizes: (f[0], f[1], not f[2], f[3]),
+    "wrong_data": _wrong_data,
+}
+
+
 def make_entry(step: Step, pending: MmioExit | InoutExit | None) -> VmEntry:
-    """The entry `step` stands for, given what is pending."""
+    """The entry `step` stands for, given what is pending: the right answer changed as its kind says."""
     kind, d, ec = step.kind, step.data, step.consistent
     if kind == "default" or (pending is None and kind in ("right", "wrong_data")):
         return Default(ec)
@@ -207,38 +238,20 @@ def make_entry(step: Step, pending: MmioExit | InoutExit | None) -> VmEntry:
     if pending is None or kind == "stray":
         return _stray(step)
     if isinstance(pending, MmioExit):
-        gpa, size, write, data = pending.gpa, pending.size, pending.is_write, pending.data
-        if not write:
-            data = _value(d, size)
-        if kind == "wrong_addr":
-            gpa ^= 1 << (12 + d % 40)  # another page, same offset: still a valid request
-        elif kind == "wrong_size":
-            size = (1, 2, 4, 8)[((1, 2, 4, 8).index(size) + 1 + d % 3) % 4]
-            gpa &= ~(size - 1)
-            data &= (1 << (8 * size)) - 1
-        elif kind == "wrong_dir":
-            write = not write
-            data = data if write else 0
-        elif kind == "wrong_data" and write:
-            data ^= 1 << (d % (8 * size))
-        elif kind == "wrong_kind":
-            return FulfillInout(gpa & 0xFFFF, (1, 2, 4)[d % 3], write, 0, ec)
-        return FulfillMmio(gpa, size, write, data, ec)
-    port, size, is_in, data = pending.port, pending.size, pending.is_in, pending.data
-    if is_in:
-        data = _value(d, size)
-    if kind == "wrong_addr":
-        port ^= 1 << (d % 16)
-    elif kind == "wrong_size":
-        size = (1, 2, 4)[((1, 2, 4).index(size) + 1 + d % 2) % 3]
-        data &= (1 << (8 * size)) - 1
-    elif kind == "wrong_dir":
-        is_in = not is_in
-    elif kind == "wrong_data" and not is_in:
-        data ^= 1 << (d % (8 * size))
-    elif kind == "wrong_kind":
-        return FulfillMmio(MMIO + (port & 0xFF0), (1, 2, 4, 8)[d % 4], not is_in, 0, ec)
-    return FulfillInout(port, size, is_in, data, ec)
+        if kind == "wrong_kind":
+            return FulfillInout(pending.gpa & 0xFFFF, (1, 2, 4)[d % 3], pending.is_write, 0, ec)
+        data = pending.data if pending.is_write else _value(d, pending.size)
+        f = MISMATCH[kind]((pending.gpa, pending.size, pending.is_write, data), d, (1, 2, 4, 8))
+        if kind == "wrong_data" and not pending.is_write:  # any data answers a read
+            f = (f[0], f[1], f[2], data)
+        return FulfillMmio(*f, ec)
+    if kind == "wrong_kind":
+        return FulfillMmio(MMIO + (pending.port & 0xFF0), (1, 2, 4, 8)[d % 4], not pending.is_in, 0, ec)
+    data = _value(d, pending.size) if pending.is_in else pending.data
+    f = MISMATCH[kind]((pending.port, pending.size, pending.is_in, data), d, (1, 2, 4))
+    if kind == "wrong_data" and pending.is_in:
+        f = (f[0], f[1], f[2], data)
+    return FulfillInout(*f, ec)
 
 
 def accepts(entry: VmEntry, pending: MmioExit | InoutExit | None) -> bool:

@@ -98,7 +98,6 @@ class Rig:
     vm: Vm
     backend: ScriptedBackend
     vcpu: Vcpu
-    code_gpa: int
 
 
 def build(case: Case) -> Rig:
@@ -107,14 +106,16 @@ def build(case: Case) -> Rig:
     region = vm.add_ram(0, RAM_END)
     if mode.paging is not None:  # the template is zero outside the page tables, as fresh RAM is
         region.view[PT_POOL:PT_END] = template(mode.paging)[0][PT_POOL:PT_END]
-    gpa = code_address(mode, case.cs_base, case.rip)
-    code = case.code[: max(0, RAM_END - gpa)]
-    region.view[gpa : gpa + len(code)] = code
+    wrap = (1 << 64) - 1 if mode.bits == 64 else 0xFFFF_FFFF
+    for i, byte in enumerate(case.code):  # byte by byte: the code may wrap at 4 GiB to linear 0
+        at = code_address(mode, case.cs_base, (case.rip + i) & wrap)
+        if at < RAM_END:
+            region.view[at] = byte
     vm.add_mmio_device(KDEV, 0x1000, MemDevice(0x1000))
     vm.add_port_device(KPORT, 4, MemDevice(4))
     regs = Regs(list((case.gprs + (0,) * 16)[:16]), case.rip, case.rflags)
     backend = ScriptedBackend(regs, control(case), [_event(case.event)])
-    return Rig(vm, backend, vm.create_vcpu(backend), gpa)
+    return Rig(vm, backend, vm.create_vcpu(backend))
 
 
 def code_bytes(m: Rig, case: Case) -> bytes:
