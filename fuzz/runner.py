@@ -3,7 +3,8 @@
 A target's count is cut into shards of `Target.shard` units; shard n of a run draws from
 Random(f"{seed}/{target}/{n}"), so the cases are the same whatever JOBS is, and a failure reproduces
 from its snippet alone. Targets run one after another, each with all workers, so each has its own
-wall time. A case that runs past TIMEOUT seconds is stopped by SIGALRM and reported as a hang.
+wall time. A case that runs past TIMEOUT seconds is stopped by SIGALRM and reported as a hang. Each
+shard shrinks the first case of each distinct failure; known bugs get a smaller shrinking budget.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fuzz.shrink import shrink
 TIMEOUT = 30.0  # seconds one case may run before it counts as a hang
 REPORTS_PER_SHARD = 4  # distinct failures shrunk per shard; further ones are only counted
 CASE_SUMMARY = 160  # characters of the slowest case shown in the summary
+KNOWN_SHRINK = (500, 5.0)  # attempts and seconds for a known bug: tests/test_fuzz.py has its minimal case
 
 
 @dataclass
@@ -90,7 +92,7 @@ def _report(target: Target[Any], case: Any, exc: BaseException, known: str | Non
         err = attempt(candidate)
         return err is not None and signature(err) == sig
 
-    small = shrink(case, fails)
+    small = shrink(case, fails, *KNOWN_SHRINK) if known else shrink(case, fails)
     err = attempt(small)
     message = describe(err if err is not None else exc)
     return Failure(target.name, sig, message, reproducer(target, small), known)

@@ -194,6 +194,12 @@ KNOWN_CASES: dict[str, tuple[str, Callable[[], None]]] = {
         "images",
         lambda: TARGETS["images"].replay(images.Case(bzimage(init_size=0x400_0000), layout=1)),
     ),
+    "cross-kind-exit": (
+        "insns",
+        lambda: TARGETS["insns"].replay(
+            insns.Case("long64", 0, 0, 0, 0x1000, b"\x29\xd2", event=insns.Event("npf", 0xA_0000))
+        ),
+    ),
     "eip-wrap": (
         "insns",
         lambda: TARGETS["insns"].replay(

@@ -282,6 +282,30 @@ def _check_injected(case: Case, injected: list[tuple[int, int | None, int | None
             raise Violation("injected-cr2", f"vector {vector}, cr2 {cr2}")
 
 
+_PORT_OPS = frozenset((0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF, 0x6C, 0x6D, 0x6E, 0x6F))
+_STRING_OPS = frozenset((*range(0xA4, 0xA8), *range(0xAA, 0xB0), 0x6C, 0x6D, 0x6E, 0x6F))
+_STACK_OPS = frozenset(((0xFF, 6), (0x8F, 0)))  # push/pop r/m: memory even with a register operand
+
+
+def _check_exit_kind(case: Case, insn: Insn) -> None:
+    """An instruction the kernel performed must be one that can cause the exit the hardware reported:
+    docs/abi.md's GPA_MISMATCH is for the code changing between the exit and the decode."""
+    one = insn.opmap == OpMap.ONE
+    ports = one and insn.opcode in _PORT_OPS
+    memory = insn.mem is not None or (
+        one and (insn.opcode in _STRING_OPS or (insn.opcode, insn.reg & 7) in _STACK_OPS)
+    )
+    if case.event.kind == "npf" and not memory:
+        raise Violation(
+            "npf-without-memory-access", f"{insn.mnemonic} performed after an NPF at {case.event.gpa:#x}"
+        )
+    if case.event.kind == "io" and not ports:
+        raise Violation(
+            "io-exit-without-port",
+            f"{insn.mnemonic} performed after an I/O exit on port {case.event.port:#x}",
+        )
+
+
 def check(case: Case, stats: Stats) -> int:
     m = build(case)
     mode = MODES[case.mode]
@@ -292,6 +316,7 @@ def check(case: Case, stats: Stats) -> int:
     rep_string = form is not None and form.string and isinstance(insn, Insn) and insn.rep != 0
     entry = None
     ex: object = None
+    requested = False
     for n in range(STEPS):
         start = perf_counter()
         ex = m.vcpu.run(entry)  # type: ignore[arg-type]
@@ -301,6 +326,7 @@ def check(case: Case, stats: Stats) -> int:
         if not isinstance(ex, MmioExit | InoutExit):
             break
         _check_request(m, ex)
+        requested = True
         entry = _answer(ex, case.answers[n % len(case.answers)] if case.answers else 0)
     else:
         if not rep_string:
@@ -329,6 +355,8 @@ def check(case: Case, stats: Stats) -> int:
             raise Violation("ram-changed-without-completing", f"{ex}, injected {injected}")
         if regs.rip != case.rip:
             raise Violation("rip-moved", f"{ex}, injected {injected}: RIP {case.rip:#x} -> {regs.rip:#x}")
+    if isinstance(insn, Insn) and (requested or (done and not untouched)):
+        _check_exit_kind(case, insn)
     outcome = type(ex).__name__ + (f".{ex.reason.name}" if isinstance(ex, InstEmulExit) else "")
     stats.notes["injected" if injected else "done" if done else outcome] += 1
     return 1
