@@ -1,8 +1,8 @@
 """The in-repo fuzzer (fuzz/): a small slice of every target must find nothing new, and every target must
 catch a planted bug and report it with a shrunk reproducer that replays it, so the harness can fail.
 
-Known vmmio bugs (fuzz/known.py) are strict xfails here: visible in every run, and the test turns red
-once vmmio is fixed, so the row is deleted and the fuzzer checks the fix like any other invariant.
+Known vmmio bugs (fuzz/known.py) are xfails here while they reproduce, so they show in every run; the
+test fails once vmmio is fixed, so the row is deleted and the fuzzer checks the fix like any invariant.
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ def _replay(reproducer: str) -> BaseException:
     raise AssertionError(f"the reproducer did not fail:\n{reproducer}")
 
 
-def _planted(name: str, count: int, expected: str) -> tuple[str, Any]:
-    """Run a slice with a bug planted; the shrunk reproducer of the expected failure, and its case."""
+def _planted(name: str, count: int, expected: str) -> Any:
+    """Run a slice with a bug planted: the shrunk case of the expected failure, whose printed
+    reproducer must replay it."""
     result = _run(name, count)
     assert result.failed > 0, f"{name}: the planted bug went unnoticed"
     found = [f for f in result.failures if f.signature == expected]
@@ -67,8 +68,7 @@ def _planted(name: str, count: int, expected: str) -> tuple[str, Any]:
     assert signature(err) == expected, (signature(err), snippet)
     namespace: dict[str, Any] = {}
     exec(snippet.splitlines()[0], namespace)  # import the target module as `t`
-    case = eval(snippet.splitlines()[-1].split(".replay(", 1)[1][:-1], namespace)
-    return snippet, case
+    return eval(snippet.splitlines()[-1].split(".replay(", 1)[1][:-1], namespace)
 
 
 def test_decoder_catches_a_planted_exception(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +80,7 @@ def test_decoder_catches_a_planted_exception(monkeypatch: pytest.MonkeyPatch) ->
         return real(code, i, modrm, seg)
 
     monkeypatch.setattr(vmmio.x86.decode, "_modrm16", broken)
-    _, case = _planted("decoder", 20_000, "ZeroDivisionError in test_fuzz.py:broken")
+    case = _planted("decoder", 20_000, "ZeroDivisionError in test_fuzz.py:broken")
     assert len(case.code) <= 3 and case.code[-1] == 0x47 and case.junk == b"", case  # [67] opcode ModRM
 
 
@@ -89,7 +89,7 @@ def test_abi_catches_a_planted_non_canonical_decode(monkeypatch: pytest.MonkeyPa
         return byte != 0
 
     monkeypatch.setattr(vmmio.abi, "_bool", lenient)
-    _, case = _planted("abi", 5_000, "not-canonical")
+    case = _planted("abi", 5_000, "not-canonical")
     assert len(case.record) == 48 and (case.record[33] > 1 or case.record[19] > 1), case.record.hex()
     # Shrunk: the header (magic, version, kind) and the boolean byte; every other byte zeroed.
     assert sum(1 for b in case.record[8:] if b) <= 2, case.record.hex()
@@ -108,7 +108,7 @@ def test_entries_catches_a_planted_acceptance(monkeypatch: pytest.MonkeyPatch) -
         return real(pending, entry)
 
     monkeypatch.setattr(vmmio.vmm.vcpu, "fulfillment_data", forgetful)
-    _, case = _planted("entries", 3_000, "invalid-accepted")
+    case = _planted("entries", 3_000, "invalid-accepted")
     assert len(case.program) == 1 and len(case.steps) <= 3, case  # run, [answer the read], bad write echo
 
 
@@ -123,7 +123,7 @@ def test_entries_catches_state_changed_by_a_rejection(monkeypatch: pytest.Monkey
             raise
 
     monkeypatch.setattr(vmmio.vmm.vcpu.Vcpu, "run", leaky)
-    _, case = _planted("entries", 3_000, "rejected-changed")
+    case = _planted("entries", 3_000, "rejected-changed")
     assert len(case.steps) == 1, case
 
 
@@ -135,7 +135,7 @@ def test_insns_catches_a_planted_double_injection(monkeypatch: pytest.MonkeyPatc
         real(self, fault)
 
     monkeypatch.setattr(vmmio.vmm.vcpu.Vcpu, "_inject", twice)
-    _, case = _planted("insns", 1_000, "injected-twice")
+    case = _planted("insns", 1_000, "injected-twice")
     assert len(case.code) <= 4 and case.answers == (), case
 
 
@@ -149,7 +149,7 @@ def test_images_catches_a_planted_parser_crash(monkeypatch: pytest.MonkeyPatch) 
         return real(data, layout)
 
     monkeypatch.setattr(detect, "load_elf", crashing)
-    _, case = _planted("images", 500, "IndexError in test_fuzz.py:crashing")
+    case = _planted("images", 500, "IndexError in test_fuzz.py:crashing")
     assert len(case.data) == 5 and case.data[4] == 2, case.data
 
 
