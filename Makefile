@@ -4,8 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench verify docs corpus guests guests-check clean kvm-unit-tests \
-	c-client fuzz-service
+.PHONY: demo test lint typecheck unit bench verify docs fuzz fuzz-atheris corpus guests guests-check clean \
+	kvm-unit-tests c-client fuzz-service
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/vmmio demo
 
-SOURCES := vmmio tests bench guests examples docs
+SOURCES := vmmio tests bench guests examples docs fuzz
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
@@ -65,6 +65,30 @@ verify: $(STAMP)
 # examples linked from every page: build/docs/index.html.
 docs: $(STAMP)
 	$(BIN)/python docs/api.py --out build/docs
+
+# Fuzzing that lives in the repo (fuzz/): per target, the count run, failures (each printed with a shrunk
+# reproducer), the worst time of one unit and the wall time. Counts, JOBS and SEED are make variables
+# (`make fuzz INSNS=1000`); each shard of a target derives its own seed from SEED, so results do not
+# depend on JOBS. Target-specific defaults, because `verify` has its own INSNS.
+fuzz: DECODER = 1000000
+fuzz: ABI = 100000
+fuzz: ENTRIES = 100000
+fuzz: INSNS = 200000
+fuzz: IMAGES = 20000
+fuzz: JOBS = 2
+fuzz: SEED = 1
+fuzz: $(STAMP)
+	$(BIN)/python -m fuzz --decoder $(DECODER) --abi $(ABI) --entries $(ENTRIES) --insns $(INSNS) \
+		--images $(IMAGES) --jobs $(JOBS) --seed $(SEED)
+
+# Optional coverage-guided fuzzing of the decoder and the ABI with atheris (installed on first use), for
+# SECONDS seconds each; findings are printed with the same replay snippets, crash inputs go to build/.
+fuzz-atheris: SECONDS = 120
+fuzz-atheris: $(STAMP)
+	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install -q atheris
+	mkdir -p build/atheris
+	$(BIN)/python -m fuzz.atheris_main decoder -max_total_time=$(SECONDS) -artifact_prefix=build/atheris/
+	$(BIN)/python -m fuzz.atheris_main abi -max_total_time=$(SECONDS) -artifact_prefix=build/atheris/
 
 # Optional extra real code for the decoder oracles (a Debian kernel image and modules, 32-bit libc);
 # without it those parts of the real-code tests skip and say why. Needs root and Debian's apt.

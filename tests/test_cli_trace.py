@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import BACKENDS, ADDPS_MMIO, PRINT_A_EXIT_3, vmmio_cmd
+from test_cli import ADDPS_MMIO, BACKENDS, PRINT_A_EXIT_3, vmmio_cmd
 
 from vmmio.cli import EXIT_GUEST, EXIT_OK, EXIT_STOPPED, main
 
