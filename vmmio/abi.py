@@ -49,6 +49,8 @@ __all__ = [
     "VmEntry",
     "VmExit",
     "fulfillment_data",
+    "inout_request",
+    "mmio_request",
     "pack_entry",
     "pack_exit",
     "split_access",
@@ -272,7 +274,8 @@ class MmioExit:
         """Build the answer the kernel expects: the value read, or (write) the written data echoed.
 
         For a write pass nothing (device write handlers return None); passing other data than was
-        written is a caller bug and raises.
+        written is a caller bug and raises. Only what the caller adds is checked: the request's own
+        fields are valid already.
         """
         if self.is_write:
             if data is not None and data != self.data:
@@ -280,10 +283,12 @@ class MmioExit:
                     f"MmioExit.fulfill: a write fulfillment echoes the written data {self.data:#x}, "
                     f"not {data!r}"
                 )
-            return FulfillMmio(self.gpa, self.size, True, self.data, exit_consistent)
-        if data is None:
+            data = self.data
+        elif data is None:
             raise AbiError("MmioExit.fulfill: a read needs the value read")
-        return FulfillMmio(self.gpa, self.size, False, data, exit_consistent)
+        if type(data) is not int or not 0 <= data < 1 << (8 * self.size) or exit_consistent is not False:
+            return FulfillMmio(self.gpa, self.size, self.is_write, data, exit_consistent)  # checks it all
+        return _fulfill_mmio(self.gpa, self.size, self.is_write, data)
 
     def matches(self, entry: VmEntry) -> bool:
         """The one definition of "this entry fulfills this request", shared by kernel and tests."""
@@ -322,10 +327,12 @@ class InoutExit:
                     f"InoutExit.fulfill: an OUT fulfillment echoes the written data {self.data:#x}, "
                     f"not {data!r}"
                 )
-            return FulfillInout(self.port, self.size, False, self.data, exit_consistent)
-        if data is None:
+            data = self.data
+        elif data is None:
             raise AbiError("InoutExit.fulfill: an IN needs the value read")
-        return FulfillInout(self.port, self.size, True, data, exit_consistent)
+        if type(data) is not int or not 0 <= data < 1 << (8 * self.size) or exit_consistent is not False:
+            return FulfillInout(self.port, self.size, self.is_in, data, exit_consistent)  # checks it all
+        return _fulfill_inout(self.port, self.size, self.is_in, data)
 
     def matches(self, entry: VmEntry) -> bool:
         """The one definition of "this entry fulfills this request", shared by kernel and tests."""
@@ -470,6 +477,70 @@ class Discard:
 
     def __post_init__(self) -> None:
         _flag("Discard", "exit_consistent", self.exit_consistent)
+
+
+# --- requests the kernel builds -----------------------------------------------------------------------
+#
+# An exit the kernel derives from its own state (a GPA it translated, a size from its split rule) needs
+# no validation: these build the same frozen values without it, setting the slots directly (a fifth of
+# the constructor's cost). The fulfillment helpers use the same path once they have checked what the
+# caller added. Anything built from outside input goes through the constructors.
+
+_new = object.__new__
+
+
+def _setters(cls: type, names: str) -> tuple[Callable[[object, object], None], ...]:
+    return tuple(cls.__dict__[name].__set__ for name in names.split())
+
+
+_MMIO_SET = _setters(MmioExit, "gpa size is_write data")
+_INOUT_SET = _setters(InoutExit, "port size is_in data")
+_FMMIO_SET = _setters(FulfillMmio, "gpa size is_write data exit_consistent")
+_FINOUT_SET = _setters(FulfillInout, "port size is_in data exit_consistent")
+
+
+def mmio_request(gpa: int, size: int, is_write: bool, data: int) -> MmioExit:
+    """`MmioExit(gpa, size, is_write, data)` for the kernel, which guarantees the fields are valid."""
+    ex = _new(MmioExit)
+    a, b, c, d = _MMIO_SET
+    a(ex, gpa)
+    b(ex, size)
+    c(ex, is_write)
+    d(ex, data)
+    return ex
+
+
+def inout_request(port: int, size: int, is_in: bool, data: int) -> InoutExit:
+    """`InoutExit(port, size, is_in, data)` for the kernel, which guarantees the fields are valid."""
+    ex = _new(InoutExit)
+    a, b, c, d = _INOUT_SET
+    a(ex, port)
+    b(ex, size)
+    c(ex, is_in)
+    d(ex, data)
+    return ex
+
+
+def _fulfill_mmio(gpa: int, size: int, is_write: bool, data: int) -> FulfillMmio:
+    entry = _new(FulfillMmio)
+    a, b, c, d, e = _FMMIO_SET
+    a(entry, gpa)
+    b(entry, size)
+    c(entry, is_write)
+    d(entry, data)
+    e(entry, False)
+    return entry
+
+
+def _fulfill_inout(port: int, size: int, is_in: bool, data: int) -> FulfillInout:
+    entry = _new(FulfillInout)
+    a, b, c, d, e = _FINOUT_SET
+    a(entry, port)
+    b(entry, size)
+    c(entry, is_in)
+    d(entry, data)
+    e(entry, False)
+    return entry
 
 
 VmExit: TypeAlias = MmioExit | InoutExit | InstEmulExit | HltExit | ShutdownExit | SuspendedExit

@@ -108,6 +108,7 @@ class GuestMemory:
     def __init__(self) -> None:
         self.ram: list[RamRegion] = []
         self.regions: RangeMap[Region] = RangeMap("guest-physical region")
+        self.generation = 0  # bumped by every region added: what caches of `find` results check
 
     def add_ram(self, gpa: int, size: int, backing: mmap.mmap | None = None) -> RamRegion:
         """RAM at [gpa, gpa+size): fresh anonymous memory, or `backing`, a mapping of exactly `size`
@@ -122,11 +123,13 @@ class GuestMemory:
         self.regions.add(gpa, size, region)
         self.ram.append(region)
         self.ram.sort(key=lambda r: r.gpa)
+        self.generation += 1
         return region
 
     def add_handler(self, gpa: int, size: int, handler: Device) -> None:
         _check_range(gpa, size)
         self.regions.add(gpa, size, HandlerRegion(gpa, size, handler))
+        self.generation += 1
 
     def find(self, gpa: int) -> Region | None:
         """The region containing `gpa`, or None when userspace owns it."""

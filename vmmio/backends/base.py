@@ -13,10 +13,11 @@ from typing import Protocol
 from vmmio.x86.cpuid import CpuidTable
 from vmmio.x86.state import Control, Regs, VectorState
 
-# Events a backend reports from run(). Plain classes with slots: they are created on every exit.
+# Events a backend reports from run(): plain slotted records, created on every exit (a frozen dataclass
+# costs three times as much to build). The kernel only reads them.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NpfEvent:
     """A guest-physical address with no RAM behind it was touched; nothing of the instruction ran.
 
@@ -30,7 +31,7 @@ class NpfEvent:
     fetch: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IoEvent:
     """A port I/O instruction (in/out/ins/outs) is at RIP; nothing of it ran."""
 
@@ -39,12 +40,12 @@ class IoEvent:
     is_in: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HltEvent:
     """The guest executed HLT; RIP already points past it."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ShutdownEvent:
     """The vCPU cannot continue: a triple fault, or an event the backend cannot deliver (`detail`)."""
 
@@ -52,7 +53,7 @@ class ShutdownEvent:
     unsupported: bool = False  # the backend, not the guest, is the limit
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoppedEvent:
     """The backend stopped for its own reasons (time slice, request): nothing to service.
 

@@ -55,6 +55,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Final
 
 from unicorn import unicorn_const as ucc
@@ -162,6 +163,7 @@ INITIAL_IPS = 20_000_000
 # Translation-cache size: QEMU flushes it whole when full, so this bounds the engine's memory.
 TCG_BUFFER_SIZE = 64 << 20
 _INTR_HLT = _EXCP_VMEXIT + _SVM_EXIT_HLT
+_RIP = ux.UC_X86_REG_RIP
 
 # Register batch: GPRs in hardware order, then RIP and RFLAGS (Regs and the dirty mask use this order).
 _REG_IDS = (
@@ -183,6 +185,10 @@ _ALL_REGS = struct.Struct(f"<{_NREGS}Q")
 _LEGACY_PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3))
 _MASK64 = (1 << 64) - 1
 _NO_EXIT = _MASK64  # `until` for emu_start; with exits enabled and an empty exit list it is ignored
+_WRITE_UNMAPPED = ucc.UC_MEM_WRITE_UNMAPPED
+# uc_reg_write_batch's arguments for one dirty mask: ids, value pointers, count, the values' picker, packer.
+_WriteSet = tuple[Any, Any, int, Callable[[list[int]], tuple[int, ...]], struct.Struct]
+_FETCH_UNMAPPED = ucc.UC_MEM_FETCH_UNMAPPED
 
 
 def _ctl_code(ctl: int, op: int, nargs: int) -> int:
@@ -480,9 +486,17 @@ class UnicornBackend:
         self._ids = (ctypes.c_int * _NREGS)(*_REG_IDS)
         self._ptrs = (_void_p * _NREGS)(*(ctypes.addressof(self._vals) + 8 * i for i in range(_NREGS)))
         self._wvals = (_u64 * _NREGS)()
-        self._write_sets: dict[int, tuple[Any, Any, int, tuple[int, ...], struct.Struct]] = {}
-        self._rip_val = _u64()
-        self._rip: int | None = None  # RIP as last written through the API, while the engine is idle
+        self._write_sets: dict[int, _WriteSet] = {}
+        self._rip_val = _u64()  # scratch for single-register reads and writes
+        # uc_emu_start's arguments, prebuilt: ctypes converts nothing for objects of the declared types.
+        self._start_rip = _u64()  # where the next run starts, valid while `_rip_known`
+        self._rip_known = False  # RIP written through the API since the engine last ran
+        self._until = _u64(_NO_EXIT)
+        self._timeout_arg = _u64(0)
+        self._count_arg = ctypes.c_size_t(0)
+        self._regs_at = self._layout.eip - 8 * 16  # GPRs, RIP, RFLAGS: 18 qwords in the CPU-state blob
+        self._regs_fresh = False  # the blob holds the registers (saved after the last run, none written)
+        self._mid_exec = False  # the engine's state was restored from a snapshot taken while it ran
 
         # Per-run state written by the hooks.
         self._event: BackendEvent | None = None
@@ -542,7 +556,7 @@ class UnicornBackend:
             )
             self._callbacks.append(cb)
 
-        add(ucc.UC_HOOK_MEM_UNMAPPED, _MEM_CB(self._guard(self._on_unmapped, False)))
+        add(ucc.UC_HOOK_MEM_UNMAPPED, _MEM_CB(self._on_unmapped))  # guards itself: it runs on every exit
         add(ucc.UC_HOOK_MEM_PROT, _MEM_CB(self._guard(self._on_prot, False)))
         add(ucc.UC_HOOK_INTR, _INTR_CB(self._guard(self._on_intr, None)))
         add(ucc.UC_HOOK_INSN, _IN_CB(self._guard(self._on_in, 0)), ctypes.c_int(ux.UC_X86_INS_IN))
@@ -635,9 +649,12 @@ class UnicornBackend:
     # -- hooks (run inside uc_emu_start) --------------------------------------------------------------
 
     def _on_unmapped(self, _h: Any, access: int, address: int, size: int, value: int, _ud: Any) -> bool:
-        if self._event is None and not self._rolling:
-            fetch = access == ucc.UC_MEM_FETCH_UNMAPPED
-            self._event = NpfEvent(address, access == ucc.UC_MEM_WRITE_UNMAPPED, fetch)
+        try:
+            if self._event is None and not self._rolling:
+                self._event = NpfEvent(address, access == _WRITE_UNMAPPED, access == _FETCH_UNMAPPED)
+        except BaseException as e:  # as _guard does for the other hooks
+            if self._hook_error is None:
+                self._hook_error = e
         return False
 
     def _on_prot(self, _h: Any, access: int, address: int, size: int, value: int, _ud: Any) -> bool:
@@ -756,23 +773,28 @@ class UnicornBackend:
         if self._budget is not None and not count:
             count = self._budget
         timeout = self.timeout_us if timeout_us is None else timeout_us
+        if count != self._count_arg.value:
+            self._count_arg.value = count
+        if timeout != self._timeout_arg.value:
+            self._timeout_arg.value = timeout
         if len(self._mapped) != len(self.memory.ram):
             self._map_new_ram()
         if self._flush_pending:
             self._eng.ctl(ucc.UC_CTL_TB_FLUSH)
             self._flush_pending = False
             self.tb_flushes += 1
-        stop_at, self._stop_at = self._stop_at, None
-        if stop_at is not None:
-            self._set_exits(stop_at)
+        stop_at = self._stop_at
+        if stop_at is None:
+            return self._run(count, timeout, None)
+        self._stop_at = None
+        self._set_exits(stop_at)
         try:
             return self._run(count, timeout, stop_at)
         finally:
-            if stop_at is not None:
-                # The engine stops at an exit by translating a HLT there: forget that translation.
-                self._set_exits(None)
-                self._eng.ctl(ucc.UC_CTL_TB_FLUSH)
-                self.tb_flushes += 1
+            # The engine stops at an exit by translating a HLT there: forget that translation.
+            self._set_exits(None)
+            self._eng.ctl(ucc.UC_CTL_TB_FLUSH)
+            self.tb_flushes += 1
 
     def _set_exits(self, rip: int | None) -> None:
         self._exit_buf[0] = rip or 0
@@ -781,29 +803,32 @@ class UnicornBackend:
 
     def _run(self, count: int, timeout: int, stop_at: int | None) -> BackendEvent:
         h = self._h
-        rip_val = self._rip_val
+        start_rip = self._start_rip
+        emu_start = _lib.uc_emu_start
         while True:
             if self._stop_requested:
                 self._stop_requested = False
                 return StoppedEvent()
             self._event = None
             self._intr = None
-            self._hook_error = None
             self._ctl = None
-            rip = self._rip
-            if rip is None:
-                _lib.uc_reg_read(h, ux.UC_X86_REG_RIP, ctypes.byref(rip_val))
-                rip = rip_val.value
+            self._regs_fresh = False
+            self._mid_exec = False
+            if not self._rip_known:
+                _lib.uc_reg_read(h, _RIP, ctypes.byref(start_rip))
             self._running = True
-            started = time.perf_counter()
-            err = _lib.uc_emu_start(h, rip, _NO_EXIT, timeout, count)
+            started = time.perf_counter() if self._budget is not None else 0.0
+            err = emu_start(h, start_rip, self._until, self._timeout_arg, self._count_arg)
             self._running = False
-            self._rip = None
+            self._rip_known = False
             if self._rolling:
                 _check(_lib.uc_context_restore(h, self._snap), "uc_context_restore")
                 for region, _ in self._mapped:
                     _lib.uc_mem_protect(h, region.gpa, region.size, ucc.UC_PROT_ALL)
                 self._rolling = False
+                # A snapshot taken inside the engine keeps RFLAGS as QEMU does while it executes: DF and
+                # the arithmetic flags apart, out of the blob's field. Only the register API reads them.
+                self._mid_exec = True
             if self._hook_error is not None:
                 error, self._hook_error = self._hook_error, None
                 raise error
@@ -828,7 +853,8 @@ class UnicornBackend:
                 self._engine_exception(intno, rip)
             elif err == ucc.UC_ERR_INSN_INVALID:
                 # Unicorn stops on #UD instead of reporting it; RIP is at the instruction.
-                _lib.uc_reg_read(h, ux.UC_X86_REG_RIP, ctypes.byref(rip_val))
+                rip_val = self._rip_val
+                _lib.uc_reg_read(h, _RIP, ctypes.byref(rip_val))
                 self._raise_event(UD, None, 0, rip_val.value, None)
             elif err != ucc.UC_ERR_OK:
                 raise UnicornBackendError(f"uc_emu_start: {_lib.uc_strerror(err).decode()}")
@@ -847,8 +873,10 @@ class UnicornBackend:
                 return StoppedEvent(timer=self._budget is not None)
 
     def _write_rip(self, rip: int) -> None:
-        self._rip = self._rip_val.value = rip & _MASK64
-        _lib.uc_reg_write(self._h, ux.UC_X86_REG_RIP, ctypes.byref(self._rip_val))
+        self._start_rip.value = rip & _MASK64
+        _lib.uc_reg_write(self._h, _RIP, ctypes.byref(self._start_rip))
+        self._rip_known = True
+        self._regs_fresh = False
 
     def _hlt_length(self, rip: int) -> int:
         """Length of the HLT at RIP (prefixes included), as hardware reports it with the exit.
@@ -915,36 +943,51 @@ class UnicornBackend:
     # -- registers ------------------------------------------------------------------------------------
 
     def get_regs(self) -> Regs:
-        """All GPRs, RIP and RFLAGS in one uc_reg_read_batch call."""
-        _lib.uc_reg_read_batch(self._h, self._ids, self._ptrs, _NREGS)
-        vals = _ALL_REGS.unpack_from(self._vals)
+        """All GPRs, RIP and RFLAGS: from the CPU-state blob when get_control saved it after the last run
+        (the kernel reads both on every exit) and nothing was written since, else in one batch call."""
+        if self._regs_fresh:
+            vals = _ALL_REGS.unpack_from(self._ctx_bytes, self._regs_at)
+        else:
+            _lib.uc_reg_read_batch(self._h, self._ids, self._ptrs, _NREGS)
+            vals = _ALL_REGS.unpack_from(self._vals)
         return Regs(list(vals[:16]), vals[16], vals[17])
 
     def set_regs(self, regs: Regs, dirty: int) -> None:
-        """Write the registers in `dirty` in one uc_reg_write_batch call."""
+        """Write the registers in `dirty` in one uc_reg_write_batch call, with arguments prebuilt per mask."""
         dirty &= DIRTY_ALL
         if not dirty:
             return
         entry = self._write_sets.get(dirty)
         if entry is None:
-            idx = tuple(n for n in range(_NREGS) if dirty >> n & 1)
-            ids = (ctypes.c_int * len(idx))(*(_REG_IDS[n] for n in idx))
-            base = ctypes.addressof(self._wvals)
-            ptrs = (_void_p * len(idx))(*(base + 8 * i for i in range(len(idx))))
-            entry = (ids, ptrs, len(idx), idx, struct.Struct(f"<{len(idx)}Q"))
-            if len(self._write_sets) < 512:
-                self._write_sets[dirty] = entry
-        ids, ptrs, n, idx, packer = entry
-        values = [*regs.gprs, regs.rip, regs.rflags]
-        if n != _NREGS:
-            values = [values[i] for i in idx]
+            entry = self._write_set(dirty)
+        ids, ptrs, n, pick, packer = entry
+        values = pick([*regs.gprs, regs.rip, regs.rflags])
         try:
             packer.pack_into(self._wvals, 0, *values)
         except struct.error:  # a value outside 0..2^64-1: store it modulo 2^64 like the CPU would
             packer.pack_into(self._wvals, 0, *(v & _MASK64 for v in values))
         _lib.uc_reg_write_batch(self._h, ids, ptrs, n)
+        self._regs_fresh = False
         if dirty & DIRTY_RIP:
-            self._rip = regs.rip & _MASK64
+            self._start_rip.value = regs.rip & _MASK64
+            self._rip_known = True
+
+    def _write_set(self, dirty: int) -> _WriteSet:
+        """uc_reg_write_batch's arguments for the registers in `dirty`, and how to pick their values."""
+        idx = tuple(n for n in range(_NREGS) if dirty >> n & 1)
+        ids = (ctypes.c_int * len(idx))(*(_REG_IDS[n] for n in idx))
+        base = ctypes.addressof(self._wvals)
+        ptrs = (_void_p * len(idx))(*(base + 8 * i for i in range(len(idx))))
+        # itemgetter of one index returns the item, not a tuple: pick it twice and pack both copies (the
+        # second lands in a slot no pointer names).
+        pick: Callable[[list[int]], tuple[int, ...]] = (
+            itemgetter(*idx, *idx[:1]) if len(idx) == 1 else itemgetter(*idx)
+        )
+        packer = struct.Struct(f"<{max(len(idx), 2)}Q")
+        entry = (ids, ptrs, len(idx), pick, packer)
+        if len(self._write_sets) < 512:
+            self._write_sets[dirty] = entry
+        return entry
 
     # -- control state --------------------------------------------------------------------------------
 
@@ -958,10 +1001,12 @@ class UnicornBackend:
         ctl = self._ctl
         if ctl is None:
             # The blob is saved anyway; rebuild the Control only if its bytes changed since last time.
-            eng, lay = self._eng, self._layout
-            eng.save()
-            raw = self._ctx_bytes
-            key = raw[lay.hflags : lay.cr + 40].tobytes() + raw[lay.efer : lay.efer + 8].tobytes()
+            # The span from hflags to EFER holds the segment caches, descriptor tables and CRs; what
+            # lies between the CRs and EFER (A20 mask, MPX bounds) does not change as a guest runs.
+            lay = self._layout
+            _lib.uc_context_save(self._h, self._eng.ctx)
+            self._regs_fresh = not self._mid_exec
+            key = self._ctx_bytes[lay.hflags : lay.efer + 8].tobytes()
             ctl = self._ctl_last
             if key != self._ctl_key or ctl is None:
                 ctl = self._ctl_last = self._read_control()

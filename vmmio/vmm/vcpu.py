@@ -9,8 +9,6 @@ entry; registers are committed only when the instruction (or one REP iteration) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from vmmio.abi import (
     AbiError,
     Default,
@@ -27,6 +25,8 @@ from vmmio.abi import (
     VmEntry,
     VmExit,
     fulfillment_data,
+    inout_request,
+    mmio_request,
     split_access,
 )
 from vmmio.backends.base import (
@@ -40,7 +40,7 @@ from vmmio.backends.base import (
 )
 from vmmio.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, HandlerRegion, RamRegion
 from vmmio.vmm.abort import EmulationAbort
-from vmmio.vmm.semantics import lookup
+from vmmio.vmm.plan import PLANNED_ACCESSES, Access, Piece, Plans, Run
 from vmmio.vmm.semantics.context import (
     NO_AC,
     PORT_CHECK,
@@ -50,23 +50,18 @@ from vmmio.vmm.semantics.context import (
     SYS_READ,
     SYS_WRITE,
     TOUCH,
-    Exec,
-    Form,
-    Steps,
 )
+from vmmio.vmm.tlb import Tlb, holds
 from vmmio.vmm.vm import Vm
 from vmmio.x86.cpuid import CpuidTable
-from vmmio.x86.decode import decode_cached
 from vmmio.x86.delivery import LinearMemory, Unsupported
-from vmmio.x86.faults import GP, PFEC_I, PFEC_U, PFEC_W, UD, GuestFault
-from vmmio.x86.insn import MAX_INSN_LEN, DecodeError, DecodeStatus, Insn
+from vmmio.x86.faults import GP, PFEC_U, PFEC_W, GuestFault
+from vmmio.x86.insn import MAX_INSN_LEN
 from vmmio.x86.ioperm import check_io
-from vmmio.x86.paging import TranslationError, apply_updates
+from vmmio.x86.paging import TranslationError, Updates, apply_updates
 from vmmio.x86.regs import AC, IF, MASK, ZF, Gpr, Seg
 from vmmio.x86.segmentation import linear_address
 from vmmio.x86.state import DIRTY_ALL, DIRTY_RIP, EFER_LMA, Control, Regs, VectorState
-
-DECODE_CACHE_LIMIT = 4096  # instructions with their semantics; the GC pause bound (see x86.decode)
 
 # Page-fault error-code bits each request kind checks (RMW reads are checked for write).
 _ACCESS_BITS = (0, PFEC_W, PFEC_W, 0, 0, PFEC_W)  # by request kind, READ .. SYS_WRITE
@@ -78,38 +73,6 @@ WINDOW_POLL_NS = 1_000_000  # an interrupt pending while IF is clear: look again
 _MAX_BLOCK = 4096  # instructions decoded ahead to find where a fetch fault really is
 _HLT = HltExit()
 _SUSPENDED = SuspendedExit()
-
-
-# A piece of one access: (byte offset within the access, gpa, size, RAM region / handler / None).
-Piece = tuple[int, int, int, RamRegion | HandlerRegion | None]
-
-
-@dataclass(slots=True)
-class _Inflight:
-    """An instruction between its fault and its completion."""
-
-    insn: Insn
-    form: Form
-    ctl: Control
-    mode: int
-    rip: int  # RIP of the instruction
-    x: Exec
-    gen: Steps
-    fault_page: int  # page of the faulting GPA not yet matched by an access, or -1
-    fault_port: int  # port of an I/O exit not yet matched, or -1
-    iterations: int = 0  # REP iterations completed in the kernel since the last exit
-    accesses: int = 0  # accesses performed so far (for the faulting-GPA check)
-    consistent: bool = False  # userspace asked to stop at the next consistent state
-    # The access in progress: its pieces, the next piece, the value assembled so far, write data.
-    pieces: list[Piece] | None = None
-    piece: int = 0
-    value: int = 0
-    data: int = 0
-    is_write: bool = False
-    la: int = 0  # linear address of the access in progress
-    # RAM writes of the instruction (or REP iteration) in flight: (region, offset, bytes, linear address).
-    # They land when it commits, so a fault or a Discard leaves RAM as it was.
-    deferred: list[tuple[RamRegion, int, bytes, int]] | None = None
 
 
 class VcpuBusy(RuntimeError):
@@ -133,10 +96,10 @@ class Vcpu:
         self._linear = LinearMemory(vm.walker, vm.memory)  # implicit supervisor reads (TSS)
         self.shutdown_detail = ""  # what the backend said with the last ShutdownExit
         self._stop = False  # request_stop() while the kernel itself waits (HLT)
-        self._cur: _Inflight | None = None
+        self._cur: Run | None = None
         self._pending: MmioExit | InoutExit | None = None
-        # (instruction bytes, mode) -> (decoded instruction, its semantics or None).
-        self._decoded: dict[tuple[bytes, int], tuple[Insn, Form | None]] = {}
+        self.tlb = Tlb(vm.walker)
+        self.plans = Plans(vm.memory, self.tlb, backend)
 
     @property
     def pending(self) -> MmioExit | InoutExit | None:
@@ -183,6 +146,8 @@ class Vcpu:
         """Load the control state; refused (VcpuBusy) while a request is pending."""
         self._idle("set_control")
         self.backend.set_control(ctl)
+        self.plans.forget()  # a backend may hand back an equal state as the object it had before
+        self.tlb.flush()
 
     def request_stop(self) -> None:
         """Make the run in progress (or the next) return SuspendedExit soon; callable from any thread.
@@ -209,7 +174,10 @@ class Vcpu:
                 raise EntryError(f"{type(entry).__name__} entry, but no request is pending")
         elif type(entry) is Discard:
             self._pending = None
+            cur = self._cur
             self._cur = None
+            if cur is not None:
+                self._flush(cur)  # REP iterations completed before this one stay completed
         else:
             try:
                 value = fulfillment_data(pending, entry)
@@ -313,22 +281,18 @@ class Vcpu:
         backend = self.backend
         ctl = backend.get_control()
         regs = backend.get_regs()
-        mode = ctl.code_size
-        wrap = MASK[8] if mode == 64 else 0xFFFF_FFFF
+        wrap = MASK[8] if ctl.code_size == 64 else 0xFFFF_FFFF
         rip = regs.rip
         for _ in range(_MAX_BLOCK):
             try:
-                code = self._fetch(ctl, rip, regs.rflags, mode)
+                plan = self.plans.get(ctl, rip, regs.rflags)
             except EmulationAbort as abort:
                 if rip == regs.rip:
                     return InstEmulExit(rip, abort.insn[:MAX_INSN_LEN], InstEmulReason.FETCH_FAILED)
                 break
             except (GuestFault, TranslationError):
-                break  # the hardware raises or reports it itself when it gets there
-            result = decode_cached(code, mode)
-            if type(result) is not Insn:
-                break
-            rip = (rip + result.length) & wrap
+                break  # the hardware raises or reports it itself when it gets there (#UD included)
+            rip = (rip + plan.insn.length) & wrap
         if rip == regs.rip:
             return InstEmulExit(rip, b"", InstEmulReason.FETCH_FAILED)
         backend.stop_at(rip)
@@ -368,92 +332,43 @@ class Vcpu:
         backend = self.backend
         ctl = backend.get_control()
         regs = backend.get_regs()
-        mode = ctl.code_size
-        code = b""
+        rip = regs.rip
         try:
-            code = self._fetch(ctl, regs.rip, regs.rflags, mode)
-            decoded = self._decoded.get((code, mode))
-            if decoded is None:
-                decoded = self._decode(code, mode)
-            insn, form = decoded
-            if mode != 64:
-                linear_address(ctl, mode, _CS, regs.rip, insn.length, PFEC_I, regs.rflags)  # CS limit
-            if form is None:
-                return InstEmulExit(regs.rip, insn.raw, InstEmulReason.NOT_EMULATED)
-            stack = 8 if mode == 64 else (4 if ctl.segs[Seg.SS].db else 2)
-            # The backend handed us a private copy of the registers: stage on it directly.
-            next_rip = (regs.rip + insn.length) & (MASK[8] if mode == 64 else 0xFFFF_FFFF)
-            x = Exec(insn, regs.gprs, regs.rflags, next_rip, stack, ctl, backend.cpuid, backend.get_vector)
-            cur = _Inflight(insn, form, ctl, mode, regs.rip, x, form.fn(x, insn), fault_page, fault_port)
+            plan = self.plans.get(ctl, rip, regs.rflags)
         except GuestFault as fault:
             self._inject(fault)
             return None
         except EmulationAbort as abort:
-            return InstEmulExit(regs.rip, (code or abort.insn)[:MAX_INSN_LEN], abort.reason)
+            return InstEmulExit(rip, abort.insn[:MAX_INSN_LEN], abort.reason)
         except TranslationError:
-            return InstEmulExit(regs.rip, code[:MAX_INSN_LEN], InstEmulReason.TRANSLATION_FAILED)
+            return InstEmulExit(rip, b"", InstEmulReason.TRANSLATION_FAILED)
+        cur = plan.run
+        if cur is None:
+            return InstEmulExit(rip, plan.insn.raw, InstEmulReason.NOT_EMULATED)
+        # The backend handed us a private copy of the registers: stage on it directly.
+        cur.start(regs.gprs, regs.rflags, fault_page, fault_port)
         self._cur = cur
+        form, insn, x = cur.form, cur.insn, cur.x
         if form.string and insn.rep and not x.gprs[Gpr.RCX] & MASK[insn.addr_size]:
             # REP with a zero count: no iteration, no access; the instruction only advances RIP (and,
             # with 32-bit addressing in 64-bit mode, clears upper halves as Intel CPUs do).
-            if insn.addr_size == 4 and mode == 64:
+            if insn.addr_size == 4 and plan.mode == 64:
                 for reg in (Gpr.RCX, *form.zero_count_clears):
                     x.set(reg, 4, x.gprs[reg])
             return self._complete(cur)
         return self._advance(cur, None)
 
-    def _decode(self, code: bytes, mode: int) -> tuple[Insn, Form | None]:
-        """Decode `code` and find its semantics; remember both for the next fault at this code."""
-        result = decode_cached(code, mode)
-        if type(result) is DecodeError:
-            status = result.status
-            if status is DecodeStatus.TOO_LONG:
-                raise GuestFault(GP, 0)
-            if status is DecodeStatus.TRUNCATED:
-                raise EmulationAbort(InstEmulReason.FETCH_FAILED, "instruction runs past fetchable code")
-            raise GuestFault(UD)
-        assert type(result) is Insn
-        decoded = (result, lookup(result))
-        if len(self._decoded) >= DECODE_CACHE_LIMIT:
-            self._decoded.clear()
-        self._decoded[code, mode] = decoded
-        return decoded
-
-    def _fetch(self, ctl: Control, rip: int, rflags: int, mode: int) -> bytes:
-        """Up to 15 instruction bytes at CS:RIP: the first page always, the next only if needed."""
-        access = PFEC_I | (PFEC_U if ctl.cpl == 3 else 0)
-        la = linear_address(ctl, mode, _CS, rip, 1, PFEC_I, rflags)
-        walker = self.walker
-        gpa, updates = walker.walk(ctl, la, access, False)
-        if updates:
-            apply_updates(updates)
-        first = min(MAX_INSN_LEN, PAGE_SIZE - (la & PAGE_MASK))
-        region = self.memory.find(gpa)
-        if type(region) is not RamRegion:
-            raise EmulationAbort(InstEmulReason.FETCH_FAILED, f"code at {gpa:#x} is not RAM")
-        off = gpa - region.gpa
-        code = region.mem[off : off + first]
-        if first < MAX_INSN_LEN:
-            decoded = decode_cached(code, mode)
-            if type(decoded) is DecodeError and decoded.status is DecodeStatus.TRUNCATED:
-                la2 = (la + first) & (MASK[8] if mode == 64 else 0xFFFF_FFFF)
-                gpa2 = walker.translate(ctl, la2, access, False)
-                region2 = self.memory.ram_at(gpa2, MAX_INSN_LEN - first)
-                if region2 is None:
-                    raise EmulationAbort(InstEmulReason.FETCH_FAILED, f"code at {gpa2:#x} is not RAM", code)
-                off2 = gpa2 - region2.gpa
-                code += bytes(region2.view[off2 : off2 + MAX_INSN_LEN - first])
-        return code
-
     # -- driving an instruction -----------------------------------------------------------------
 
-    def _advance(self, cur: _Inflight, value: int | None) -> VmExit | None:
+    def _advance(self, cur: Run, value: int | None) -> VmExit | None:
         """Run `cur` until it needs userspace (an exit is returned) or completes (None)."""
         try:
             while True:
                 ex = self._drive(cur, value)
                 if ex is not None:
                     cur.iterations = 0  # userspace runs now: the in-kernel work bound starts again
+                    if cur.done is not None:
+                        self._flush(cur)
                     return ex
                 if not (cur.form.string and cur.insn.rep):
                     return self._complete(cur)
@@ -464,24 +379,32 @@ class Vcpu:
                 cur.iterations += 1
                 if cur.consistent or cur.iterations >= self.rep_budget:
                     self._cur = None
+                    self._flush(cur)
                     return None
                 cur.gen = cur.form.fn(cur.x, cur.insn)
                 value = None
         except GuestFault as fault:
             self._cur = None
+            self._flush(cur)
             if cur.x.faulted_vec is not None:  # what the CPU changes even when the instruction faults
                 self.backend.set_vector(cur.x.faulted_vec)
             self._inject(fault)
             return None
         except EmulationAbort as abort:
             self._cur = None
+            self._flush(cur)
             return InstEmulExit(cur.rip, cur.insn.raw, abort.reason)
         except TranslationError:
             self._cur = None
+            self._flush(cur)
             return InstEmulExit(cur.rip, cur.insn.raw, InstEmulReason.TRANSLATION_FAILED)
 
-    def _rep_iteration_done(self, cur: _Inflight) -> bool:
-        """Count one REP iteration down and commit it; True when the instruction is finished."""
+    def _rep_iteration_done(self, cur: Run) -> bool:
+        """Count one REP iteration down and commit it; True when the instruction is finished.
+
+        Its RAM writes and control or vector changes land now (the next iteration must see them); its
+        registers are kept aside and reach the backend once, when the vCPU leaves the kernel (`_flush`).
+        """
         x = cur.x
         count = (x.gprs[Gpr.RCX] - 1) & MASK[x.addr_size]
         x.set(Gpr.RCX, x.addr_size, count)
@@ -491,19 +414,34 @@ class Vcpu:
             done = zf if cur.insn.rep == 0xF2 else not zf
         if done:
             return True
-        self._commit(cur, rip=False)
+        self._commit_memory(cur)
+        cur.done = (x.gprs[:], x.rflags, x.dirty)
         return False
 
-    def _complete(self, cur: _Inflight) -> VmExit | None:
+    def _flush(self, cur: Run) -> None:
+        """Write the registers of the REP iterations completed since the vCPU entered the kernel."""
+        done = cur.done
+        if done is not None:
+            gprs, rflags, dirty = done
+            self.backend.set_regs(Regs(gprs, 0, rflags), dirty & ~DIRTY_RIP)
+            cur.done = None
+
+    def _complete(self, cur: Run) -> VmExit | None:
         self._cur = None
         if cur.fault_page >= 0 and cur.accesses:
             # It read RAM but never touched the faulting page: the code or tables changed under us.
+            self._flush(cur)
             return InstEmulExit(cur.rip, cur.insn.raw, InstEmulReason.GPA_MISMATCH)
-        self._commit(cur, rip=True)
+        self._commit_memory(cur)
+        x = cur.x
+        # The registers of earlier REP iterations are in x too (their dirty bits accumulate).
+        cur.done = None
+        self.backend.set_regs(Regs(x.gprs, x.next_rip, x.rflags), x.dirty | DIRTY_RIP)
         return None
 
-    def _commit(self, cur: _Inflight, rip: bool) -> None:
-        """Write the staged registers and RAM back; the backend copies them, so staging may go on after."""
+    def _commit_memory(self, cur: Run) -> None:
+        """Let the staged RAM writes land and load staged control and vector state; the backend copies
+        them, so staging may go on after."""
         deferred = cur.deferred
         if deferred:
             written = self.backend.ram_written
@@ -519,14 +457,8 @@ class Vcpu:
             assert x.vec is not None
             self.backend.set_vector(x.vec)
             x.vec_dirty = False
-        dirty = x.dirty
-        if rip:
-            dirty |= DIRTY_RIP
-        if dirty:
-            self.backend.set_regs(Regs(x.gprs, x.next_rip, x.rflags), dirty)
-        x.dirty = 0
 
-    def _drive(self, cur: _Inflight, value: int | None) -> VmExit | None:
+    def _drive(self, cur: Run, value: int | None) -> VmExit | None:
         """Feed the semantics and perform what it asks, until it ends (None) or needs userspace.
 
         `value` is None to start the semantics, else the data userspace has just supplied.
@@ -536,12 +468,17 @@ class Vcpu:
             if value is None:
                 req = next(gen)
             else:
-                if cur.pieces is not None:
-                    # A memory access userspace has served one piece of: finish its other pieces.
-                    ex = self._resume_access(cur, value)
-                    if ex is not None:
-                        return ex
-                    value = cur.value
+                pieces = cur.pieces
+                if pieces is not None:
+                    if len(pieces) == 1:  # the whole access was this request
+                        cur.pieces = None
+                        if cur.is_write:
+                            value = 0
+                    else:  # userspace has served one piece: finish the others
+                        ex = self._resume_access(cur, value)
+                        if ex is not None:
+                            return ex
+                        value = cur.value
                 req = gen.send(value)
             while True:
                 kind, a, b, size, data = req
@@ -553,7 +490,7 @@ class Vcpu:
                     self._check_io(cur, a, size)
                     ex = None
                 elif kind & NO_AC:
-                    ex = self._start_access(cur, kind ^ NO_AC, a, b, size, data, False)
+                    ex = self._start_access(cur, kind, a, b, size, data)
                 else:
                     self._check_alignment(cur, a, b, size)
                     ex = None
@@ -565,32 +502,89 @@ class Vcpu:
 
     # -- memory accesses ------------------------------------------------------------------------
 
-    def _start_access(
-        self, cur: _Inflight, kind: int, seg: int, off: int, size: int, data: int, check_ac: bool = True
-    ) -> VmExit | None:
+    def _start_access(self, cur: Run, kind: int, seg: int, off: int, size: int, data: int) -> VmExit | None:
+        """Translate and check an access (`kind` may carry NO_AC), then perform what it can in the kernel."""
+        n = cur.accesses
+        memos = cur.memos
+        ac = cur.x.rflags & AC
+        updates: Updates | None = None
+        if n < len(memos):
+            a = memos[n]
+            if not (
+                a.off == off
+                and a.kind == kind
+                and a.seg == seg
+                and a.size == size
+                and a.ac == ac
+                and holds(a.groups)
+            ):
+                a, updates = self._resolve(cur, kind, seg, off, size, data, ac)
+                if kind != TOUCH:
+                    memos[n] = a
+        else:
+            a, updates = self._resolve(cur, kind, seg, off, size, data, ac)
+            if n < PLANNED_ACCESSES and kind != TOUCH:
+                memos.append(a)
+        kind &= ~NO_AC
+        fault_page = cur.fault_page
+        if fault_page >= 0:
+            if fault_page in a.pages:
+                cur.fault_page = -1
+            elif kind != TOUCH and (kind not in _PLAIN_READS or not a.all_ram):
+                # A probe (TOUCH) transfers nothing: it may come first wherever it is (masked stores
+                # probe their last byte before writing the first; the check at completion still applies).
+                raise EmulationAbort(
+                    InstEmulReason.GPA_MISMATCH, f"access at {a.pieces[0][1]:#x} before the faulting page"
+                )
+        if updates:
+            apply_updates(updates)
+        cur.accesses = n + 1
+        cur.value = 0
+        if kind == TOUCH:
+            return None
+        pieces = a.pieces
+        is_write = _WRITES[kind]
+        cur.pieces = pieces
+        cur.is_write = is_write
+        if len(pieces) == 1:
+            gpa, target = pieces[0][1], pieces[0][3]
+            if target is None:  # the common case of an exit: one request to userspace
+                cur.piece = 0
+                ex = mmio_request(gpa, size, is_write, data & MASK[size] if is_write else 0)
+                self._pending = ex
+                return ex
+        cur.piece = 0
+        cur.data = data
+        cur.la = a.la
+        return self._resume_access(cur, None)
+
+    def _resolve(
+        self, cur: Run, kind: int, seg: int, off: int, size: int, data: int, ac: int
+    ) -> tuple[Access, Updates]:
+        """Where an access goes: its linear address (with the segmentation checks), the page walk of
+        every page it touches (before any is touched), and the pieces it splits into, by target."""
         ctl = cur.ctl
-        access = _ACCESS_BITS[kind]
-        if kind == TOUCH and data:
+        plain = kind & ~NO_AC
+        access = _ACCESS_BITS[plain]
+        if plain == TOUCH and data:
             access = PFEC_W  # a probe for write permission (masked stores check before they write)
-        if kind < SYS_READ:
-            rflags = cur.x.rflags if check_ac else cur.x.rflags & ~AC
+        if plain < SYS_READ:
+            rflags = cur.x.rflags if not kind & NO_AC else cur.x.rflags & ~AC
             la = linear_address(ctl, cur.mode, seg, off, size, access, rflags)
             if ctl.cpl == 3:
                 access |= PFEC_U
-            ac_flag = bool(cur.x.rflags & AC)
+            ac_flag = bool(ac)
         else:  # implicit supervisor access to a system structure: linear, whatever the CPL
             la = off & (MASK[8] if ctl.efer & EFER_LMA else 0xFFFF_FFFF)
             ac_flag = False
-        walker = self.walker
-        # Translate every page of the access before touching any of them.
-        gpa, updates = walker.walk(ctl, la, access, ac_flag)
+        tlb = self.tlb
+        gpa, updates, groups = tlb.walk(ctl, la, access, ac_flag)
         split = PAGE_SIZE - (la & PAGE_MASK)
         find = self.memory.find
-        fault_page = cur.fault_page
         pieces: list[Piece]
         if split >= size:  # the common case: one page
             target = find(gpa)
-            matched = fault_page < 0 or gpa >> PAGE_SHIFT == fault_page
+            pages: tuple[int, ...] = (gpa >> PAGE_SHIFT,)
             all_ram = type(target) is RamRegion
             if all_ram or size in _WHOLE:
                 pieces = [(0, gpa, size, target)]
@@ -598,39 +592,22 @@ class Vcpu:
                 pieces = [(o, g, n, target) for o, g, n in split_access(gpa, size)]
         else:
             la2 = (la + split) & (MASK[8] if cur.mode == 64 else 0xFFFF_FFFF)
-            gpa2, updates2 = walker.walk(ctl, la2, access, ac_flag)
+            gpa2, updates2, groups2 = tlb.walk(ctl, la2, access, ac_flag)
             updates = updates + updates2
+            groups = groups + groups2
+            pages = (gpa >> PAGE_SHIFT, gpa2 >> PAGE_SHIFT)
             pieces = []
-            matched = fault_page < 0
             all_ram = True
             for start, g, n in ((0, gpa, split), (split, gpa2, size - split)):
-                matched = matched or g >> PAGE_SHIFT == fault_page
                 target = find(g)
                 if type(target) is RamRegion:
                     pieces.append((start, g, n, target))
                 else:
                     all_ram = False
                     pieces += [(start + o, g2, n2, target) for o, g2, n2 in split_access(g, n)]
-        # A probe (TOUCH) transfers nothing: it may come first wherever it is (masked stores probe their
-        # last byte before writing the first; the check at completion still applies).
-        if not matched and kind != TOUCH and (kind not in _PLAIN_READS or not all_ram):
-            raise EmulationAbort(InstEmulReason.GPA_MISMATCH, f"access at {gpa:#x} before the faulting page")
-        if matched:
-            cur.fault_page = -1
-        if updates:
-            apply_updates(updates)
-        cur.accesses += 1
-        cur.value = 0
-        if kind == TOUCH:
-            return None
-        cur.pieces = pieces
-        cur.piece = 0
-        cur.data = data
-        cur.is_write = _WRITES[kind]
-        cur.la = la
-        return self._resume_access(cur, None)
+        return Access(kind, seg, off, size, ac, la, pages, pieces, all_ram, groups), updates
 
-    def _resume_access(self, cur: _Inflight, fulfilled: int | None) -> VmExit | None:
+    def _resume_access(self, cur: Run, fulfilled: int | None) -> VmExit | None:
         """Perform the pieces of the current access from `cur.piece` on."""
         pieces = cur.pieces
         assert pieces is not None
@@ -661,14 +638,14 @@ class Vcpu:
                     cur.value |= (target.handler.read(gpa - target.gpa, n) & MASK[n]) << (8 * start)
             else:
                 cur.piece = i
-                ex = MmioExit(gpa, n, is_write, piece_data)
+                ex = mmio_request(gpa, n, is_write, piece_data)
                 self._pending = ex
                 return ex
             i += 1
         cur.pieces = None
         return None
 
-    def _check_alignment(self, cur: _Inflight, seg: int, off: int, alignment: int) -> None:
+    def _check_alignment(self, cur: Run, seg: int, off: int, alignment: int) -> None:
         """#GP(0) unless the operand's linear address is a multiple of `alignment` (MOVAPS & co).
 
         It comes before the access's own checks: the host CPU raises #GP(0) for a misaligned MOVAPS at a
@@ -682,7 +659,7 @@ class Vcpu:
 
     # -- port accesses --------------------------------------------------------------------------
 
-    def _check_io(self, cur: _Inflight, port: int, size: int) -> None:
+    def _check_io(self, cur: Run, port: int, size: int) -> None:
         """IOPL and the TSS I/O bitmap; #GP(0) before the instruction touches anything."""
         linear = self._linear
         try:
@@ -690,7 +667,7 @@ class Vcpu:
         except Unsupported as e:
             raise EmulationAbort(InstEmulReason.NOT_EMULATED, f"I/O permission bitmap: {e}") from None
 
-    def _port_access(self, cur: _Inflight, is_in: bool, port: int, size: int, data: int) -> VmExit | None:
+    def _port_access(self, cur: Run, is_in: bool, port: int, size: int, data: int) -> VmExit | None:
         if cur.fault_port >= 0:
             if port != cur.fault_port:
                 raise EmulationAbort(InstEmulReason.GPA_MISMATCH, f"port {port:#x} is not the exiting port")
@@ -706,7 +683,7 @@ class Vcpu:
                 device.write(port - base, size, data)
             return None
         # Userspace answers; its data comes back through `_drive`'s value (pieces stays None).
-        ex = InoutExit(port, size, is_in, 0 if is_in else data)
+        ex = inout_request(port, size, is_in, 0 if is_in else data)
         self._pending = ex
         return ex
 

@@ -55,6 +55,9 @@ PTE_NX = 1 << 63
 
 # A/D-bit writes a successful walk implies: (entry view, index in it, new entry value).
 Updates = list[tuple[memoryview, int, int]]
+# The entries a walk read, with their values after its updates: same shape.
+Checks = list[tuple[memoryview, int, int]]
+_NO_CHECKS: Checks = []
 _NO_VIEW = memoryview(b"")
 
 # -- permissions ----------------------------------------------------------------------------------
@@ -190,7 +193,7 @@ class Walker:
         # read with their post-walk values). A hit is used only if every entry still holds that value,
         # so the cache never changes the result: it is the same walk, skipped when its inputs are
         # unchanged. Only successful walks are cached.
-        self._cache: dict[CacheKey, tuple[int, list[tuple[memoryview, int, int]]]] = {}
+        self._cache: dict[CacheKey, tuple[int, Checks]] = {}
         self.cache_limit = 4096
 
     def _format(self, sel: int) -> _Format:
@@ -230,10 +233,19 @@ class Walker:
         an access spanning two pages sets no bit when its second page faults.
         Raises GuestFault(#PF) with the CPU's error code and CR2, or TranslationError.
         """
+        gpa, updates, _ = self.walk_checked(ctl, la, access, ac_flag)
+        return gpa, updates
+
+    def walk_checked(self, ctl: Control, la: int, access: int, ac_flag: bool) -> tuple[int, Updates, Checks]:
+        """`walk`, with the paging-structure entries the result depends on: (view, index, value) each,
+        the value as it is once the updates are applied. While every entry still holds its value (and
+        the control state is the same), a new walk gives the same page frame and no updates: the
+        condition a translation cache (`vmmio.vmm.tlb`) checks instead of walking. Paging off: none.
+        """
         cr0 = ctl.cr0
         efer = ctl.efer
         if not cr0 & CR0_PG:
-            return (la if efer & EFER_LMA else la & 0xFFFF_FFFF), []
+            return (la if efer & EFER_LMA else la & 0xFFFF_FFFF), [], _NO_CHECKS
         cr4 = ctl.cr4
         cpl = ctl.cpl
         key = (la >> 12, access, ac_flag, cpl, ctl.cr3, cr0, cr4, efer, ctl.pkru, ctl.pdptes)
@@ -244,7 +256,7 @@ class Walker:
                 if view[index] != value:
                     break
             else:
-                return hit[0] | (la & 0xFFF), []
+                return hit[0] | (la & 0xFFF), [], hit[1]
 
         fmt = self._format_cache.get((efer & _SELECT_EFER) | (cr4 & _SELECT_CR4))
         if fmt is None:
@@ -254,7 +266,7 @@ class Walker:
         ec = (access & (PFEC_W | PFEC_U)) | fetch_bit
         addr_mask = self.addr_mask
         entry_shift = fmt.entry_shift
-        checks: list[tuple[memoryview, int, int]] = []
+        checks: Checks = []
 
         table = ctl.cr3 & fmt.cr3_mask
         if fmt.pdpte_rsvd >= 0:
@@ -320,11 +332,9 @@ class Walker:
         if len(cache) >= self.cache_limit:
             cache.clear()
         cache[key] = (gpa & ~0xFFF, checks)
-        return gpa, updates
+        return gpa, updates, checks
 
-    def _pdpte(
-        self, ctl: Control, la: int, pdpt: int, rsvd: int, ec: int, checks: list[tuple[memoryview, int, int]]
-    ) -> int:
+    def _pdpte(self, ctl: Control, la: int, pdpt: int, rsvd: int, ec: int, checks: Checks) -> int:
         """PAE: the page directory for `la` from its PDPTE (the VMCS copy, else read at CR3).
 
         Reserved bits in a present PDPTE fault as #PF with RSVD: hardware that caches PDPTEs refuses

@@ -93,6 +93,17 @@ class Exec:
         # x87 TOP to 0 before its memory access (the host CPU does, on #PF, #GP and #AC alike).
         self.faulted_vec: VectorState | None = None
 
+    def restart(self, gprs: list[int], rflags: int, next_rip: int) -> None:
+        """Stage a new run of the same instruction from these registers (a plan reuses its Exec)."""
+        self.gprs = gprs
+        self.rflags = rflags
+        self.next_rip = next_rip
+        self.dirty = 0
+        self.vec = None
+        self.vec_dirty = False
+        self.new_ctl = None
+        self.faulted_vec = None
+
     def require(self, feature: str) -> None:
         """#UD unless the guest's CPUID reports `feature`."""
         if not self.cpuid.has(feature):
