@@ -177,7 +177,7 @@ def test_run_page_entries_are_validated(path: str) -> None:
             vcpu.run(Default())  # a request is pending
         with pytest.raises(EntryError):
             vcpu.run(FulfillMmio(0xD000_0008, 4, False, 1))
-        bad = bytearray(pack_entry(ex.fulfill(5)))
+        bad = bytearray(pack_entry(ex.fulfill(5), P.ABI_VERSION))
         bad[40] = 1  # a reserved byte
         status, text = vcpu.post(bytes(bad))
         assert status == Err.ENTRY and "reserved" in P.error_text(text)
@@ -204,7 +204,7 @@ def test_run_page_written_while_running_and_stop(path: str) -> None:
         vcpu = vm.vcpus[0]
         out = _to_spin(vcpu)
         words = vcpu.words
-        vcpu.page[P.OFF_ENTRY : P.OFF_ENTRY + 48] = pack_entry(out.fulfill())
+        vcpu.page[P.OFF_ENTRY : P.OFF_ENTRY + 48] = pack_entry(out.fulfill(), P.ABI_VERSION)
         words[P.OFF_STATE // 4] = RunState.POSTED
         os.write(vcpu.kick, (1).to_bytes(8, "little"))  # runs `jmp $` in the guest: no exit comes
         deadline = time.monotonic() + 5
@@ -212,7 +212,7 @@ def test_run_page_written_while_running_and_stop(path: str) -> None:
             time.sleep(0.001)
         time.sleep(0.05)
         assert _status(client, Op.GET_REGS) == Err.BUSY
-        vcpu.page[P.OFF_ENTRY : P.OFF_ENTRY + 48] = pack_entry(Discard())  # scribbled mid-run
+        vcpu.page[P.OFF_ENTRY : P.OFF_ENTRY + 48] = pack_entry(Discard(), P.ABI_VERSION)  # scribbled mid-run
         words[P.OFF_STATE // 4] = RunState.POSTED
         client.request(Op.STOP)
         while words[P.OFF_STATE // 4] != RunState.DONE:
@@ -266,7 +266,7 @@ def test_slow_client_does_not_block_others(path: str) -> None:
         assert isinstance(pending, MmioExit)
         spin = _vm(spinning).vcpus[0]
         out = _to_spin(spin)
-        spin.page[P.OFF_ENTRY : P.OFF_ENTRY + 48] = pack_entry(out.fulfill())
+        spin.page[P.OFF_ENTRY : P.OFF_ENTRY + 48] = pack_entry(out.fulfill(), P.ABI_VERSION)
         spin.words[P.OFF_STATE // 4] = RunState.POSTED
         os.write(spin.kick, (1).to_bytes(8, "little"))  # into `jmp $`, left running
         results: list[int] = []

@@ -13,52 +13,64 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import Any, ClassVar, Final, Generic, Protocol, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 from vmmio.x86.insn import MAX_INSN_LEN
 
 __all__ = [
     "ABI_VERSION",
+    "ABI_VERSIONS",
     "ENTRY_MAGIC",
     "EXIT_MAGIC",
     "HEADER_SIZE",
     "IO_SIZES",
+    "MAX_BATCH",
     "MAX_INSN_LEN",
     "MMIO_SIZES",
     "PAGE_SIZE",
     "RECORD_SIZE",
     "AbiError",
     "Buffer",
+    "Capability",
     "Default",
     "Device",
     "Discard",
+    "ElementDevice",
     "EntryError",
     "EntryFlags",
     "EntryKind",
     "ExitKind",
     "FulfillInout",
+    "FulfillInoutBatch",
     "FulfillMmio",
+    "FulfillMmioBatch",
     "HltExit",
+    "InoutBatchExit",
     "InoutExit",
     "InstEmulExit",
     "InstEmulReason",
+    "MmioBatchExit",
     "MmioExit",
+    "Request",
     "ShutdownExit",
     "ShutdownReason",
     "SuspendedExit",
     "VmEntry",
     "VmExit",
+    "batch_fulfillment",
     "fulfillment_data",
     "inout_request",
     "mmio_request",
     "pack_entry",
     "pack_exit",
+    "reverse_elements",
     "split_access",
     "unpack_entry",
     "unpack_exit",
 ]
 
-ABI_VERSION: Final = 2  # 2: ShutdownExit carries its reason
+ABI_VERSION: Final = 3  # 2: ShutdownExit carries its reason; 3: batched REP requests
+ABI_VERSIONS: Final = (2, 3)  # what pack_* can write and unpack_* reads
 EXIT_MAGIC: Final = b"VMEX"
 ENTRY_MAGIC: Final = b"VMEN"
 HEADER_SIZE: Final = 16
@@ -68,6 +80,7 @@ RECORD_SIZE: Final = HEADER_SIZE + PAYLOAD_SIZE
 PAGE_SIZE: Final = 4096
 MMIO_SIZES: Final = frozenset({1, 2, 4, 8})
 IO_SIZES: Final = frozenset({1, 2, 4})
+MAX_BATCH: Final = PAGE_SIZE  # elements in one batched request (a page of bytes at most)
 
 
 class AbiError(ValueError):
@@ -88,6 +101,28 @@ class Device(Protocol):
     def read(self, offset: int, size: int) -> int: ...
 
     def write(self, offset: int, size: int, value: int) -> None: ...
+
+
+class ElementDevice(Device, Protocol):
+    """A device that can also take a run of accesses at once: what a batched REP request asks for.
+
+    Optional (userspace issues one read or write per element to other devices). Element i is at
+    `offset + i * step`: `step` is `size`, `-size` (RFLAGS.DF) or 0 (a port); `data` holds the elements
+    in that order, `count * size` bytes, as `read_elements` returns them.
+    """
+
+    def read_elements(self, offset: int, size: int, count: int, step: int) -> bytes: ...
+
+    def write_elements(self, offset: int, size: int, data: bytes, step: int) -> None: ...
+
+
+_ELEMENT_FORMATS: Final[dict[int, Literal["B", "H", "I", "Q"]]] = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def reverse_elements(data: bytes, size: int) -> bytes:
+    """`data` with its `size`-byte elements in the opposite order: between the access order of a
+    batched run with RFLAGS.DF set and address order. The bytes of each element stay as they are."""
+    return bytes(memoryview(data).cast(_ELEMENT_FORMATS[size])[::-1].tobytes())
 
 
 def split_access(gpa: int, n: int) -> list[tuple[int, int, int]]:
@@ -120,6 +155,8 @@ class ExitKind(IntEnum):
     HLT = 4
     SHUTDOWN = 5
     SUSPENDED = 6
+    MMIO_BATCH = 7  # ABI version 3
+    INOUT_BATCH = 8  # ABI version 3
 
 
 class EntryKind(IntEnum):
@@ -129,6 +166,14 @@ class EntryKind(IntEnum):
     FULFILL_MMIO = 2
     FULFILL_INOUT = 3
     DISCARD = 4
+    FULFILL_MMIO_BATCH = 5  # ABI version 3
+    FULFILL_INOUT_BATCH = 6  # ABI version 3
+
+
+class Capability(IntFlag):
+    """What a vCPU does beyond the one-element boundary once userspace enables it (`Vcpu.enable`)."""
+
+    REP_BATCH = 1 << 0  # REP string instructions between RAM and one device: one request per run
 
 
 class EntryFlags(IntFlag):
@@ -479,6 +524,236 @@ class Discard:
         _flag("Discard", "exit_consistent", self.exit_consistent)
 
 
+# --- batched REP requests (Capability.REP_BATCH, ABI version 3) ------------------------------------------
+#
+# A REP MOVS/STOS/LODS/INS/OUTS between RAM and one device, on a vCPU that enabled REP_BATCH, presents a
+# run of elements as one request: `count` elements of `size` bytes, the first at `gpa` and the next ones
+# above it, or below it when `df` (RFLAGS.DF) is set, all within one page; `data` holds the elements in
+# the order the CPU accesses them. Userspace may complete fewer elements than asked (a device that ends
+# before the run does, a FIFO that is full): the kernel completes exactly that many iterations.
+
+
+def _check_count(owner: str, count: object, size: int) -> int:
+    n = _uint(owner, "count", count, 32)
+    if not n >= 1 or n * size > PAGE_SIZE:
+        raise AbiError(
+            f"{owner}.count = {n} is not 1..{PAGE_SIZE // size} (elements of {size} bytes in a page)"
+        )
+    return n
+
+
+def _check_data(owner: str, data: object, length: int, what: str) -> None:
+    if type(data) is not bytes:
+        raise AbiError(f"{owner}.data must be bytes, not {type(data).__name__}")
+    if len(data) != length:
+        raise AbiError(f"{owner}.data is {len(data)} bytes; {what} carries {length}")
+
+
+def _check_mmio_batch(
+    owner: str, gpa: object, size: object, count: object, is_write: object, df: object
+) -> None:
+    addr = _uint(owner, "gpa", gpa, 64)
+    nbytes = _size(owner, size, MMIO_SIZES)
+    n = _check_count(owner, count, nbytes)
+    _flag(owner, "is_write", is_write)
+    _flag(owner, "df", df)
+    low = addr - (n - 1) * nbytes if df else addr  # the lowest element; the run ends n * size above it
+    if low < 0 or low >> 12 != (low + n * nbytes - 1) >> 12:
+        raise AbiError(
+            f"{owner}: {n} elements of {nbytes} bytes from {addr:#x} ({'down' if df else 'up'}wards) "
+            "leave their 4 KiB page"
+        )
+
+
+def _check_inout_batch(owner: str, port: object, size: object, count: object, is_in: object) -> int:
+    _uint(owner, "port", port, 16)
+    nbytes = _size(owner, size, IO_SIZES)
+    _flag(owner, "is_in", is_in)
+    return _check_count(owner, count, nbytes) * nbytes
+
+
+def _repr_data(data: bytes) -> str:
+    """Batch data in a repr: short runs in hex, long ones abridged."""
+    if not data:
+        return "b''"
+    return data.hex() if len(data) <= 16 else f"{data[:8].hex()}...<{len(data)} bytes>"
+
+
+@dataclass(frozen=True, slots=True)
+class MmioBatchExit:
+    """`count` accesses of `size` bytes from `gpa`, upwards (or downwards with `df`) within one page.
+
+    For a write `data` holds the `count * size` bytes written, element by element in access order; a
+    read carries b"" and is answered with the elements read.
+    """
+
+    KIND: ClassVar[ExitKind] = ExitKind.MMIO_BATCH
+    gpa: int
+    size: int
+    count: int
+    is_write: bool
+    df: bool
+    data: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"MmioBatchExit(gpa={self.gpa:#x}, size={self.size}, count={self.count}, "
+            f"is_write={self.is_write}, df={self.df}, data={_repr_data(self.data)})"
+        )
+
+    def __post_init__(self) -> None:
+        _check_mmio_batch("MmioBatchExit", self.gpa, self.size, self.count, self.is_write, self.df)
+        _check_data(
+            "MmioBatchExit", self.data, self.count * self.size if self.is_write else 0, "this request"
+        )
+
+    def element_gpa(self, i: int) -> int:
+        """Where element `i` (0: the first accessed) is."""
+        return self.gpa - i * self.size if self.df else self.gpa + i * self.size
+
+    def fulfill(
+        self, data: bytes | None = None, *, count: int | None = None, exit_consistent: bool = False
+    ) -> FulfillMmioBatch:
+        """The answer: for a read the elements read (`data`, in access order; fewer than asked completes
+        only those), for a write how many were written (`count`, default all)."""
+        if self.is_write:
+            if data is not None:
+                raise AbiError("MmioBatchExit.fulfill: a write fulfillment carries no data, only a count")
+            done = self.count if count is None else count
+            return FulfillMmioBatch(self.gpa, self.size, done, True, self.df, b"", exit_consistent)
+        if data is None:
+            raise AbiError("MmioBatchExit.fulfill: a read needs the elements read")
+        data = bytes(data)
+        if count is not None and count * self.size != len(data):
+            raise AbiError(f"MmioBatchExit.fulfill: count {count} does not match {len(data)} bytes of data")
+        done = len(data) // self.size
+        return FulfillMmioBatch(self.gpa, self.size, done, False, self.df, data, exit_consistent)
+
+    def matches(self, entry: VmEntry) -> bool:
+        """The matching rule for batches: same run, and between one and `count` elements completed."""
+        return (
+            isinstance(entry, FulfillMmioBatch)
+            and entry.gpa == self.gpa
+            and entry.size == self.size
+            and entry.is_write == self.is_write
+            and entry.df == self.df
+            and 1 <= entry.count <= self.count
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InoutBatchExit:
+    """`count` IN or OUT accesses of `size` bytes to `port` (a REP INS/OUTS); `data` holds the OUT
+    elements in order, b"" for IN."""
+
+    KIND: ClassVar[ExitKind] = ExitKind.INOUT_BATCH
+    port: int
+    size: int
+    count: int
+    is_in: bool
+    data: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"InoutBatchExit(port={self.port:#x}, size={self.size}, count={self.count}, "
+            f"is_in={self.is_in}, data={_repr_data(self.data)})"
+        )
+
+    def __post_init__(self) -> None:
+        length = _check_inout_batch("InoutBatchExit", self.port, self.size, self.count, self.is_in)
+        _check_data("InoutBatchExit", self.data, 0 if self.is_in else length, "this request")
+
+    def fulfill(
+        self, data: bytes | None = None, *, count: int | None = None, exit_consistent: bool = False
+    ) -> FulfillInoutBatch:
+        """The answer: for IN the elements read (`data`), for OUT how many were written (`count`)."""
+        if not self.is_in:
+            if data is not None:
+                raise AbiError("InoutBatchExit.fulfill: an OUT fulfillment carries no data, only a count")
+            done = self.count if count is None else count
+            return FulfillInoutBatch(self.port, self.size, done, False, b"", exit_consistent)
+        if data is None:
+            raise AbiError("InoutBatchExit.fulfill: an IN needs the elements read")
+        data = bytes(data)
+        if count is not None and count * self.size != len(data):
+            raise AbiError(f"InoutBatchExit.fulfill: count {count} does not match {len(data)} bytes of data")
+        return FulfillInoutBatch(self.port, self.size, len(data) // self.size, True, data, exit_consistent)
+
+    def matches(self, entry: VmEntry) -> bool:
+        """The matching rule for batches: same port, size and direction, 1..`count` elements completed."""
+        return (
+            isinstance(entry, FulfillInoutBatch)
+            and entry.port == self.port
+            and entry.size == self.size
+            and entry.is_in == self.is_in
+            and 1 <= entry.count <= self.count
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FulfillMmioBatch:
+    """Answer to a pending `MmioBatchExit`: `count` elements completed (from the first); for a read,
+    `data` holds them in access order; a write carries b""."""
+
+    KIND: ClassVar[EntryKind] = EntryKind.FULFILL_MMIO_BATCH
+    gpa: int
+    size: int
+    count: int
+    is_write: bool
+    df: bool
+    data: bytes
+    exit_consistent: bool = False
+
+    def __repr__(self) -> str:
+        return (
+            f"FulfillMmioBatch(gpa={self.gpa:#x}, size={self.size}, count={self.count}, "
+            f"is_write={self.is_write}, df={self.df}, data={_repr_data(self.data)}, "
+            f"exit_consistent={self.exit_consistent})"
+        )
+
+    def __post_init__(self) -> None:
+        _check_mmio_batch("FulfillMmioBatch", self.gpa, self.size, self.count, self.is_write, self.df)
+        length = 0 if self.is_write else self.count * self.size
+        _check_data("FulfillMmioBatch", self.data, length, "this fulfillment")
+        _flag("FulfillMmioBatch", "exit_consistent", self.exit_consistent)
+
+
+@dataclass(frozen=True, slots=True)
+class FulfillInoutBatch:
+    """Answer to a pending `InoutBatchExit`: `count` elements completed; for IN `data` holds them."""
+
+    KIND: ClassVar[EntryKind] = EntryKind.FULFILL_INOUT_BATCH
+    port: int
+    size: int
+    count: int
+    is_in: bool
+    data: bytes
+    exit_consistent: bool = False
+
+    def __repr__(self) -> str:
+        return (
+            f"FulfillInoutBatch(port={self.port:#x}, size={self.size}, count={self.count}, "
+            f"is_in={self.is_in}, data={_repr_data(self.data)}, exit_consistent={self.exit_consistent})"
+        )
+
+    def __post_init__(self) -> None:
+        length = _check_inout_batch("FulfillInoutBatch", self.port, self.size, self.count, self.is_in)
+        _check_data("FulfillInoutBatch", self.data, length if self.is_in else 0, "this fulfillment")
+        _flag("FulfillInoutBatch", "exit_consistent", self.exit_consistent)
+
+
+Request: TypeAlias = MmioExit | InoutExit | MmioBatchExit | InoutBatchExit
+
+
+def batch_fulfillment(pending: MmioBatchExit | InoutBatchExit, entry: VmEntry) -> tuple[int, bytes]:
+    """(elements completed, the elements read) that `entry` brings for the batch `pending`; AbiError
+    naming both when it does not fulfill it. The batch counterpart of `fulfillment_data`."""
+    if not pending.matches(entry):
+        raise AbiError(f"{entry} does not fulfill the pending {pending}")
+    assert isinstance(entry, FulfillMmioBatch | FulfillInoutBatch)
+    return entry.count, entry.data
+
+
 # --- requests the kernel builds -----------------------------------------------------------------------
 #
 # An exit the kernel derives from its own state (a GPA it translated, a size from its split rule) needs
@@ -543,8 +818,17 @@ def _fulfill_inout(port: int, size: int, is_in: bool, data: int) -> FulfillInout
     return entry
 
 
-VmExit: TypeAlias = MmioExit | InoutExit | InstEmulExit | HltExit | ShutdownExit | SuspendedExit
-VmEntry: TypeAlias = Default | FulfillMmio | FulfillInout | Discard
+VmExit: TypeAlias = (
+    MmioExit
+    | InoutExit
+    | InstEmulExit
+    | HltExit
+    | ShutdownExit
+    | SuspendedExit
+    | MmioBatchExit
+    | InoutBatchExit
+)
+VmEntry: TypeAlias = Default | FulfillMmio | FulfillInout | Discard | FulfillMmioBatch | FulfillInoutBatch
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
 
@@ -568,14 +852,19 @@ class _Codec(Generic[T]):
     kind: int
     layout: struct.Struct  # the whole record, header included
     encode: Callable[[T], tuple[Any, ...]]  # value -> payload fields
-    decode: Callable[[tuple[Any, ...], bool], T]  # (payload fields, exit_consistent) -> value
+    decode: Callable[[tuple[Any, ...], bool], T]  # (payload fields [, data], exit_consistent) -> value
+    since: int = 2  # the first ABI version with this kind
+    # Batch records: the length of the data after the record, from the payload fields (0 when they are
+    # invalid: decoding then says why), and the value's data. None: a plain 48-byte record.
+    data_length: Callable[[tuple[Any, ...]], int] | None = None
+    data: Callable[[T], bytes] | None = None
 
 
-def _codec(cls: type[T], payload_fmt: str, encode: Any, decode: Any) -> _Codec[T]:
+def _codec(cls: type[T], payload_fmt: str, encode: Any, decode: Any, **batch: Any) -> _Codec[T]:
     layout = struct.Struct("<" + _HEADER_FMT + payload_fmt)
     assert layout.size == RECORD_SIZE, (cls, layout.size)
     kind: int = getattr(cls, "KIND")  # noqa: B009 -- ClassVar on a generic type
-    return _Codec(cls, kind, layout, encode, decode)
+    return _Codec(cls, kind, layout, encode, decode, **batch)
 
 
 def _reserved(raw: bytes, where: str) -> None:
@@ -661,6 +950,72 @@ def _dec_shutdown(f: tuple[Any, ...], _: bool) -> ShutdownExit:
     return ShutdownExit(_SHUTDOWN_REASONS[f[0]])
 
 
+# MMIO_BATCH payload (exits and fulfillments, version 3): gpa u64, count u32, size u8, is_write u8, df u8,
+# reserved[17]; then the data: count * size bytes in a write exit or a read fulfillment, else none.
+_MMIO_BATCH_FMT = "QIBBB17s"
+
+
+def _enc_mmio_batch(v: MmioBatchExit | FulfillMmioBatch) -> tuple[Any, ...]:
+    return (v.gpa, v.count, v.size, v.is_write, v.df, _ZERO[:17])
+
+
+def _batch_length(count: int, size: int, sizes: frozenset[int]) -> int:
+    return count * size if size in sizes and 1 <= count <= MAX_BATCH else 0
+
+
+def _mmio_batch_data(carried_when_write: bool) -> Callable[[tuple[Any, ...]], int]:
+    def length(f: tuple[Any, ...]) -> int:
+        return _batch_length(f[1], f[2], MMIO_SIZES) if f[3] == carried_when_write else 0
+
+    return length
+
+
+def _dec_mmio_batch_exit(f: tuple[Any, ...], _: bool) -> MmioBatchExit:
+    gpa, count, size, is_write, df, rsvd, data = f
+    _reserved(rsvd, "MMIO_BATCH payload")
+    return MmioBatchExit(gpa, size, count, _bool(is_write, "is_write"), _bool(df, "df"), data)
+
+
+def _dec_mmio_batch_entry(f: tuple[Any, ...], exit_consistent: bool) -> FulfillMmioBatch:
+    gpa, count, size, is_write, df, rsvd, data = f
+    _reserved(rsvd, "MMIO_BATCH payload")
+    return FulfillMmioBatch(
+        gpa, size, count, _bool(is_write, "is_write"), _bool(df, "df"), data, exit_consistent
+    )
+
+
+# INOUT_BATCH payload (version 3): port u16, size u8, is_in u8, count u32, reserved[24]; then the data:
+# count * size bytes in an OUT exit or an IN fulfillment, else none.
+_INOUT_BATCH_FMT = "HBBI24s"
+
+
+def _enc_inout_batch(v: InoutBatchExit | FulfillInoutBatch) -> tuple[Any, ...]:
+    return (v.port, v.size, v.is_in, v.count, _ZERO[:24])
+
+
+def _inout_batch_data(carried_when_in: bool) -> Callable[[tuple[Any, ...]], int]:
+    def length(f: tuple[Any, ...]) -> int:
+        return _batch_length(f[3], f[1], IO_SIZES) if f[2] == carried_when_in else 0
+
+    return length
+
+
+def _dec_inout_batch_exit(f: tuple[Any, ...], _: bool) -> InoutBatchExit:
+    port, size, is_in, count, rsvd, data = f
+    _reserved(rsvd, "INOUT_BATCH payload")
+    return InoutBatchExit(port, size, count, _bool(is_in, "is_in"), data)
+
+
+def _dec_inout_batch_entry(f: tuple[Any, ...], exit_consistent: bool) -> FulfillInoutBatch:
+    port, size, is_in, count, rsvd, data = f
+    _reserved(rsvd, "INOUT_BATCH payload")
+    return FulfillInoutBatch(port, size, count, _bool(is_in, "is_in"), data, exit_consistent)
+
+
+def _batch_data(v: MmioBatchExit | InoutBatchExit | FulfillMmioBatch | FulfillInoutBatch) -> bytes:
+    return v.data
+
+
 # Kinds without fields: the whole payload is reserved.
 _EMPTY_FMT = f"{PAYLOAD_SIZE}s"
 
@@ -692,12 +1047,48 @@ _EXIT_CODECS: Final[tuple[_Codec[Any], ...]] = (
     _codec(HltExit, _EMPTY_FMT, _enc_empty, _dec_empty_exit(HltExit)),
     _codec(ShutdownExit, _SHUTDOWN_FMT, _enc_shutdown, _dec_shutdown),
     _codec(SuspendedExit, _EMPTY_FMT, _enc_empty, _dec_empty_exit(SuspendedExit)),
+    _codec(
+        MmioBatchExit,
+        _MMIO_BATCH_FMT,
+        _enc_mmio_batch,
+        _dec_mmio_batch_exit,
+        since=3,
+        data_length=_mmio_batch_data(carried_when_write=True),
+        data=_batch_data,
+    ),
+    _codec(
+        InoutBatchExit,
+        _INOUT_BATCH_FMT,
+        _enc_inout_batch,
+        _dec_inout_batch_exit,
+        since=3,
+        data_length=_inout_batch_data(carried_when_in=False),
+        data=_batch_data,
+    ),
 )
 _ENTRY_CODECS: Final[tuple[_Codec[Any], ...]] = (
     _codec(Default, _EMPTY_FMT, _enc_empty, _dec_empty_entry(Default)),
     _codec(FulfillMmio, _MMIO_FMT, _enc_mmio, _dec_mmio_entry),
     _codec(FulfillInout, _INOUT_FMT, _enc_inout, _dec_inout_entry),
     _codec(Discard, _EMPTY_FMT, _enc_empty, _dec_empty_entry(Discard)),
+    _codec(
+        FulfillMmioBatch,
+        _MMIO_BATCH_FMT,
+        _enc_mmio_batch,
+        _dec_mmio_batch_entry,
+        since=3,
+        data_length=_mmio_batch_data(carried_when_write=False),
+        data=_batch_data,
+    ),
+    _codec(
+        FulfillInoutBatch,
+        _INOUT_BATCH_FMT,
+        _enc_inout_batch,
+        _dec_inout_batch_entry,
+        since=3,
+        data_length=_inout_batch_data(carried_when_in=True),
+        data=_batch_data,
+    ),
 )
 
 # Lookup tables built once from the rows above: by type for packing, by kind code for unpacking.
@@ -708,11 +1099,23 @@ _ENTRY_BY_KIND: Final = {c.kind: c for c in _ENTRY_CODECS}
 assert set(_EXIT_BY_KIND) == set(ExitKind) and set(_ENTRY_BY_KIND) == set(EntryKind)
 
 
-def _pack(codec: _Codec[Any], magic: bytes, flags: int, value: object) -> bytes:
-    return codec.layout.pack(magic, ABI_VERSION, codec.kind, flags, 0, *codec.encode(value))
+def _pack(codec: _Codec[Any], magic: bytes, flags: int, value: object, version: int) -> bytes:
+    if version not in ABI_VERSIONS:
+        raise AbiError(f"ABI version {version} is not one of {ABI_VERSIONS}")
+    if version < codec.since:
+        raise AbiError(f"{codec.cls.__name__} needs ABI version {codec.since}; the peer reads {version}")
+    record = codec.layout.pack(magic, version, codec.kind, flags, 0, *codec.encode(value))
+    return record if codec.data is None else record + codec.data(value)
 
 
-def _unpack(data: object, magic: bytes, what: str, by_kind: dict[int, _Codec[Any]], flag_mask: int) -> Any:
+def _unpack(
+    data: object,
+    magic: bytes,
+    what: str,
+    by_kind: dict[int, _Codec[Any]],
+    flag_mask: int,
+    versions: tuple[int, ...],
+) -> Any:
     if type(data) is bytes:
         raw = data
     elif isinstance(data, bytes | bytearray | memoryview):  # a subclass's own len() is not trusted
@@ -722,48 +1125,57 @@ def _unpack(data: object, magic: bytes, what: str, by_kind: dict[int, _Codec[Any
             raise AbiError(f"{what} record: unreadable buffer ({e})") from None
     else:
         raise AbiError(f"{what} record must be bytes-like, not {type(data).__name__}")
-    if len(raw) != RECORD_SIZE:
+    if len(raw) < RECORD_SIZE:
         raise AbiError(f"{what} record is {len(raw)} bytes; expected {RECORD_SIZE}")
     got_magic, version, kind, flags, reserved = _HEADER.unpack_from(raw)
     if got_magic != magic:
         raise AbiError(f"{what} record has magic {got_magic!r}; expected {magic!r}")
-    if version != ABI_VERSION:
-        raise AbiError(f"{what} record has ABI version {version}; this reader knows only {ABI_VERSION}")
+    if version not in versions or version not in ABI_VERSIONS:
+        raise AbiError(f"{what} record has ABI version {version}; this reader takes {versions}")
     codec = by_kind.get(kind)
-    if codec is None:
-        raise AbiError(f"{what} record has unknown kind {kind}")
+    if codec is None or version < codec.since:
+        raise AbiError(f"{what} record has unknown kind {kind} (ABI version {version})")
     if flags & ~flag_mask:
         raise AbiError(f"{what} record sets reserved flag bits {flags & ~flag_mask:#x}")
     if reserved:
         raise AbiError(f"{what} record sets the reserved header word ({reserved:#x})")
-    fields = codec.layout.unpack(raw)[len(_HEADER_FMT) - 1 :]
+    fields = codec.layout.unpack_from(raw)[len(_HEADER_FMT) - 1 :]
+    length = RECORD_SIZE if codec.data_length is None else RECORD_SIZE + codec.data_length(fields)
+    if len(raw) != length:
+        raise AbiError(f"{what} record is {len(raw)} bytes; expected {length}")
+    if codec.data_length is not None:
+        fields += (raw[RECORD_SIZE:],)
     return codec.decode(fields, bool(flags & EntryFlags.EXIT_CONSISTENT))
 
 
-def pack_exit(exit: VmExit) -> bytes:
-    """Encode an exit as one RECORD_SIZE-byte record."""
+def pack_exit(exit: VmExit, version: int = ABI_VERSION) -> bytes:
+    """Encode an exit as one RECORD_SIZE-byte record (a batch: followed by its data) in `version`, the
+    one the reader speaks: AbiError for a kind that version does not have."""
     codec = _EXIT_BY_TYPE.get(type(exit))
     if codec is None:
         raise TypeError(f"pack_exit needs a VmExit, not {type(exit).__name__}")
-    return _pack(codec, EXIT_MAGIC, 0, exit)
+    return _pack(codec, EXIT_MAGIC, 0, exit, version)
 
 
-def unpack_exit(data: Buffer) -> VmExit:
-    """Decode one exit record; any malformed or invalid input raises AbiError and nothing else."""
-    result: VmExit = _unpack(data, EXIT_MAGIC, "exit", _EXIT_BY_KIND, 0)
+def unpack_exit(data: Buffer, versions: tuple[int, ...] = ABI_VERSIONS) -> VmExit:
+    """Decode one exit record written in one of `versions`; any malformed or invalid input raises
+    AbiError and nothing else."""
+    result: VmExit = _unpack(data, EXIT_MAGIC, "exit", _EXIT_BY_KIND, 0, versions)
     return result
 
 
-def pack_entry(entry: VmEntry) -> bytes:
-    """Encode an entry as one RECORD_SIZE-byte record."""
+def pack_entry(entry: VmEntry, version: int = ABI_VERSION) -> bytes:
+    """Encode an entry as one RECORD_SIZE-byte record (a batch: followed by its data) in `version`."""
     codec = _ENTRY_BY_TYPE.get(type(entry))
     if codec is None:
         raise TypeError(f"pack_entry needs a VmEntry, not {type(entry).__name__}")
     flags = EntryFlags.EXIT_CONSISTENT if entry.exit_consistent else 0
-    return _pack(codec, ENTRY_MAGIC, flags, entry)
+    return _pack(codec, ENTRY_MAGIC, flags, entry, version)
 
 
-def unpack_entry(data: Buffer) -> VmEntry:
-    """Decode one entry record; any malformed or invalid input raises AbiError and nothing else."""
-    result: VmEntry = _unpack(data, ENTRY_MAGIC, "entry", _ENTRY_BY_KIND, int(EntryFlags.EXIT_CONSISTENT))
+def unpack_entry(data: Buffer, versions: tuple[int, ...] = ABI_VERSIONS) -> VmEntry:
+    """Decode one entry record written in one of `versions`; any malformed or invalid input raises
+    AbiError and nothing else."""
+    flags = int(EntryFlags.EXIT_CONSISTENT)
+    result: VmEntry = _unpack(data, ENTRY_MAGIC, "entry", _ENTRY_BY_KIND, flags, versions)
     return result

@@ -35,10 +35,14 @@ from vmmio.abi import (
     Default,
     Device,
     FulfillInout,
+    FulfillInoutBatch,
     FulfillMmio,
+    FulfillMmioBatch,
     HltExit,
+    InoutBatchExit,
     InoutExit,
     InstEmulExit,
+    MmioBatchExit,
     MmioExit,
     ShutdownExit,
     SuspendedExit,
@@ -372,9 +376,10 @@ class Machine:
 
     def service(self, ex: MmioExit | InoutExit) -> FulfillMmio | FulfillInout:
         """Answer one request from the device it addresses (raises GuestExit for the debug device)."""
-        if isinstance(ex, MmioExit):
+        if type(ex) is MmioExit:
             hit, write = self.mmio.find(ex.gpa), ex.is_write
         else:
+            assert type(ex) is InoutExit
             hit, write = self.ports.find(ex.port), not ex.is_in
         if write:
             if hit is not None:
@@ -382,6 +387,43 @@ class Machine:
             return ex.fulfill()
         value = hit[0].read(hit[1], ex.size) if hit is not None else UNCLAIMED
         return ex.fulfill(value & ((1 << (8 * ex.size)) - 1))
+
+    def service_batch(self, ex: MmioBatchExit | InoutBatchExit) -> FulfillMmioBatch | FulfillInoutBatch:
+        """Answer a batched REP request: as many elements as the device at the first one holds, through
+        its `read_elements`/`write_elements` when it has them (`ElementDevice`), else one by one."""
+        size, count = ex.size, ex.count
+        if type(ex) is MmioBatchExit:
+            span, write = self.mmio.span(ex.gpa), ex.is_write
+            if span is None:
+                count, device, offset, step = 1, None, 0, 0  # unclaimed: one element, then look again
+            else:
+                base, end, device = span
+                offset, step = ex.gpa - base, -size if ex.df else size
+                room = offset // size + 1 if ex.df else (end - ex.gpa) // size
+                count = max(1, min(count, room))
+        else:
+            assert type(ex) is InoutBatchExit
+            hit, write, step = self.ports.find(ex.port), not ex.is_in, 0
+            device, offset = hit if hit is not None else (None, 0)
+        if write:
+            if device is not None:
+                data = ex.data[: count * size]
+                write_elements = getattr(device, "write_elements", None)
+                if write_elements is not None:
+                    write_elements(offset, size, data, step)
+                else:
+                    for i in range(count):
+                        value = int.from_bytes(data[i * size : (i + 1) * size], "little")
+                        device.write(offset + i * step, size, value)
+            return ex.fulfill(count=count)
+        if device is None:
+            return ex.fulfill(UNCLAIMED.to_bytes(8, "little")[:size] * count)
+        read_elements = getattr(device, "read_elements", None)
+        if read_elements is not None:
+            return ex.fulfill(read_elements(offset, size, count, step))
+        mask = (1 << (8 * size)) - 1
+        values = (device.read(offset + i * step, size) & mask for i in range(count))
+        return ex.fulfill(b"".join(v.to_bytes(size, "little") for v in values))
 
     def run(
         self,
@@ -399,21 +441,27 @@ class Machine:
         """
         entry: VmEntry = Default()
         exits = 0
-        clock = perf_counter_ns if observe is not None else _no_clock
-        start = clock()
+        start = before = returned = perf_counter_ns() if observe is not None else 0
+        service = self.service
         while not max_exits or exits < max_exits:
-            before = clock()
+            if observe is not None:
+                before = perf_counter_ns()
             ex = vcpu.run(entry)
-            returned = clock()
+            if observe is not None:
+                returned = perf_counter_ns()
             exits += 1
             if trace is not None:
                 trace(ex)
             stopping = control is not None and control.reason is not None
             answer: VmEntry | None = None
             result: RunResult | None = None
-            if isinstance(ex, MmioExit | InoutExit):
+            if type(ex) in _REQUESTS:
                 try:
-                    answer = self.service(ex)
+                    if type(ex) is MmioExit or type(ex) is InoutExit:
+                        answer = service(ex)
+                    else:
+                        assert type(ex) is MmioBatchExit or type(ex) is InoutBatchExit
+                        answer = self.service_batch(ex)
                 except GuestExit as done:
                     result = RunResult(done.status, "exit", exits)
                 except ResetRequested as reset:  # a reboot: the run ends, the guest asked for it
@@ -427,10 +475,11 @@ class Machine:
             elif isinstance(ex, SuspendedExit):
                 answer = Default()
             else:
+                assert isinstance(ex, HltExit | ShutdownExit | InstEmulExit)
                 result = _final(ex, exits)
             if observe is not None:
-                serviced = clock()
-                device = serviced - returned if isinstance(ex, MmioExit | InoutExit) else 0
+                serviced = perf_counter_ns()
+                device = serviced - returned if type(ex) in _REQUESTS else 0
                 observe(Serviced(exits, ex, answer, returned - start, returned - before, device))
             if result is not None:
                 return result
@@ -439,8 +488,7 @@ class Machine:
         return RunResult(0x7D, "limit", exits, f"stopped after {max_exits} exits")
 
 
-def _no_clock() -> int:
-    return 0
+_REQUESTS = (MmioExit, InoutExit, MmioBatchExit, InoutBatchExit)  # the exits devices answer
 
 
 def _final(ex: HltExit | ShutdownExit | InstEmulExit, exits: int) -> RunResult:

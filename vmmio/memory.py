@@ -59,6 +59,13 @@ class RangeMap(Generic[T]):
             return self._bases[i], self._values[i]
         return None
 
+    def span(self, addr: int) -> tuple[int, int, T] | None:
+        """(base, end, value) of the range containing `addr`, or None."""
+        i = bisect.bisect_right(self._bases, addr) - 1
+        if i >= 0 and addr < self._ends[i]:
+            return self._bases[i], self._ends[i], self._values[i]
+        return None
+
     def overlaps(self, base: int, size: int) -> bool:
         """Whether any mapped range meets [base, base+size)."""
         i = bisect.bisect_left(self._ends, base + 1)

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from vmmio.abi import (
-    ABI_VERSION,
     RECORD_SIZE,
     AbiError,
     FulfillInout,
@@ -67,6 +66,7 @@ __all__ = [
 
 MAGIC = b"VMMIOREC"
 VERSION = 1
+RECORD_ABI = 2  # the exit/entry records in it: one-element requests, fixed size (docs/abi.md, version 2)
 TAG_EXIT, TAG_END = 1, 2
 NO_RIP = (1 << 64) - 1
 MAX_META = 1 << 20
@@ -127,13 +127,16 @@ class Recorder:
     def __init__(self, out: IO[bytes], meta: dict[str, Any], vcpu: object) -> None:
         self.out = out
         self.read_state = state_reader(vcpu)
-        blob = json.dumps({"abi": ABI_VERSION, **meta}, sort_keys=True).encode()
+        blob = json.dumps({"abi": RECORD_ABI, **meta}, sort_keys=True).encode()
         out.write(_HEADER.pack(MAGIC, VERSION, 0, len(blob)) + blob)
 
     def __call__(self, s: Serviced) -> None:
         rip = _rip_of(self.read_state, s.exit)
-        answer = _NO_ENTRY if s.answer is None else pack_entry(s.answer)
-        payload = _EXIT.pack(NO_RIP if rip is None else rip, pack_exit(s.exit), answer)
+        try:
+            answer = _NO_ENTRY if s.answer is None else pack_entry(s.answer, RECORD_ABI)
+            payload = _EXIT.pack(NO_RIP if rip is None else rip, pack_exit(s.exit, RECORD_ABI), answer)
+        except AbiError as err:  # a batched REP request: records hold one-element exits
+            raise RecordError(f"exit {s.number} cannot be recorded: {err}") from None
         self.out.write(_FRAME.pack(TAG_EXIT, len(payload)) + payload)
 
     def finish(self, result: RunResult) -> None:
@@ -171,8 +174,8 @@ def read_recording(data: bytes) -> Recording:
         raise RecordError(f"unreadable metadata: {err}") from None
     if not isinstance(meta, dict) or not all(isinstance(meta.get(k, {}), dict) for k in _META_TABLES):
         raise RecordError("the metadata is not the object docs/record.md describes")
-    if meta.get("abi") != ABI_VERSION:
-        raise RecordError(f"recorded with ABI version {meta.get('abi')}; this vmmio speaks {ABI_VERSION}")
+    if meta.get("abi") != RECORD_ABI:
+        raise RecordError(f"recorded with ABI version {meta.get('abi')}; records hold version {RECORD_ABI}")
     frames: list[Frame] = []
     end: dict[str, Any] | None = None
     for tag, payload in _frames(data, _HEADER.size + meta_len):
@@ -181,8 +184,8 @@ def read_recording(data: bytes) -> Recording:
         if tag == TAG_EXIT and len(payload) == _EXIT.size:
             rip, raw_exit, raw_entry = _EXIT.unpack(payload)
             try:
-                ex = unpack_exit(raw_exit)
-                answer = None if raw_entry == _NO_ENTRY else unpack_entry(raw_entry)
+                ex = unpack_exit(raw_exit, (RECORD_ABI,))
+                answer = None if raw_entry == _NO_ENTRY else unpack_entry(raw_entry, (RECORD_ABI,))
             except AbiError as err:
                 raise RecordError(f"exit {len(frames) + 1}: {err}") from None
             frames.append(Frame(None if rip == NO_RIP else rip, ex, answer))
@@ -236,7 +239,7 @@ class ReplayMachine(Machine):
         if self.matched >= len(frames):
             raise Divergence(number, rip, "the end of the recording", describe(ex))
         frame = frames[self.matched]
-        if pack_exit(ex) != pack_exit(frame.exit):
+        if ex != frame.exit:
             raise Divergence(number, rip, describe(frame.exit), describe(ex))
         if self.compare_rip and None not in (rip, frame.rip) and rip != frame.rip:
             raise Divergence(number, rip, f"{describe(ex)} at rip {frame.rip:#x}", f"it at rip {rip:#x}")

@@ -12,7 +12,7 @@ from array import array
 from collections.abc import Callable, Iterable, MutableSequence
 from dataclasses import dataclass
 
-from vmmio.abi import InoutExit, MmioExit, VmExit
+from vmmio.abi import InoutBatchExit, InoutExit, MmioBatchExit, MmioExit, VmExit
 from vmmio.devices import AddressMap
 from vmmio.insn_at import Where
 from vmmio.machine import Machine, Serviced
@@ -113,9 +113,9 @@ class Stats:
 
     def device(self, ex: VmExit) -> str:
         """The device an exit is for, by name and range ("(unclaimed)" when none decodes it)."""
-        if isinstance(ex, MmioExit):
+        if isinstance(ex, MmioExit | MmioBatchExit):
             amap, addr, space = self.mmio, ex.gpa, "mmio"
-        elif isinstance(ex, InoutExit):
+        elif isinstance(ex, InoutExit | InoutBatchExit):
             amap, addr, space = self.ports, ex.port, "port"
         else:
             return f"(no device: {kind_of(ex)})"

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from typing import IO, Any
 
-from vmmio.abi import InoutExit, InstEmulExit, MmioExit, ShutdownExit, VmExit
+from vmmio.abi import InoutBatchExit, InoutExit, InstEmulExit, MmioBatchExit, MmioExit, ShutdownExit, VmExit
 from vmmio.insn_at import Where
 from vmmio.machine import Serviced
 
@@ -21,6 +21,8 @@ KINDS: dict[type, str] = {
     InoutExit: "inout",
     InstEmulExit: "inst_emul",
     ShutdownExit: "shutdown",
+    MmioBatchExit: "mmio_batch",
+    InoutBatchExit: "inout_batch",
 }
 
 
@@ -49,6 +51,23 @@ def _access(s: Serviced) -> dict[str, Any]:
             "dir": "in" if ex.is_in else "out",
             "value": None if value is None else hex(value),
         }
+    if isinstance(ex, MmioBatchExit):
+        return {
+            "gpa": hex(ex.gpa),
+            "size": ex.size,
+            "dir": "write" if ex.is_write else "read",
+            "count": ex.count,
+            "df": ex.df,
+            "done": getattr(s.answer, "count", None),
+        }
+    if isinstance(ex, InoutBatchExit):
+        return {
+            "port": hex(ex.port),
+            "size": ex.size,
+            "dir": "in" if ex.is_in else "out",
+            "count": ex.count,
+            "done": getattr(s.answer, "count", None),
+        }
     if isinstance(ex, InstEmulExit | ShutdownExit):
         return {"reason": ex.reason.name}
     return {}
@@ -75,7 +94,11 @@ def text_line(f: dict[str, Any]) -> str:
     """The --trace line for the fields of one exit."""
     rip = f["rip"] or "?"
     head = f"[exit] {f['n']:6} {f['t']:10.6f} cpu{f['vcpu']} {rip:>10} {f['kind']:5}"
-    if "dir" in f:
+    if "count" in f:  # a batched run
+        where = f"gpa={f['gpa']}" if "gpa" in f else f"port={f['port']}"
+        done = f["done"] if f["done"] is not None else "-"
+        body = f"{f['dir']:5} {where:16} size={f['size']} count={f['count']} done={done}"
+    elif "dir" in f:
         where = f"gpa={f['gpa']}" if "gpa" in f else f"port={f['port']}"
         value = f["value"] if f["value"] is not None else "-"
         body = f"{f['dir']:5} {where:16} size={f['size']} value={value:10}"

@@ -1,8 +1,9 @@
 """ABI records, packed from valid values of every kind and then damaged: decoding is total and canonical.
 
 Invariant (docs/abi.md, "Decoding rules"): `unpack_exit` and `unpack_entry`, given any buffer, raise
-AbiError and nothing else, or return a value of their direction that packs back to exactly the same
-48 bytes, and never as both. An undamaged record decodes. Buffers come as bytes,
+AbiError and nothing else, or return a value of their direction that packs back, in the record's own
+ABI version, to exactly the same bytes (48, and a batch's data after them), and never as both. An
+undamaged record decodes, in every version that has its kind. Buffers come as bytes,
 bytearray, memoryview (a slice of a larger buffer, a strided or re-cast view, a released one) and
 bytes subclasses, one of which lies about its length.
 """
@@ -25,11 +26,15 @@ from vmmio.abi import (
     Default,
     Discard,
     FulfillInout,
+    FulfillInoutBatch,
     FulfillMmio,
+    FulfillMmioBatch,
     HltExit,
+    InoutBatchExit,
     InoutExit,
     InstEmulExit,
     InstEmulReason,
+    MmioBatchExit,
     MmioExit,
     ShutdownExit,
     ShutdownReason,
@@ -132,6 +137,40 @@ def _inout_exit(rng: random.Random) -> Value:
     return InoutExit(port, size, is_in, 0 if is_in else data)
 
 
+def _batch(rng: random.Random, size: int) -> int:
+    return rng.choice((1, 2, 3, 4096 // size, rng.randint(1, 4096 // size)))
+
+
+def _mmio_run(rng: random.Random) -> tuple[int, int, int, bool, bool]:
+    """gpa, size, count, is_write, df of a batched MMIO run within one page."""
+    size = rng.choice((1, 2, 4, 8))
+    count = _batch(rng, size)
+    df = rng.random() < 0.5
+    low = _u(rng, 64) & ~0xFFF | rng.randrange(0x1000 - count * size + 1)
+    return (low + (count - 1) * size if df else low), size, count, rng.random() < 0.5, df
+
+
+def _mmio_batch_exit(rng: random.Random) -> Value:
+    gpa, size, count, is_write, df = _mmio_run(rng)
+    return MmioBatchExit(gpa, size, count, is_write, df, rng.randbytes(count * size) if is_write else b"")
+
+
+def _mmio_batch_entry(rng: random.Random) -> Value:
+    gpa, size, count, is_write, df = _mmio_run(rng)
+    data = b"" if is_write else rng.randbytes(count * size)
+    return FulfillMmioBatch(gpa, size, count, is_write, df, data, rng.random() < 0.5)
+
+
+def _inout_batch(rng: random.Random, exit: bool) -> Value:
+    size = rng.choice((1, 2, 4))
+    count, is_in = _batch(rng, size), rng.random() < 0.5
+    carries = is_in != exit  # an OUT exit, an IN fulfillment
+    data = rng.randbytes(count * size) if carries else b""
+    if exit:
+        return InoutBatchExit(_u(rng, 16), size, count, is_in, data)
+    return FulfillInoutBatch(_u(rng, 16), size, count, is_in, data, rng.random() < 0.5)
+
+
 def _inst_emul(rng: random.Random) -> Value:
     insn = rng.randbytes(rng.randint(0, MAX_INSN_LEN))
     return InstEmulExit(_u(rng, 64), insn, rng.choice(list(InstEmulReason)))
@@ -149,12 +188,17 @@ VALUES: Weighted[Callable[[random.Random], Value]] = Weighted(
         (3, lambda rng: FulfillMmio(*_mmio(rng), rng.random() < 0.5)),
         (2, lambda rng: FulfillInout(*_inout(rng), rng.random() < 0.5)),
         (1, lambda rng: Discard(rng.random() < 0.5)),
+        (2, _mmio_batch_exit),
+        (2, _mmio_batch_entry),
+        (1, lambda rng: _inout_batch(rng, True)),
+        (1, lambda rng: _inout_batch(rng, False)),
     )
 )
 
 # Field offsets and widths of the header and every payload layout (docs/abi.md), for targeted stores.
 FIELDS = ((0, 4), (4, 2), (6, 2), (8, 4), (12, 4), (16, 8), (16, 2), (18, 1), (19, 1), (20, 4), (24, 8),
-          (24, 2), (26, 1), (27, 1), (32, 1), (33, 1), (34, 1), (40, 8), (46, 2), (47, 1))  # fmt: skip
+          (24, 2), (24, 4), (26, 1), (27, 1), (28, 1), (29, 1), (30, 1), (31, 1), (32, 1), (33, 1),
+          (34, 1), (40, 8), (46, 2), (47, 1))  # fmt: skip
 INTERESTING = (0, 1, 2, 3, 4, 5, 6, 7, 8, 15, 16, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0xFFFF_FFFF, 1 << 63)
 
 
@@ -209,8 +253,8 @@ MUTATIONS: Weighted[Callable[[random.Random, bytearray], bytearray]] = Weighted(
         (1, lambda rng, buf: buf[: rng.randrange(len(buf))] if buf else buf),
         (1, lambda rng, buf: buf + rng.randbytes(rng.randint(1, 16))),
         (2, _magic),
-        (2, _header_word(4, 2, (0, 1, 2, 3, 0xFFFF))),  # version
-        (3, _header_word(6, 2, (0, 1, 2, 3, 4, 5, 6, 7, 0xFFFF))),  # kind
+        (2, _header_word(4, 2, (0, 1, 2, 3, 4, 0xFFFF))),  # version
+        (3, _header_word(6, 2, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xFFFF))),  # kind
         (2, _header_word(8, 4, (0, 1, 2, 3, 0x8000_0000))),  # flags
         (1, lambda rng, buf: buf[:16] + rng.randbytes(32)),  # a random payload
     )
@@ -218,7 +262,9 @@ MUTATIONS: Weighted[Callable[[random.Random, bytearray], bytearray]] = Weighted(
 
 
 def generate(rng: random.Random) -> Case | Packed:
-    packed = _pack(VALUES(rng)(rng))
+    value = VALUES(rng)(rng)
+    batch = isinstance(value, MmioBatchExit | InoutBatchExit | FulfillMmioBatch | FulfillInoutBatch)
+    packed = _pack(value, 3 if batch or rng.random() < 0.5 else 2)
     wrapper = rng.choice(_READABLE) if rng.random() < 0.3 else "bytes"
     if rng.random() < 0.1:
         return Packed(packed, wrapper)
@@ -230,10 +276,10 @@ def generate(rng: random.Random) -> Case | Packed:
     return Case(bytes(buf), wrapper)
 
 
-def _pack(value: Value) -> bytes:
-    if isinstance(value, Default | FulfillMmio | FulfillInout | Discard):
-        return pack_entry(value)
-    return pack_exit(value)
+def _pack(value: Value, version: int) -> bytes:
+    if isinstance(value, _ENTRIES):
+        return pack_entry(value, version)
+    return pack_exit(value, version)
 
 
 def _unpack_exit(buf: object) -> Value:
@@ -244,8 +290,17 @@ def _unpack_entry(buf: object) -> Value:
     return unpack_entry(buf)  # type: ignore[arg-type]
 
 
-_EXITS = (MmioExit, InoutExit, InstEmulExit, HltExit, ShutdownExit, SuspendedExit)
-_ENTRIES = (Default, FulfillMmio, FulfillInout, Discard)
+_EXITS = (
+    MmioExit,
+    InoutExit,
+    InstEmulExit,
+    HltExit,
+    ShutdownExit,
+    SuspendedExit,
+    MmioBatchExit,
+    InoutBatchExit,
+)
+_ENTRIES = (Default, FulfillMmio, FulfillInout, Discard, FulfillMmioBatch, FulfillInoutBatch)
 DIRECTIONS: tuple[tuple[str, Callable[[object], Value], tuple[type, ...]], ...] = (
     ("exit", _unpack_exit, _EXITS),
     ("entry", _unpack_entry, _ENTRIES),
@@ -268,7 +323,7 @@ def check(case: Case | Packed, stats: Stats) -> int:
             raise Violation("released-buffer", f"unpack_{name} read a released memoryview: {value}")
         if type(value) not in kinds:
             raise Violation("wrong-direction", f"unpack_{name} returned {type(value).__name__}")
-        again = _pack(value)
+        again = _pack(value, struct.unpack_from("<H", case.record, 4)[0])  # it decoded: a known version
         if again != case.record:
             raise Violation(
                 "not-canonical",

@@ -29,8 +29,10 @@ from vmmio.abi import (
     EntryError,
     FulfillInout,
     FulfillMmio,
+    InoutBatchExit,
     InoutExit,
     InstEmulExit,
+    MmioBatchExit,
     MmioExit,
     SuspendedExit,
     VmEntry,
@@ -326,6 +328,7 @@ def check(case: Case, stats: Stats) -> int:
             _registers(fz, ref, step)
             continue
         pending = fz.vcpu.pending
+        assert not isinstance(pending, MmioBatchExit | InoutBatchExit)  # batching is never enabled here
         entry = make_entry(step, pending)
         valid = accepts(entry, pending)
         before = fz.snapshot()

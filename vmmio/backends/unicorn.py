@@ -186,8 +186,13 @@ _LEGACY_PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0x
 _MASK64 = (1 << 64) - 1
 _NO_EXIT = _MASK64  # `until` for emu_start; with exits enabled and an empty exit list it is ignored
 _WRITE_UNMAPPED = ucc.UC_MEM_WRITE_UNMAPPED
-# uc_reg_write_batch's arguments for one dirty mask: ids, value pointers, count, the values' picker, packer.
-_WriteSet = tuple[Any, Any, int, Callable[[list[int]], tuple[int, ...]], struct.Struct]
+# uc_reg_write_batch's arguments for one dirty mask (ids, value pointers, count) and how to pack the values.
+_WriteSet = tuple[_void_p, _void_p, ctypes.c_int, Callable[[list[int]], tuple[int, ...]], int, struct.Struct]
+# The batch call on the hot path, declared with plain pointers: ctypes then converts no argument of the
+# prebuilt ones (the binding's own declaration checks each array against its pointer type).
+_reg_write_batch = ctypes.CFUNCTYPE(ctypes.c_int, _void_p, _void_p, _void_p, ctypes.c_int)(
+    ctypes.cast(_lib.uc_reg_write_batch, _void_p).value or 0
+)
 _FETCH_UNMAPPED = ucc.UC_MEM_FETCH_UNMAPPED
 
 
@@ -485,8 +490,9 @@ class UnicornBackend:
         self._vals = (_u64 * _NREGS)()
         self._ids = (ctypes.c_int * _NREGS)(*_REG_IDS)
         self._ptrs = (_void_p * _NREGS)(*(ctypes.addressof(self._vals) + 8 * i for i in range(_NREGS)))
-        self._wvals = (_u64 * _NREGS)()
+        self._wvals = (_u64 * (_NREGS + 2))()  # written GPRs, two dummies, RIP, RFLAGS (see _write_set)
         self._write_sets: dict[int, _WriteSet] = {}
+        self._keep: list[tuple[Any, Any]] = []  # the arrays the write sets point into
         self._rip_val = _u64()  # scratch for single-register reads and writes
         # uc_emu_start's arguments, prebuilt: ctypes converts nothing for objects of the declared types.
         self._start_rip = _u64()  # where the next run starts, valid while `_rip_known`
@@ -533,6 +539,7 @@ class UnicornBackend:
 
     def _map_new_ram(self) -> None:
         """Map RAM regions added to `memory` since the last call, in place (uc_mem_map_ptr)."""
+        self._mapped_generation = self.memory.generation
         known = {id(r) for r, _ in self._mapped}
         for region in self.memory.ram:
             if id(region) in known:
@@ -777,7 +784,7 @@ class UnicornBackend:
             self._count_arg.value = count
         if timeout != self._timeout_arg.value:
             self._timeout_arg.value = timeout
-        if len(self._mapped) != len(self.memory.ram):
+        if self.memory.generation != self._mapped_generation:
             self._map_new_ram()
         if self._flush_pending:
             self._eng.ctl(ucc.UC_CTL_TB_FLUSH)
@@ -953,38 +960,54 @@ class UnicornBackend:
         return Regs(list(vals[:16]), vals[16], vals[17])
 
     def set_regs(self, regs: Regs, dirty: int) -> None:
-        """Write the registers in `dirty` in one uc_reg_write_batch call, with arguments prebuilt per mask."""
+        """Write the registers in `dirty` in one uc_reg_write_batch call, its arguments prebuilt per mask:
+        the values are packed into a buffer in one call, and the pointers name their slots in it."""
         dirty &= DIRTY_ALL
         if not dirty:
             return
         entry = self._write_sets.get(dirty)
         if entry is None:
             entry = self._write_set(dirty)
-        ids, ptrs, n, pick, packer = entry
-        values = pick([*regs.gprs, regs.rip, regs.rflags])
+        ids, ptrs, n, pick, tail, packer = entry
+        values = pick(regs.gprs)
         try:
-            packer.pack_into(self._wvals, 0, *values)
+            if tail == 0:
+                packer.pack_into(self._wvals, 0, *values)
+            elif tail == 1:
+                packer.pack_into(self._wvals, 0, *values, regs.rip)
+            elif tail == 2:
+                packer.pack_into(self._wvals, 0, *values, regs.rflags)
+            else:
+                packer.pack_into(self._wvals, 0, *values, regs.rip, regs.rflags)
         except struct.error:  # a value outside 0..2^64-1: store it modulo 2^64 like the CPU would
-            packer.pack_into(self._wvals, 0, *(v & _MASK64 for v in values))
-        _lib.uc_reg_write_batch(self._h, ids, ptrs, n)
+            regs = Regs([v & _MASK64 for v in regs.gprs], regs.rip & _MASK64, regs.rflags & _MASK64)
+            return self.set_regs(regs, dirty)
+        _reg_write_batch(self._h, ids, ptrs, n)
         self._regs_fresh = False
         if dirty & DIRTY_RIP:
-            self._start_rip.value = regs.rip & _MASK64
+            self._start_rip.value = regs.rip
             self._rip_known = True
 
     def _write_set(self, dirty: int) -> _WriteSet:
-        """uc_reg_write_batch's arguments for the registers in `dirty`, and how to pick their values."""
-        idx = tuple(n for n in range(_NREGS) if dirty >> n & 1)
-        ids = (ctypes.c_int * len(idx))(*(_REG_IDS[n] for n in idx))
+        """uc_reg_write_batch's arguments for the registers in `dirty`, and how their values are packed:
+        the dirty GPRs (an itemgetter, with two dummies so that it always returns a tuple), then RIP
+        and RFLAGS when dirty (`tail`: bit 0 RIP, bit 1 RFLAGS)."""
+        gprs = [n for n in range(16) if dirty >> n & 1]
+        tail = (dirty >> 16) & 3
+        regs = [*gprs, *(16 + i for i in range(2) if tail >> i & 1)]
+        slots = [*range(len(gprs)), *(len(gprs) + 2 + i for i in range(len(regs) - len(gprs)))]
+        ids = (ctypes.c_int * len(regs))(*(_REG_IDS[n] for n in regs))
         base = ctypes.addressof(self._wvals)
-        ptrs = (_void_p * len(idx))(*(base + 8 * i for i in range(len(idx))))
-        # itemgetter of one index returns the item, not a tuple: pick it twice and pack both copies (the
-        # second lands in a slot no pointer names).
-        pick: Callable[[list[int]], tuple[int, ...]] = (
-            itemgetter(*idx, *idx[:1]) if len(idx) == 1 else itemgetter(*idx)
+        ptrs = (_void_p * len(regs))(*(base + 8 * slot for slot in slots))
+        self._keep.append((ids, ptrs))
+        entry = (
+            _void_p(ctypes.addressof(ids)),
+            _void_p(ctypes.addressof(ptrs)),
+            ctypes.c_int(len(regs)),
+            itemgetter(*gprs, 0, 0),
+            tail,
+            struct.Struct(f"<{len(gprs) + 2 + len(regs) - len(gprs)}Q"),
         )
-        packer = struct.Struct(f"<{max(len(idx), 2)}Q")
-        entry = (ids, ptrs, len(idx), pick, packer)
         if len(self._write_sets) < 512:
             self._write_sets[dirty] = entry
         return entry

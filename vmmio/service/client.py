@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from vmmio.abi import (
-    ABI_VERSION,
     RECORD_SIZE,
     AbiError,
     Default,
@@ -61,7 +60,7 @@ class Client:
         self._tag = 0
         reply, _ = self.request(Op.HELLO, P.HELLO_REQ.pack(P.TRANSPORT_VERSION, P.TRANSPORT_VERSION, caps))
         version, abi, granted, self.max_message, self.max_vcpus, self.max_ram = P.HELLO_REP.unpack(reply)
-        if version != P.TRANSPORT_VERSION or abi != ABI_VERSION:
+        if version != P.TRANSPORT_VERSION or abi != P.ABI_VERSION:
             raise ServiceError(Err.VERSION, f"server chose transport {version}, ABI {abi}")
         self.caps = granted
 
@@ -219,7 +218,7 @@ class RemoteVcpu:
             entry = Default()
         record = self._entries.get(entry)
         if record is None:
-            record = pack_entry(entry)
+            record = pack_entry(entry, P.ABI_VERSION)
             if len(self._entries) > 4096:
                 self._entries.clear()
             self._entries[entry] = record
@@ -233,7 +232,7 @@ class RemoteVcpu:
             raise ServiceError(status, text)
         ex = self._exits.get(raw)
         if ex is None:
-            ex = unpack_exit(raw)
+            ex = unpack_exit(raw, (P.ABI_VERSION,))
             if len(self._exits) > 4096:
                 self._exits.clear()
             self._exits[raw] = ex

@@ -40,7 +40,9 @@ from vmmio.abi import (
     EntryError,
     FulfillInout,
     FulfillMmio,
+    InoutBatchExit,
     InoutExit,
+    MmioBatchExit,
     MmioExit,
     ShutdownExit,
     VmEntry,
@@ -389,7 +391,7 @@ class Epoch:
         status, raw, fired = self._post(served, record)
         self.report.runs[Err(status).name if status in Err._value2member_map_ else str(status)] += 1
         try:
-            entry = unpack_entry(record)
+            entry = unpack_entry(record, (P.ABI_VERSION,))
         except AbiError:
             if status != Err.ENTRY:
                 self.diverged(f"entry {record.hex()} does not decode, server said {status}")
@@ -410,7 +412,7 @@ class Epoch:
             return
         if status != Err.OK:
             self.diverged(f"{entry}: reference ran to {ex}, server said {status} {P.error_text(raw)}")
-        elif raw != pack_exit(ex):
+        elif raw != pack_exit(ex, P.ABI_VERSION):
             self.diverged(f"{entry}: reference exit {ex}, server exit {raw.hex()}")
         self.last_exit[n] = ex
         self.shutdowns = self.shutdowns + 1 if isinstance(ex, ShutdownExit) else 0
@@ -418,6 +420,7 @@ class Epoch:
     def _entry_record(self, ref: Vcpu) -> bytes:
         rng = self.rng
         pending = ref.pending
+        assert not isinstance(pending, MmioBatchExit | InoutBatchExit)  # the transport has no batched REP
         consistent = rng.random() < 0.1
         entry: VmEntry
         roll = rng.random()
@@ -433,7 +436,7 @@ class Epoch:
             entry = FulfillMmio(pending.gpa ^ 8, pending.size, pending.is_write, 0, consistent)
         else:
             entry = FulfillInout(pending.port ^ 1, pending.size, pending.is_in, 0, consistent)
-        record = pack_entry(entry)
+        record = pack_entry(entry, P.ABI_VERSION)
         if rng.random() < 0.2:
             record = mutate(rng, record)
             self.report.mutated += 1

@@ -16,6 +16,9 @@ from vmmio.abi import RECORD_SIZE
 from vmmio.x86.state import Control, Regs, Segment, VectorState
 
 TRANSPORT_VERSION: Final = 2  # 2: XCR0 in CONTROL; x87 status, tags and exponents in VECTOR
+# The exit/entry records on run pages: ABI version 2, one-element requests (the transport does not offer
+# batched REP, whose data would not fit a run page's 48-byte slots).
+ABI_VERSION: Final = 2
 REQUEST_MAGIC: Final = b"VSRQ"
 REPLY_MAGIC: Final = b"VSRP"
 HEADER: Final = struct.Struct("<4sHHII")  # magic, op, vcpu, tag, status

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import IO, Final, TypeVar
 
 from vmmio.abi import (
-    ABI_VERSION,
     RECORD_SIZE,
     AbiError,
     EntryError,
@@ -176,7 +175,9 @@ class Session:
             raise WireError(Err.VERSION, f"versions {low}..{high}: this server speaks {P.TRANSPORT_VERSION}")
         self.version = P.TRANSPORT_VERSION
         self.caps = wanted & P.SERVER_CAPS
-        reply = P.HELLO_REP.pack(self.version, ABI_VERSION, self.caps, P.MAX_MESSAGE, P.MAX_VCPUS, P.MAX_RAM)
+        reply = P.HELLO_REP.pack(
+            self.version, P.ABI_VERSION, self.caps, P.MAX_MESSAGE, P.MAX_VCPUS, P.MAX_RAM
+        )
         return reply, []
 
     def create_vm(self, vcpu: int, body: bytes) -> tuple[bytes, list[int]]:
@@ -425,7 +426,7 @@ class Session:
         entry = slot.entries.get(raw)
         if entry is None:
             try:
-                entry = unpack_entry(raw)
+                entry = unpack_entry(raw, (P.ABI_VERSION,))
             except AbiError as err:
                 self._answer(slot, Err.ENTRY, str(err), None)
                 return
@@ -454,7 +455,7 @@ class Session:
             return
         record = slot.exits.get(ex)
         if record is None:
-            record = pack_exit(ex)
+            record = pack_exit(ex, P.ABI_VERSION)
             if len(slot.exits) >= CACHE_LIMIT:
                 slot.exits.clear()
             slot.exits[ex] = record
@@ -612,7 +613,7 @@ def serve(path: str, *, out: IO[str] | None = None, ready: Callable[[], None] | 
         stopping = True
 
     saved = [(s, signal.signal(s, stop)) for s in (signal.SIGTERM, signal.SIGINT)]
-    log(f"listening on {path} (transport {P.TRANSPORT_VERSION}, ABI {ABI_VERSION}, pid {os.getpid()})")
+    log(f"listening on {path} (transport {P.TRANSPORT_VERSION}, ABI {P.ABI_VERSION}, pid {os.getpid()})")
     if ready is not None:
         ready()
     serial = 0

@@ -23,13 +23,13 @@ from __future__ import annotations
 import mmap
 from dataclasses import dataclass
 
-from vmmio.abi import InstEmulReason
+from vmmio.abi import InstEmulReason, MmioExit
 from vmmio.backends.base import Backend
 from vmmio.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, HandlerRegion, RamRegion
 from vmmio.vmm.abort import EmulationAbort
 from vmmio.vmm.semantics import lookup
 from vmmio.vmm.semantics.context import Exec, Form, Steps
-from vmmio.vmm.tlb import Groups, Tlb, holds
+from vmmio.vmm.tlb import Groups, Tlb
 from vmmio.x86.decode import decode_cached
 from vmmio.x86.faults import GP, PFEC_I, PFEC_U, UD, GuestFault
 from vmmio.x86.insn import MAX_INSN_LEN, DecodeError, DecodeStatus, Insn
@@ -62,6 +62,7 @@ class Access:
     pieces: list[Piece]
     all_ram: bool
     groups: Groups  # the page-table entries its translations depend on
+    request: MmioExit | None = None  # the last exit it made, when it was one request to userspace
 
 
 class Run:
@@ -87,6 +88,7 @@ class Run:
         "piece",
         "pieces",
         "plan",
+        "rep",
         "rip",
         "value",
         "x",
@@ -96,6 +98,7 @@ class Run:
         self.plan = plan
         self.insn = plan.insn
         self.form = form
+        self.rep = form.string and bool(plan.insn.rep)  # a REP string instruction: one call per iteration
         self.ctl = plan.ctl
         self.mode = plan.mode
         self.rip = plan.rip  # RIP of the instruction
@@ -180,8 +183,12 @@ class Plans:
             self._ctl = ctl
             self._generation = self._memory.generation
         plan = self._plans.get(rip)
-        if plan is not None and holds(plan.groups) and plan.mem[plan.off : plan.end] == plan.insn.raw:
-            return plan
+        if plan is not None and plan.mem[plan.off : plan.end] == plan.insn.raw:
+            for view, get, expected in plan.groups:  # the code page's translation (`holds`, inline)
+                if get(view) != expected:
+                    break
+            else:
+                return plan
         return self._build(ctl, rip, rflags)
 
     def forget(self) -> None:

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 from vmmio.abi import (
     AbiError,
+    Capability,
     Default,
     Discard,
     EntryError,
     HltExit,
+    InoutBatchExit,
     InoutExit,
     InstEmulExit,
     InstEmulReason,
+    MmioBatchExit,
     MmioExit,
+    Request,
     ShutdownExit,
     ShutdownReason,
     SuspendedExit,
     VmEntry,
     VmExit,
+    batch_fulfillment,
     fulfillment_data,
     inout_request,
     mmio_request,
@@ -41,6 +46,7 @@ from vmmio.backends.base import (
 from vmmio.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, HandlerRegion, RamRegion
 from vmmio.vmm.abort import EmulationAbort
 from vmmio.vmm.plan import PLANNED_ACCESSES, Access, Piece, Plans, Run
+from vmmio.vmm.rep_batch import Batch, Batcher
 from vmmio.vmm.semantics.context import (
     NO_AC,
     PORT_CHECK,
@@ -73,6 +79,7 @@ WINDOW_POLL_NS = 1_000_000  # an interrupt pending while IF is clear: look again
 _MAX_BLOCK = 4096  # instructions decoded ahead to find where a fetch fault really is
 _HLT = HltExit()
 _SUSPENDED = SuspendedExit()
+_DEFAULT = Default()
 
 
 class VcpuBusy(RuntimeError):
@@ -97,14 +104,36 @@ class Vcpu:
         self.shutdown_detail = ""  # what the backend said with the last ShutdownExit
         self._stop = False  # request_stop() while the kernel itself waits (HLT)
         self._cur: Run | None = None
-        self._pending: MmioExit | InoutExit | None = None
+        self._pending: Request | None = None
+        self._batch: Batch | None = None  # the batched run `_pending` asks for, if it is one
+        self.capabilities = Capability(0)
+        self._batching = False  # Capability.REP_BATCH is on
         self.tlb = Tlb(vm.walker)
         self.plans = Plans(vm.memory, self.tlb, backend)
+        self._batcher = Batcher(self.tlb, vm.memory, vm.ports, self._io_permitted, backend.ram_written)
 
     @property
-    def pending(self) -> MmioExit | InoutExit | None:
+    def pending(self) -> Request | None:
         """The request userspace must fulfill on the next entry, if any."""
         return self._pending
+
+    def enable(self, capability: Capability) -> None:
+        """Turn on what the vCPU does beyond the one-element boundary (`Capability.REP_BATCH`: batched
+        REP requests). A vCPU that never enables anything sees one-element exits only. Refused
+        (VcpuBusy) while a request is pending."""
+        self._set_capabilities(self.capabilities | capability)
+
+    def disable(self, capability: Capability) -> None:
+        """Back to one-element exits for `capability`; refused (VcpuBusy) while a request is pending."""
+        self._set_capabilities(self.capabilities & ~capability)
+
+    def _set_capabilities(self, capabilities: Capability) -> None:
+        self._idle("changing capabilities")
+        unknown = int(capabilities) & ~int(Capability.REP_BATCH)
+        if unknown:
+            raise ValueError(f"unknown capability bits {unknown:#x}")
+        self.capabilities = Capability(capabilities)
+        self._batching = bool(capabilities & Capability.REP_BATCH)
 
     # -- architectural state ----------------------------------------------------------------------
 
@@ -167,18 +196,37 @@ class Vcpu:
     def run(self, entry: VmEntry | None = None) -> VmExit:
         """Apply `entry`, finish what is in flight, run the guest, and return the next exit."""
         if entry is None:
-            entry = Default()
+            entry = _DEFAULT
         pending = self._pending
         if pending is None:
             if type(entry) is not Default:
                 raise EntryError(f"{type(entry).__name__} entry, but no request is pending")
         elif type(entry) is Discard:
             self._pending = None
+            self._batch = None
             cur = self._cur
             self._cur = None
             if cur is not None:
                 self._flush(cur)  # REP iterations completed before this one stay completed
+        elif self._batch is not None:
+            batch = self._batch
+            assert type(pending) is MmioBatchExit or type(pending) is InoutBatchExit
+            try:
+                count, data = batch_fulfillment(pending, entry)
+            except AbiError as err:
+                raise EntryError(str(err)) from None
+            self._pending = None
+            self._batch = None
+            cur = self._cur
+            assert cur is not None
+            cur.consistent = cur.consistent or entry.exit_consistent
+            ex = self._finish_batch(cur, batch, count, data)
+            if ex is not None:
+                return ex
+            if cur.consistent:
+                return _SUSPENDED
         else:
+            assert type(pending) is MmioExit or type(pending) is InoutExit
             try:
                 value = fulfillment_data(pending, entry)
             except AbiError as err:
@@ -348,12 +396,12 @@ class Vcpu:
         # The backend handed us a private copy of the registers: stage on it directly.
         cur.start(regs.gprs, regs.rflags, fault_page, fault_port)
         self._cur = cur
-        form, insn, x = cur.form, cur.insn, cur.x
-        if form.string and insn.rep and not x.gprs[Gpr.RCX] & MASK[insn.addr_size]:
+        if cur.rep and not regs.gprs[Gpr.RCX] & MASK[cur.insn.addr_size]:
             # REP with a zero count: no iteration, no access; the instruction only advances RIP (and,
             # with 32-bit addressing in 64-bit mode, clears upper halves as Intel CPUs do).
-            if insn.addr_size == 4 and plan.mode == 64:
-                for reg in (Gpr.RCX, *form.zero_count_clears):
+            x = cur.x
+            if cur.insn.addr_size == 4 and plan.mode == 64:
+                for reg in (Gpr.RCX, *cur.form.zero_count_clears):
                     x.set(reg, 4, x.gprs[reg])
             return self._complete(cur)
         return self._advance(cur, None)
@@ -361,18 +409,59 @@ class Vcpu:
     # -- driving an instruction -----------------------------------------------------------------
 
     def _advance(self, cur: Run, value: int | None) -> VmExit | None:
-        """Run `cur` until it needs userspace (an exit is returned) or completes (None)."""
+        """Run `cur` until it needs userspace (an exit is returned) or completes (None).
+
+        `value` is None to start the semantics, else the data userspace has just supplied. Each request
+        the semantics yields is performed; one served in the kernel sends its value straight back.
+        """
         try:
             while True:
-                ex = self._drive(cur, value)
-                if ex is not None:
-                    cur.iterations = 0  # userspace runs now: the in-kernel work bound starts again
-                    if cur.done is not None:
+                if value is None and cur.rep and self._batching and cur.form.elements is not None:
+                    batch = self._batcher.plan(cur)  # an iteration starts: as many as fit, in one request
+                    if batch is not None:
+                        cur.iterations = 0
                         self._flush(cur)
-                    return ex
-                if not (cur.form.string and cur.insn.rep):
-                    return self._complete(cur)
-                if self._rep_iteration_done(cur):
+                        self._batch = batch
+                        self._pending = batch.request
+                        return batch.request
+                gen = cur.gen
+                try:
+                    if value is None:
+                        req = next(gen)
+                    else:
+                        pieces = cur.pieces
+                        if pieces is not None:
+                            if len(pieces) == 1:  # the whole access was this request
+                                cur.pieces = None
+                                if cur.is_write:
+                                    value = 0
+                            else:  # userspace has served one piece: finish the others
+                                ex = self._resume_access(cur, value)
+                                if ex is not None:
+                                    return ex
+                                value = cur.value
+                        req = gen.send(value)
+                    while True:
+                        kind, a, b, size, data = req
+                        if kind <= SYS_WRITE or kind & NO_AC:
+                            ex = self._start_access(cur, kind, a, b, size, data)
+                        elif kind <= PORT_OUT:
+                            ex = self._port_access(cur, kind == PORT_IN, a, size, data)
+                        elif kind == PORT_CHECK:
+                            self._check_io(cur, a, size)
+                            ex = None
+                        else:
+                            self._check_alignment(cur, a, b, size)
+                            ex = None
+                        if ex is not None:
+                            cur.iterations = 0  # userspace runs now: the in-kernel work bound starts again
+                            if cur.done is not None:
+                                self._flush(cur)
+                            return ex
+                        req = gen.send(cur.value)
+                except StopIteration:
+                    pass
+                if not cur.rep or self._rep_iteration_done(cur):
                     return self._complete(cur)
                 # Stop between iterations when the budget is spent or userspace wants a consistent
                 # state: RIP still points at the instruction, so the guest re-executes it.
@@ -398,6 +487,30 @@ class Vcpu:
             self._cur = None
             self._flush(cur)
             return InstEmulExit(cur.rip, cur.insn.raw, InstEmulReason.TRANSLATION_FAILED)
+
+    def _finish_batch(self, cur: Run, batch: Batch, count: int, data: bytes) -> VmExit | None:
+        """Complete `count` elements of a batched run, then go on with the instruction as after that many
+        iterations (the next run may be another request at once)."""
+        self._batcher.complete(cur, batch, count, data)
+        x = cur.x
+        if not x.gprs[Gpr.RCX] & MASK[cur.insn.addr_size]:
+            return self._complete(cur)
+        cur.done = (x.gprs[:], x.rflags, x.dirty)
+        cur.iterations = 0
+        if cur.consistent:  # between two iterations: a consistent state
+            self._cur = None
+            self._flush(cur)
+            return None
+        cur.gen = cur.form.fn(x, cur.insn)
+        return self._advance(cur, None)
+
+    def _io_permitted(self, cur: Run, port: int, size: int) -> bool:
+        """`_check_io` as a question (batched runs leave a refused port to the one-by-one way)."""
+        try:
+            self._check_io(cur, port, size)
+        except (GuestFault, EmulationAbort):
+            return False
+        return True
 
     def _rep_iteration_done(self, cur: Run) -> bool:
         """Count one REP iteration down and commit it; True when the instruction is finished.
@@ -432,8 +545,9 @@ class Vcpu:
             # It read RAM but never touched the faulting page: the code or tables changed under us.
             self._flush(cur)
             return InstEmulExit(cur.rip, cur.insn.raw, InstEmulReason.GPA_MISMATCH)
-        self._commit_memory(cur)
         x = cur.x
+        if cur.deferred or x.new_ctl is not None or x.vec_dirty:
+            self._commit_memory(cur)
         # The registers of earlier REP iterations are in x too (their dirty bits accumulate).
         cur.done = None
         self.backend.set_regs(Regs(x.gprs, x.next_rip, x.rflags), x.dirty | DIRTY_RIP)
@@ -457,48 +571,6 @@ class Vcpu:
             assert x.vec is not None
             self.backend.set_vector(x.vec)
             x.vec_dirty = False
-
-    def _drive(self, cur: Run, value: int | None) -> VmExit | None:
-        """Feed the semantics and perform what it asks, until it ends (None) or needs userspace.
-
-        `value` is None to start the semantics, else the data userspace has just supplied.
-        """
-        gen = cur.gen
-        try:
-            if value is None:
-                req = next(gen)
-            else:
-                pieces = cur.pieces
-                if pieces is not None:
-                    if len(pieces) == 1:  # the whole access was this request
-                        cur.pieces = None
-                        if cur.is_write:
-                            value = 0
-                    else:  # userspace has served one piece: finish the others
-                        ex = self._resume_access(cur, value)
-                        if ex is not None:
-                            return ex
-                        value = cur.value
-                req = gen.send(value)
-            while True:
-                kind, a, b, size, data = req
-                if kind <= SYS_WRITE:
-                    ex = self._start_access(cur, kind, a, b, size, data)
-                elif kind <= PORT_OUT:
-                    ex = self._port_access(cur, kind == PORT_IN, a, size, data)
-                elif kind == PORT_CHECK:
-                    self._check_io(cur, a, size)
-                    ex = None
-                elif kind & NO_AC:
-                    ex = self._start_access(cur, kind, a, b, size, data)
-                else:
-                    self._check_alignment(cur, a, b, size)
-                    ex = None
-                if ex is not None:
-                    return ex
-                req = gen.send(cur.value)
-        except StopIteration:
-            return None
 
     # -- memory accesses ------------------------------------------------------------------------
 
@@ -546,13 +618,14 @@ class Vcpu:
         is_write = _WRITES[kind]
         cur.pieces = pieces
         cur.is_write = is_write
-        if len(pieces) == 1:
-            gpa, target = pieces[0][1], pieces[0][3]
-            if target is None:  # the common case of an exit: one request to userspace
-                cur.piece = 0
-                ex = mmio_request(gpa, size, is_write, data & MASK[size] if is_write else 0)
-                self._pending = ex
-                return ex
+        if len(pieces) == 1 and pieces[0][3] is None:  # the common exit: one request to userspace
+            cur.piece = 0
+            data = data & MASK[size] if is_write else 0
+            ex = a.request
+            if ex is None or ex.data != data:  # exits are values: the last one of this access may repeat
+                ex = a.request = mmio_request(pieces[0][1], size, is_write, data)
+            self._pending = ex
+            return ex
         cur.piece = 0
         cur.data = data
         cur.la = a.la
@@ -682,7 +755,7 @@ class Vcpu:
             else:
                 device.write(port - base, size, data)
             return None
-        # Userspace answers; its data comes back through `_drive`'s value (pieces stays None).
+        # Userspace answers; its data comes back through `_advance`'s value (pieces stays None).
         ex = inout_request(port, size, is_in, 0 if is_in else data)
         self._pending = ex
         return ex

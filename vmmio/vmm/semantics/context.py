@@ -189,6 +189,18 @@ Semantic = Callable[[Exec, Insn], Steps]
 
 
 @dataclass(frozen=True, slots=True)
+class Elements:
+    """What one iteration of a string instruction moves, for batched REP (`vmmio.vmm.rep_batch`): an
+    element read at seg:rSI (`source`) and/or written at ES:rDI (`destination`), whose other end, if
+    not memory, is port DX (`port`) or rAX (`rax`: STOS stores it, LODS loads it)."""
+
+    source: bool = False
+    destination: bool = False
+    port: bool = False
+    rax: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Form:
     """One emulated instruction form as registered by its semantics module."""
 
@@ -201,3 +213,4 @@ class Form:
     # registers still get their upper halves cleared (as a 32-bit write would), with no iteration run.
     zero_count_clears: tuple[int, ...] = ()
     names: tuple[str, ...] = ()  # the instructions the form covers, for the table (VEX/EVEX have no mnemonic)
+    elements: Elements | None = None  # a string instruction that batched REP may run many iterations of

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from vmmio.vmm.semantics.context import Form, Semantic
+from vmmio.vmm.semantics.context import Elements, Form, Semantic
 from vmmio.x86.insn import Encoding, Insn, OpMap
 
 ANY_REG = -1
@@ -34,13 +34,22 @@ def emulates(
     mnemonics: Iterable[str] = (),
     zero_count_clears: Iterable[int] = (),
     names: Iterable[str] = (),
+    elements: Elements | None = None,
 ) -> Callable[[Semantic], Semantic]:
     """Register a semantic for opcodes of `opmap` under `encoding` (and, for groups, the ModRM.reg
-    values `regs`). `names` lists the instructions covered, for the table, where no mnemonic does."""
+    values `regs`). `names` lists the instructions covered, for the table, where no mnemonic does;
+    `elements` says what an iteration of a string instruction moves, for batched REP."""
 
     def register(fn: Semantic) -> Semantic:
         form = Form(
-            fn, string, rep_zf, mem_only, frozenset(mnemonics), tuple(zero_count_clears), tuple(names)
+            fn,
+            string,
+            rep_zf,
+            mem_only,
+            frozenset(mnemonics),
+            tuple(zero_count_clears),
+            tuple(names),
+            elements,
         )
         for op in opcodes:
             for reg in regs:

@@ -1,8 +1,13 @@
-"""String instructions, one iteration per call; the Vcpu applies REP generically."""
+"""String instructions, one iteration per call; the Vcpu applies REP generically.
+
+Each MOVS/STOS/LODS/INS/OUTS also says what its iteration moves (`Elements`): with batched REP the Vcpu
+runs many iterations between RAM and one device as one request (`vmmio.vmm.rep_batch`), to the same end
+as calling these one by one.
+"""
 
 from __future__ import annotations
 
-from vmmio.vmm.semantics.context import PORT_CHECK, PORT_IN, PORT_OUT, READ, WRITE, Exec, Steps
+from vmmio.vmm.semantics.context import PORT_CHECK, PORT_IN, PORT_OUT, READ, WRITE, Elements, Exec, Steps
 from vmmio.vmm.semantics.registry import emulates
 from vmmio.x86 import flags
 from vmmio.x86.flags import AluOp
@@ -13,7 +18,7 @@ _ES, _DS, _FS = int(Seg.ES), int(Seg.DS), int(Seg.FS)
 _CMP = int(AluOp.CMP)
 
 
-def _source_seg(i: Insn) -> int:
+def source_segment(i: Insn) -> int:
     """DS unless overridden (in 64-bit mode only FS/GS overrides count); ES:rDI cannot be overridden."""
     seg = i.seg_override
     if seg < 0 or (i.mode == 64 and seg < _FS):
@@ -31,33 +36,45 @@ def _addr(x: Exec, reg: int) -> int:
     return x.get(reg, x.addr_size)
 
 
-@emulates(OpMap.ONE, (0xA4, 0xA5), string=True, zero_count_clears=(Gpr.RSI, Gpr.RDI))
+@emulates(
+    OpMap.ONE,
+    (0xA4, 0xA5),
+    string=True,
+    zero_count_clears=(Gpr.RSI, Gpr.RDI),
+    elements=Elements(source=True, destination=True),
+)
 def movs(x: Exec, i: Insn) -> Steps:
     w = i.width
-    v = yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)
+    v = yield (READ, source_segment(i), _addr(x, Gpr.RSI), w, 0)
     yield (WRITE, _ES, _addr(x, Gpr.RDI), w, v)
     _step(x, Gpr.RSI, w)
     _step(x, Gpr.RDI, w)
 
 
-@emulates(OpMap.ONE, (0xAA, 0xAB), string=True, zero_count_clears=(Gpr.RDI,))
+@emulates(
+    OpMap.ONE,
+    (0xAA, 0xAB),
+    string=True,
+    zero_count_clears=(Gpr.RDI,),
+    elements=Elements(destination=True, rax=True),
+)
 def stos(x: Exec, i: Insn) -> Steps:
     w = i.width
     yield (WRITE, _ES, _addr(x, Gpr.RDI), w, x.get(Gpr.RAX, w))
     _step(x, Gpr.RDI, w)
 
 
-@emulates(OpMap.ONE, (0xAC, 0xAD), string=True)
+@emulates(OpMap.ONE, (0xAC, 0xAD), string=True, elements=Elements(source=True, rax=True))
 def lods(x: Exec, i: Insn) -> Steps:
     w = i.width
-    x.set(Gpr.RAX, w, (yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)))
+    x.set(Gpr.RAX, w, (yield (READ, source_segment(i), _addr(x, Gpr.RSI), w, 0)))
     _step(x, Gpr.RSI, w)
 
 
 @emulates(OpMap.ONE, (0xA6, 0xA7), string=True, rep_zf=True)
 def cmps(x: Exec, i: Insn) -> Steps:
     w = i.width
-    a = yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)
+    a = yield (READ, source_segment(i), _addr(x, Gpr.RSI), w, 0)
     b = yield (READ, _ES, _addr(x, Gpr.RDI), w, 0)
     x.set_flags(flags.alu(_CMP, w, a, b, x.rflags)[1])
     _step(x, Gpr.RSI, w)
@@ -72,7 +89,7 @@ def scas(x: Exec, i: Insn) -> Steps:
     _step(x, Gpr.RDI, w)
 
 
-@emulates(OpMap.ONE, (0x6C, 0x6D), string=True)
+@emulates(OpMap.ONE, (0x6C, 0x6D), string=True, elements=Elements(destination=True, port=True))
 def ins(x: Exec, i: Insn) -> Steps:
     w = i.width
     port = x.get(Gpr.RDX, 2)
@@ -82,11 +99,11 @@ def ins(x: Exec, i: Insn) -> Steps:
     _step(x, Gpr.RDI, w)
 
 
-@emulates(OpMap.ONE, (0x6E, 0x6F), string=True)
+@emulates(OpMap.ONE, (0x6E, 0x6F), string=True, elements=Elements(source=True, port=True))
 def outs(x: Exec, i: Insn) -> Steps:
     w = i.width
     port = x.get(Gpr.RDX, 2)
     yield (PORT_CHECK, port, 0, w, 0)
-    v = yield (READ, _source_seg(i), _addr(x, Gpr.RSI), w, 0)
+    v = yield (READ, source_segment(i), _addr(x, Gpr.RSI), w, 0)
     yield (PORT_OUT, port, 0, w, v)
     _step(x, Gpr.RSI, w)
