@@ -578,7 +578,7 @@ def test_trace_shows_a_batch_and_records_refuse_it() -> None:
     assert "read  gpa=0x40000010   size=2 count=8 done=5 rep movsw" in text_line(fields)
     out = io.BytesIO()
     recorder = Recorder(out, {}, None)
-    with pytest.raises(RecordError, match="exit 3 cannot be recorded: .*Batch needs ABI version 3"):
+    with pytest.raises(RecordError, match=r"exit 3 cannot be recorded: .*Batch needs ABI version 3"):
         recorder(s)
     port = InoutBatchExit(0x1F0, 2, 4, True, b"")
     fields = exit_fields(Serviced(1, port, None, 0, 0, 0), Where(None))

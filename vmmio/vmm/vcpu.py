@@ -393,6 +393,11 @@ class Vcpu:
         cur = plan.run
         if cur is None:
             return InstEmulExit(rip, plan.insn.raw, InstEmulReason.NOT_EMULATED)
+        form = cur.form
+        if form.port != (fault_port >= 0) and not (form.string and fault_page >= 0):
+            # An I/O exit from an instruction without port I/O, or an NPF from IN/OUT: the code
+            # changed under the exit (INS/OUTS may also fault on their memory operand).
+            return InstEmulExit(rip, plan.insn.raw, InstEmulReason.GPA_MISMATCH)
         # The backend handed us a private copy of the registers: stage on it directly.
         cur.start(regs.gprs, regs.rflags, fault_page, fault_port)
         self._cur = cur
@@ -403,6 +408,7 @@ class Vcpu:
             if cur.insn.addr_size == 4 and plan.mode == 64:
                 for reg in (Gpr.RCX, *cur.form.zero_count_clears):
                     x.set(reg, 4, x.gprs[reg])
+            cur.fault_page = -1  # completed whatever the exit said, as KVM's emulator does
             return self._complete(cur)
         return self._advance(cur, None)
 
@@ -541,8 +547,8 @@ class Vcpu:
 
     def _complete(self, cur: Run) -> VmExit | None:
         self._cur = None
-        if cur.fault_page >= 0 and cur.accesses:
-            # It read RAM but never touched the faulting page: the code or tables changed under us.
+        if cur.fault_page >= 0:
+            # It never touched the faulting page (or made no access at all): the code or tables changed.
             self._flush(cur)
             return InstEmulExit(cur.rip, cur.insn.raw, InstEmulReason.GPA_MISMATCH)
         x = cur.x

@@ -214,3 +214,4 @@ class Form:
     zero_count_clears: tuple[int, ...] = ()
     names: tuple[str, ...] = ()  # the instructions the form covers, for the table (VEX/EVEX have no mnemonic)
     elements: Elements | None = None  # a string instruction that batched REP may run many iterations of
+    port: bool = False  # does port I/O: the only forms an I/O exit can come from

@@ -35,6 +35,7 @@ def emulates(
     zero_count_clears: Iterable[int] = (),
     names: Iterable[str] = (),
     elements: Elements | None = None,
+    port: bool = False,
 ) -> Callable[[Semantic], Semantic]:
     """Register a semantic for opcodes of `opmap` under `encoding` (and, for groups, the ModRM.reg
     values `regs`). `names` lists the instructions covered, for the table, where no mnemonic does;
@@ -50,6 +51,7 @@ def emulates(
             tuple(zero_count_clears),
             tuple(names),
             elements,
+            port,
         )
         for op in opcodes:
             for reg in regs:

@@ -89,7 +89,7 @@ def scas(x: Exec, i: Insn) -> Steps:
     _step(x, Gpr.RDI, w)
 
 
-@emulates(OpMap.ONE, (0x6C, 0x6D), string=True, elements=Elements(destination=True, port=True))
+@emulates(OpMap.ONE, (0x6C, 0x6D), string=True, port=True, elements=Elements(destination=True, port=True))
 def ins(x: Exec, i: Insn) -> Steps:
     w = i.width
     port = x.get(Gpr.RDX, 2)
@@ -99,7 +99,7 @@ def ins(x: Exec, i: Insn) -> Steps:
     _step(x, Gpr.RDI, w)
 
 
-@emulates(OpMap.ONE, (0x6E, 0x6F), string=True, elements=Elements(source=True, port=True))
+@emulates(OpMap.ONE, (0x6E, 0x6F), string=True, port=True, elements=Elements(source=True, port=True))
 def outs(x: Exec, i: Insn) -> Steps:
     w = i.width
     port = x.get(Gpr.RDX, 2)
