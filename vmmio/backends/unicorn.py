@@ -537,6 +537,7 @@ class UnicornBackend:
         self._until = _u64(_NO_EXIT)
         self._timeout_arg = _u64(0)
         self._count_arg = ctypes.c_size_t(0)
+        self._timeout = self._count = 0  # their values
         self._regs_at = self._layout.eip - 8 * 16  # GPRs, RIP, RFLAGS: 18 qwords in the CPU-state blob
         self._regs_fresh = False  # the blob holds the registers (saved after the last run, none written)
         self._mid_exec = False  # the engine's state was restored from a snapshot taken while it ran
@@ -858,10 +859,9 @@ class UnicornBackend:
         if self._budget is not None and not count:
             count = self._budget
         timeout = self.timeout_us if timeout_us is None else timeout_us
-        if count != self._count_arg.value:
-            self._count_arg.value = count
-        if timeout != self._timeout_arg.value:
-            self._timeout_arg.value = timeout
+        if count != self._count or timeout != self._timeout:  # the ctypes arguments, rebuilt only then
+            self._count = self._count_arg.value = count
+            self._timeout = self._timeout_arg.value = timeout
         if self.memory.generation != self._mapped_generation:
             self._map_new_ram()
         if self._flush_pending:

@@ -21,6 +21,7 @@ accesses are dropped together when a region is added to guest memory.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmmio.abi import InstEmulReason, MmioExit
@@ -32,9 +33,9 @@ from vmmio.vmm.semantics.context import Exec, Form, Steps
 from vmmio.vmm.tlb import Groups, Tlb
 from vmmio.x86.decode import decode_cached
 from vmmio.x86.faults import GP, PFEC_I, PFEC_U, UD, GuestFault
-from vmmio.x86.insn import MAX_INSN_LEN, DecodeError, DecodeStatus, Insn
+from vmmio.x86.insn import MAX_INSN_LEN, DecodeError, DecodeStatus, Insn, MemOperand
 from vmmio.x86.paging import apply_updates
-from vmmio.x86.regs import MASK, Seg
+from vmmio.x86.regs import MASK, NO_REG, RIP_REG, Gpr, Seg
 from vmmio.x86.segmentation import linear_address
 from vmmio.x86.state import Control
 
@@ -63,6 +64,7 @@ class Access:
     all_ram: bool
     groups: Groups  # the page-table entries its translations depend on
     request: MmioExit | None = None  # the last exit it made, when it was one request to userspace
+    user: bool = False  # it is one request to userspace: one piece, no RAM, no in-kernel handler
 
 
 class Run:
@@ -74,6 +76,12 @@ class Run:
         "ctl",
         "data",
         "deferred",
+        "direct",
+        "direct_data",
+        "direct_ea",
+        "direct_pending",
+        "direct_reg",
+        "direct_size",
         "done",
         "fault_page",
         "fault_port",
@@ -123,6 +131,16 @@ class Run:
         # Registers as the last completed REP iteration left them (GPRs, RFLAGS, dirty mask), not yet
         # written to the backend: they are written once, when the vCPU next leaves the kernel.
         self.done: tuple[list[int], int, int] | None = None
+        # A `Direct` form with a memory operand: its register, access size and (a store of the immediate)
+        # data, and whether its one request is the one pending (the semantics were not started).
+        insn = self.insn
+        direct = form.direct if insn.mem is not None and not insn.mem.vsib else None
+        self.direct = direct
+        self.direct_reg = -1 if direct is None else (Gpr.RAX if direct.rax else insn.reg)
+        self.direct_size = insn.width if direct is None or not direct.source else direct.source
+        self.direct_data = insn.imm & MASK[insn.width] if direct is not None and direct.imm else -1
+        self.direct_pending = False
+        self.direct_ea = _ea_of(insn.mem, plan.next_rip) if direct is not None else _no_ea
 
     def start(self, gprs: list[int], rflags: int, fault_page: int, fault_port: int) -> None:
         """Begin a run from these registers (a private copy: the semantics stage on it)."""
@@ -137,6 +155,7 @@ class Run:
         self.pieces = None
         self.deferred = None
         self.done = None
+        self.direct_pending = False
 
 
 @dataclass(slots=True, eq=False)
@@ -158,6 +177,26 @@ class Plan:
     next_rip: int
     x: Exec  # the staged state its runs reuse (one instruction is in flight per vCPU at a time)
     run: Run | None = None  # its run; None when vmmio does not emulate it
+
+
+def _no_ea(gprs: list[int]) -> int:
+    return -1
+
+
+def _ea_of(mem: MemOperand | None, next_rip: int) -> Callable[[list[int]], int]:
+    """`mem.effective_address(gprs, next_rip)` as a function of the registers, specialised for the
+    operand's shape (most device accesses are [base + disp] or a constant address)."""
+    assert mem is not None
+    mask = MASK[mem.addr_size]
+    base, index, scale, disp = mem.base, mem.index, mem.scale, mem.disp
+    if index == NO_REG:
+        if base == RIP_REG or base < 0:
+            const = ((next_rip if base == RIP_REG else 0) + disp) & mask
+            return lambda gprs: const
+        return lambda gprs: (gprs[base] + disp) & mask
+    if 0 <= base != RIP_REG:
+        return lambda gprs: (gprs[base] + gprs[index] * scale + disp) & mask
+    return lambda gprs: mem.effective_address(gprs, next_rip)
 
 
 class Plans:

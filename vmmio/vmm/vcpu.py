@@ -65,7 +65,7 @@ from vmmio.x86.faults import GP, PFEC_U, PFEC_W, GuestFault
 from vmmio.x86.insn import MAX_INSN_LEN
 from vmmio.x86.ioperm import check_io
 from vmmio.x86.paging import TranslationError, Updates, apply_updates
-from vmmio.x86.regs import AC, IF, MASK, ZF, Gpr, Seg
+from vmmio.x86.regs import AC, IF, MASK, SIGN, ZF, Gpr, Seg
 from vmmio.x86.segmentation import linear_address
 from vmmio.x86.state import DIRTY_ALL, DIRTY_RIP, EFER_LMA, Control, Regs, VectorState
 
@@ -110,6 +110,13 @@ class Vcpu:
         self._batching = False  # Capability.REP_BATCH is on
         self.tlb = Tlb(vm.walker)
         self.plans = Plans(vm.memory, self.tlb, backend)
+        self.direct = True  # `Direct` forms start from their planned access (False: always the semantics)
+        # The last entry accepted, for the request it fulfilled, and the value it brought: entries and
+        # exits are immutable, so the same pair is accepted again without the matching rule.
+        self._accepted: VmEntry | None = None
+        self._accepted_for: Request | None = None
+        self._accepted_value = 0
+        self._out = Regs()  # what a completed instruction writes back (backends copy it)
         self._batcher = Batcher(self.tlb, vm.memory, vm.ports, self._io_permitted, backend.ram_written)
 
     @property
@@ -207,6 +214,7 @@ class Vcpu:
             cur = self._cur
             self._cur = None
             if cur is not None:
+                cur.direct_pending = False
                 self._flush(cur)  # REP iterations completed before this one stay completed
         elif self._batch is not None:
             batch = self._batch
@@ -227,18 +235,26 @@ class Vcpu:
                 return _SUSPENDED
         else:
             assert type(pending) is MmioExit or type(pending) is InoutExit
-            try:
-                value = fulfillment_data(pending, entry)
-            except AbiError as err:
-                raise EntryError(str(err)) from None
+            if entry is self._accepted and pending is self._accepted_for:
+                value = self._accepted_value  # the same (immutable) entry fulfilled the same request
+            else:
+                try:
+                    value = fulfillment_data(pending, entry)
+                except AbiError as err:
+                    raise EntryError(str(err)) from None
+                self._accepted, self._accepted_for, self._accepted_value = entry, pending, value
             self._pending = None
             cur = self._cur
             assert cur is not None
             # The request stays in effect for the rest of the instruction, whatever later entries say.
-            cur.consistent = cur.consistent or entry.exit_consistent
-            ex = self._advance(cur, value)
-            if ex is not None:
-                return ex
+            if entry.exit_consistent:
+                cur.consistent = True
+            if cur.direct_pending:
+                self._finish_direct(cur, value)
+            else:
+                ex = self._advance(cur, value)
+                if ex is not None:
+                    return ex
             if cur.consistent:
                 return _SUSPENDED
         if entry.exit_consistent:
@@ -256,7 +272,10 @@ class Vcpu:
                     self._stop = False
                     return _SUSPENDED
             event = backend.run()
-            ex = handlers[type(event)](self, event)
+            if type(event) is NpfEvent and not event.fetch:  # the common exit, without the dispatch
+                ex = self._emulate(event.gpa >> PAGE_SHIFT, -1)
+            else:
+                ex = handlers[type(event)](self, event)
             if ex is not None:
                 return ex
 
@@ -398,6 +417,10 @@ class Vcpu:
             # An I/O exit from an instruction without port I/O, or an NPF from IN/OUT: the code
             # changed under the exit (INS/OUTS may also fault on their memory operand).
             return InstEmulExit(rip, plan.insn.raw, InstEmulReason.GPA_MISMATCH)
+        if cur.direct is not None and cur.memos and self.direct:
+            ex = self._direct(cur, regs, fault_page)
+            if ex is not None:
+                return ex
         # The backend handed us a private copy of the registers: stage on it directly.
         cur.start(regs.gprs, regs.rflags, fault_page, fault_port)
         self._cur = cur
@@ -411,6 +434,61 @@ class Vcpu:
             cur.fault_page = -1  # completed whatever the exit said, as KVM's emulator does
             return self._complete(cur)
         return self._advance(cur, None)
+
+    def _direct(self, cur: Run, regs: Regs, fault_page: int) -> MmioExit | None:
+        """Start a `Direct` form (a MOV to or from its memory operand) as its last run went: when its one
+        access is again the planned request to userspace (same offset and RFLAGS.AC, its translation
+        unchanged, at the faulting page), the exit is made at once, without running the semantics; the
+        fulfillment completes it (`_finish_direct`). None: go the general way."""
+        a = cur.memos[0]
+        gprs = regs.gprs
+        rflags = regs.rflags
+        if not (a.user and a.pages[0] == fault_page and a.off == cur.direct_ea(gprs) and a.ac == rflags & AC):
+            return None
+        for view, get, expected in a.groups:  # the translation stands (`holds`, inline)
+            if get(view) != expected:
+                return None
+        # What `Run.start` does, as far as a Direct form uses it: the semantics never stage RAM, control
+        # or vector state, and the run has one access, matched to the fault here.
+        x = cur.x
+        x.gprs = gprs
+        x.rflags = rflags
+        x.dirty = 0
+        cur.consistent = False
+        cur.direct_pending = True
+        direct = cur.direct
+        assert direct is not None
+        if direct.load:
+            data = 0
+        else:
+            data = cur.direct_data
+            if data < 0:
+                data = x.get(cur.direct_reg, cur.direct_size)
+        ex = a.request
+        if ex is None or ex.data != data:
+            ex = a.request = mmio_request(a.pieces[0][1], a.size, not direct.load, data)
+        self._cur = cur
+        self._pending = ex
+        return ex
+
+    def _finish_direct(self, cur: Run, value: int) -> None:
+        """Complete a `Direct` form with the value userspace read (nothing for a store): what `_complete`
+        does for an instruction that staged no RAM, control or vector state and matched its fault."""
+        cur.direct_pending = False
+        self._cur = None
+        direct = cur.direct
+        assert direct is not None
+        x = cur.x
+        if direct.load:
+            size = cur.direct_size
+            if direct.signed and value & SIGN[size]:
+                value -= SIGN[size] << 1
+            x.set(cur.direct_reg, cur.insn.width, value)
+        out = self._out
+        out.gprs = x.gprs
+        out.rip = x.next_rip
+        out.rflags = x.rflags
+        self.backend.set_regs(out, x.dirty | DIRTY_RIP)
 
     # -- driving an instruction -----------------------------------------------------------------
 
@@ -556,7 +634,11 @@ class Vcpu:
             self._commit_memory(cur)
         # The registers of earlier REP iterations are in x too (their dirty bits accumulate).
         cur.done = None
-        self.backend.set_regs(Regs(x.gprs, x.next_rip, x.rflags), x.dirty | DIRTY_RIP)
+        out = self._out
+        out.gprs = x.gprs
+        out.rip = x.next_rip
+        out.rflags = x.rflags
+        self.backend.set_regs(out, x.dirty | DIRTY_RIP)
         return None
 
     def _commit_memory(self, cur: Run) -> None:
@@ -684,7 +766,8 @@ class Vcpu:
                 else:
                     all_ram = False
                     pieces += [(start + o, g2, n2, target) for o, g2, n2 in split_access(g, n)]
-        return Access(kind, seg, off, size, ac, la, pages, pieces, all_ram, groups), updates
+        user = len(pieces) == 1 and pieces[0][3] is None
+        return Access(kind, seg, off, size, ac, la, pages, pieces, all_ram, groups, None, user), updates
 
     def _resume_access(self, cur: Run, fulfilled: int | None) -> VmExit | None:
         """Perform the pieces of the current access from `cur.piece` on."""

@@ -201,6 +201,22 @@ class Elements:
 
 
 @dataclass(frozen=True, slots=True)
+class Direct:
+    """A form whose whole effect with a memory operand is one access to it and, for a load, one register
+    write: what its semantics does, in data the Vcpu can apply without running them (a repeated
+    `mov eax, [status]` then costs no generator). `source` bytes are read (0: the operand width) and
+    sign-extended when `signed`; the register is rAX when `rax` (the moffs forms), else ModRM.reg; a
+    store writes the immediate when `imm`, else that register. The semantics stay the definition: a run
+    that is not a planned userspace request goes through them (tests compare both ways)."""
+
+    load: bool
+    source: int = 0
+    signed: bool = False
+    rax: bool = False
+    imm: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Form:
     """One emulated instruction form as registered by its semantics module."""
 
@@ -215,3 +231,4 @@ class Form:
     names: tuple[str, ...] = ()  # the instructions the form covers, for the table (VEX/EVEX have no mnemonic)
     elements: Elements | None = None  # a string instruction that batched REP may run many iterations of
     port: bool = False  # does port I/O: the only forms an I/O exit can come from
+    direct: Direct | None = None  # the Vcpu may perform it from a planned access (see Direct)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from vmmio.vmm.semantics.context import Elements, Form, Semantic
+from vmmio.vmm.semantics.context import Direct, Elements, Form, Semantic
 from vmmio.x86.insn import Encoding, Insn, OpMap
 
 ANY_REG = -1
@@ -36,6 +36,7 @@ def emulates(
     names: Iterable[str] = (),
     elements: Elements | None = None,
     port: bool = False,
+    direct: Direct | None = None,
 ) -> Callable[[Semantic], Semantic]:
     """Register a semantic for opcodes of `opmap` under `encoding` (and, for groups, the ModRM.reg
     values `regs`). `names` lists the instructions covered, for the table, where no mnemonic does;
@@ -52,6 +53,7 @@ def emulates(
             tuple(names),
             elements,
             port,
+            direct,
         )
         for op in opcodes:
             for reg in regs:
