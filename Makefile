@@ -30,9 +30,11 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The goals of the exit path (issue 11) first, each a ratio to a reference measured in the same run.
 bench: $(STAMP)
-	$(BIN)/python bench/bench_emulate.py
 	$(BIN)/python bench/bench_exits.py
+	$(BIN)/python bench/bench_emulate.py
+	$(BIN)/python bench/bench_insntest.py
 	$(BIN)/python bench/bench_backend.py
 	$(BIN)/python bench/bench_service.py
 

@@ -16,6 +16,7 @@ from vmmio.x86.regs import IF
 from vmmio.x86.state import DIRTY_RFLAGS, DIRTY_RIP, Control, Regs, VectorState
 
 Injected = tuple[int, int | None, int | None]
+_HLT = HltEvent()  # what an empty script reports (events are immutable)
 
 
 class ScriptedBackend:
@@ -47,16 +48,19 @@ class ScriptedBackend:
         if self._stop:
             self._stop = False
             return StoppedEvent()
-        return self.events.popleft() if self.events else HltEvent()
+        return self.events.popleft() if self.events else _HLT
 
     def get_regs(self) -> Regs:
         return self.regs.copy()
 
     def set_regs(self, regs: Regs, dirty: int) -> None:
         mine = self.regs
-        for n in range(16):
-            if dirty >> n & 1:
-                mine.gprs[n] = regs.gprs[n]
+        bits = dirty & 0xFFFF
+        while bits:  # the dirty GPRs, lowest first
+            low = bits & -bits
+            n = low.bit_length() - 1
+            mine.gprs[n] = regs.gprs[n]
+            bits ^= low
         if dirty & DIRTY_RIP:
             mine.rip = regs.rip
         if dirty & DIRTY_RFLAGS:
