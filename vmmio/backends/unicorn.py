@@ -61,6 +61,7 @@ leaving bits 79:64 alone) are listed with minimal cases in tests/oracles/known.p
 from __future__ import annotations
 
 import ctypes
+import os
 import struct
 import threading
 import time
@@ -107,6 +108,11 @@ from vmmio.x86.state import (
     Segment,
     VectorState,
 )
+
+try:  # the native exit path, built at install where a C compiler exists (docs/fastpath.md)
+    from vmmio import _fastpath
+except ImportError:  # pragma: no cover - built everywhere the tests run
+    _fastpath = None  # type: ignore[assignment]
 
 try:
     from unicorn.unicorn_py3.unicorn import uclib as _lib
@@ -206,6 +212,12 @@ _REG_IDS = (
 )
 _NREGS = len(_REG_IDS)
 _ALL_REGS = struct.Struct(f"<{_NREGS}Q")
+_GPRS = struct.Struct("<16Q")  # the first 16 of them, then RIP and RFLAGS
+_RIP_RFLAGS = struct.Struct("<QQ")
+_new_regs = object.__new__
+_FAST_NOT_RUN = -3  # fast_cycle results (vmmio/_fastpath.c): nothing done
+_FAST_STOPPED = -1  # completed and run, stopped for something else than a learned plan
+assert _fastpath is None or (_fastpath.NOT_RUN, _fastpath.STOPPED) == (_FAST_NOT_RUN, _FAST_STOPPED)
 
 _LEGACY_PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3))
 _MASK64 = (1 << 64) - 1
@@ -507,6 +519,7 @@ class UnicornBackend:
         control: Control | None = None,
         max_insns: int = 0,
         timeout_us: int = 0,
+        fastpath: bool | None = None,
     ) -> None:
         self._layout = _probe_layout()
         self._eng = eng = _Engine()
@@ -545,6 +558,8 @@ class UnicornBackend:
 
         # Per-run state written by the hooks.
         self._event: BackendEvent | None = None
+        self._last_npf = NpfEvent(-1)  # the last NPF reported, with its access type (events are values)
+        self._last_access = -1
         self._intr: tuple[int, int] | None = None  # (interrupt number, RIP in the hook)
         self._fastcall: tuple[FastCall, int] | None = None  # SYSCALL/SYSENTER seen, with its RIP
         self._rolling = False
@@ -565,6 +580,28 @@ class UnicornBackend:
         self._ips = INITIAL_IPS  # instructions per second, measured on runs that spend their budget
         self._vec_buf = (ctypes.c_ubyte * 64)()
 
+        # The native exit path (`fast_cycle`): on when built, unless `fastpath` or VMMIO_FASTPATH=0 says no.
+        if fastpath is None:
+            fastpath = os.environ.get("VMMIO_FASTPATH", "1") != "0"
+        self.fastpath: Any = None
+        if fastpath and _fastpath is not None:
+            self.fastpath = _fastpath.FastPath(
+                self._h.value or 0,
+                ctypes.cast(_lib.uc_emu_start, _void_p).value or 0,
+                ctypes.cast(_lib.uc_reg_write, _void_p).value or 0,
+                ctypes.cast(_lib.uc_context_save, _void_p).value or 0,
+                eng.ctx.value or 0,
+                eng.ctx.value or 0,
+                self._layout.hflags,
+                self._layout.efer + 8 - self._layout.hflags,  # the bytes get_control compares
+                self._regs_at,
+                _REG_IDS[:16],
+                _NO_EXIT,
+                ucc.UC_MEM_READ_UNMAPPED,
+                ucc.UC_MEM_WRITE_UNMAPPED,
+                ucc.UC_ERR_READ_UNMAPPED,
+                ucc.UC_ERR_WRITE_UNMAPPED,
+            )
         self._install_hooks()
         # Run until an exit or a budget, never to an address.
         eng.ctl(ucc.UC_CTL_UC_USE_EXITS, ctypes.c_int(1))
@@ -603,7 +640,15 @@ class UnicornBackend:
             )
             self._callbacks.append(cb)
 
-        add(ucc.UC_HOOK_MEM_UNMAPPED, _MEM_CB(self._on_unmapped))  # guards itself: it runs on every exit
+        if self.fastpath is not None:  # the native hook records the fault for `_stopped` and `fast_cycle`
+            handle = ctypes.c_size_t()
+            native, user_data = _void_p(self.fastpath.hook), _void_p(self.fastpath.user_data)
+            kind = ucc.UC_HOOK_MEM_UNMAPPED
+            _check(
+                _lib.uc_hook_add(h, ctypes.byref(handle), kind, native, user_data, _u64(1), _u64(0)), "hook"
+            )
+        else:
+            add(ucc.UC_HOOK_MEM_UNMAPPED, _MEM_CB(self._on_unmapped))  # guards itself: it runs on every exit
         add(ucc.UC_HOOK_MEM_PROT, _MEM_CB(self._guard(self._on_prot, False)))
         add(ucc.UC_HOOK_INTR, _INTR_CB(self._guard(self._on_intr, None)))
         add(ucc.UC_HOOK_INSN, _IN_CB(self._guard(self._on_in, 0)), ctypes.c_int(ux.UC_X86_INS_IN))
@@ -703,7 +748,7 @@ class UnicornBackend:
     def _on_unmapped(self, _h: Any, access: int, address: int, size: int, value: int, _ud: Any) -> bool:
         try:
             if self._event is None and not self._rolling:
-                self._event = NpfEvent(address, access == _WRITE_UNMAPPED, access == _FETCH_UNMAPPED)
+                self._event = self._npf_event(address, access)
         except BaseException as e:  # as _guard does for the other hooks
             if self._hook_error is None:
                 self._hook_error = e
@@ -908,62 +953,142 @@ class UnicornBackend:
             self._running = False
             self._rip_known = False
             self._rip_moved = False
-            if self._rolling:
-                _check(_lib.uc_context_restore(h, self._snap), "uc_context_restore")
-                for region, _ in self._mapped:
-                    _lib.uc_mem_protect(h, region.gpa, region.size, ucc.UC_PROT_ALL)
-                self._rolling = False
-                # A snapshot taken inside the engine keeps RFLAGS as QEMU does while it executes: DF and
-                # the arithmetic flags apart, out of the blob's field. Only the register API reads them.
-                self._mid_exec = True
-            if self._hook_error is not None:
-                error, self._hook_error = self._hook_error, None
-                raise error
-            event = self._event
+            event = self._stopped(err, count, timeout, stop_at, started)
             if event is not None:
                 return event
-            intr = self._intr
-            if self._fastcall is not None:
-                self._fast_system_call(*self._fastcall)
-            elif intr is not None:
-                intno, rip = intr
-                if intno == _INTR_HLT:
-                    if rip == stop_at:
-                        return StoppedEvent(stop_at)  # the engine's exit, not a HLT: RIP stays
-                    self._write_rip(rip + self._hlt_length(rip))
-                    self._end_interrupt_shadow()
-                    return HltEvent()
-                if intno == _INTR_SHUTDOWN:
-                    self._shutdown = ShutdownEvent("triple fault (raised by the engine)")
-                    return self._shutdown
-                if intno >= 256:
-                    return self._engine_failure(f"unexpected engine event {intno:#x} at {rip:#x}")
-                # A guest exception: Unicorn moved RIP to exception_next_eip; the hook saw the right one.
-                self._write_rip(rip)
-                self._engine_exception(intno, rip)
-            elif err == ucc.UC_ERR_INSN_INVALID:
-                # Unicorn stops on #UD instead of reporting it; RIP is at the instruction.
-                rip_val = self._rip_val
-                _lib.uc_reg_read(h, _RIP, ctypes.byref(rip_val))
-                self._raise_event(UD, None, 0, rip_val.value, None)
-            elif err != ucc.UC_ERR_OK:
-                rip_val = self._rip_val
-                _lib.uc_reg_read(h, _RIP, ctypes.byref(rip_val))
-                detail = f"uc_emu_start: {_lib.uc_strerror(err).decode()} at {rip_val.value:#x}"
-                return self._engine_failure(detail)
-            else:
-                # Nothing of ours stopped it: a budget ran out, request_stop(), or the timer.
-                requested, self._stop_requested = self._stop_requested, False
-                if self._budget is not None and count == self._budget and not requested:
-                    spent = time.perf_counter() - started
-                    if spent > 0:  # a full budget: calibrate instructions per second (smoothed)
-                        self._ips = (3 * self._ips + int(count / spent)) // 4
-                return StoppedEvent(timer=self._budget is not None and not requested)
-            if self._shutdown is not None:
+
+    def _stopped(
+        self, err: int, count: int, timeout: int, stop_at: int | None, started: float
+    ) -> BackendEvent | None:
+        """What stopped the engine (uc_emu_start returned `err`): the event, or None to run on."""
+        h = self._h
+        fastpath = self.fastpath
+        if fastpath is not None:  # the unmapped-memory hook is the native one: its record
+            npf = fastpath.take_npf()
+            if npf is not None and self._event is None:
+                self._event = self._npf_event(*npf)
+        if self._rolling:
+            _check(_lib.uc_context_restore(h, self._snap), "uc_context_restore")
+            for region, _ in self._mapped:
+                _lib.uc_mem_protect(h, region.gpa, region.size, ucc.UC_PROT_ALL)
+            self._rolling = False
+            # A snapshot taken inside the engine keeps RFLAGS as QEMU does while it executes: DF and
+            # the arithmetic flags apart, out of the blob's field. Only the register API reads them.
+            self._mid_exec = True
+        if self._hook_error is not None:
+            error, self._hook_error = self._hook_error, None
+            raise error
+        event = self._event
+        if event is not None:
+            return event
+        intr = self._intr
+        if self._fastcall is not None:
+            self._fast_system_call(*self._fastcall)
+        elif intr is not None:
+            intno, rip = intr
+            if intno == _INTR_HLT:
+                if rip == stop_at:
+                    return StoppedEvent(stop_at)  # the engine's exit, not a HLT: RIP stays
+                self._write_rip(rip + self._hlt_length(rip))
+                self._end_interrupt_shadow()
+                return HltEvent()
+            if intno == _INTR_SHUTDOWN:
+                self._shutdown = ShutdownEvent("triple fault (raised by the engine)")
                 return self._shutdown
-            if count or timeout:
-                # Delivery happened inside this budget; give control back rather than start a new one.
-                return StoppedEvent(timer=self._budget is not None)
+            if intno >= 256:
+                return self._engine_failure(f"unexpected engine event {intno:#x} at {rip:#x}")
+            # A guest exception: Unicorn moved RIP to exception_next_eip; the hook saw the right one.
+            self._write_rip(rip)
+            self._engine_exception(intno, rip)
+        elif err == ucc.UC_ERR_INSN_INVALID:
+            # Unicorn stops on #UD instead of reporting it; RIP is at the instruction.
+            rip_val = self._rip_val
+            _lib.uc_reg_read(h, _RIP, ctypes.byref(rip_val))
+            self._raise_event(UD, None, 0, rip_val.value, None)
+        elif err != ucc.UC_ERR_OK:
+            rip_val = self._rip_val
+            _lib.uc_reg_read(h, _RIP, ctypes.byref(rip_val))
+            detail = f"uc_emu_start: {_lib.uc_strerror(err).decode()} at {rip_val.value:#x}"
+            return self._engine_failure(detail)
+        else:
+            # Nothing of ours stopped it: a budget ran out, request_stop(), or the timer.
+            requested, self._stop_requested = self._stop_requested, False
+            if self._budget is not None and count == self._budget and not requested:
+                spent = time.perf_counter() - started
+                if spent > 0:  # a full budget: calibrate instructions per second (smoothed)
+                    self._ips = (3 * self._ips + int(count / spent)) // 4
+            return StoppedEvent(timer=self._budget is not None and not requested)
+        if self._shutdown is not None:
+            return self._shutdown
+        if count or timeout:
+            # Delivery happened inside this budget; give control back rather than start a new one.
+            return StoppedEvent(timer=self._budget is not None)
+        return None
+
+    # -- the native exit path ---------------------------------------------------------------------------
+
+    def fast_cycle(self, handle: int, value: int) -> int:
+        """Through the native exit path (`fastpath`, docs/fastpath.md): complete the planned MOV `handle`
+        with `value`, run, and match the next stop against the learned plans. Returns the handle of the
+        plan whose request is next (the registers are then in the context blob, as after get_control),
+        or a negative code: NOT_RUN (nothing done: run() is not plain now, or the plan was dropped),
+        STOPPED or NPF (completed and run; `fast_stopped` gives the event as run() would)."""
+        fastpath = self.fastpath
+        assert fastpath is not None
+        if (
+            self._stop_requested
+            or not self._regs_fresh
+            or self._stop_at is not None
+            or self._budget is not None
+            or self._flush_pending
+            or self._shutdown is not None
+            or self.max_insns
+            or self.timeout_us
+            or self.memory.generation != self._mapped_generation
+        ):
+            return _FAST_NOT_RUN  # what run() does beyond a plain run
+        self._event = None
+        self._intr = None
+        self._fastcall = None
+        self._ctl = None
+        self._regs_fresh = False
+        self._running = True
+        result: int = fastpath.cycle(handle, value, 0, 0)
+        self._running = False
+        self._rip_known = False
+        self._rip_moved = False
+        self._mid_exec = False
+        if result >= 0:
+            if (
+                self._event is None
+                and self._intr is None
+                and self._fastcall is None
+                and self._hook_error is None
+            ):
+                self._ctl = self._ctl_last  # the control bytes matched the plans': the same Control
+                self._regs_fresh = True
+                return result
+            return _FAST_STOPPED  # a hook of ours saw something too: the general way decides
+        return result
+
+    @property
+    def fast_key(self) -> bytes:
+        """The control-state bytes of the Control get_control returned last (what plans hold for)."""
+        return self._ctl_key
+
+    def fast_stopped(self) -> BackendEvent:
+        """The event of a fast_cycle that did not end at a learned plan, as run() would have returned it."""
+        fastpath = self.fastpath
+        assert fastpath is not None
+        event = self._stopped(fastpath.err, 0, 0, None, 0.0)
+        return event if event is not None else self.run()
+
+    def _npf_event(self, address: int, access: int) -> NpfEvent:
+        event = self._last_npf  # a driver faults on the same address over and over
+        if event.gpa != address or self._last_access != access:
+            event = NpfEvent(address, access == _WRITE_UNMAPPED, access == _FETCH_UNMAPPED)
+            self._last_npf, self._last_access = event, access
+        return event
 
     def _engine_failure(self, detail: str) -> ShutdownEvent:
         """The engine stopped on something the backend has no model for: whatever the guest did, that is
@@ -1057,11 +1182,17 @@ class UnicornBackend:
         """All GPRs, RIP and RFLAGS: from the CPU-state blob when get_control saved it after the last run
         (the kernel reads both on every exit) and nothing was written since, else in one batch call."""
         if self._regs_fresh:
-            vals = _ALL_REGS.unpack_from(self._ctx_bytes, self._regs_at)
+            gprs = list(_GPRS.unpack_from(self._ctx_bytes, self._regs_at))
+            rip, rflags = _RIP_RFLAGS.unpack_from(self._ctx_bytes, self._regs_at + 128)
         else:
             _lib.uc_reg_read_batch(self._h, self._ids, self._ptrs, _NREGS)
-            vals = _ALL_REGS.unpack_from(self._vals)
-        return Regs(list(vals[:16]), vals[16], vals[17])
+            gprs = list(_GPRS.unpack_from(self._vals))
+            rip, rflags = _RIP_RFLAGS.unpack_from(self._vals, 128)
+        regs = _new_regs(Regs)  # Regs(gprs, rip, rflags) without the dataclass __init__
+        regs.gprs = gprs
+        regs.rip = rip
+        regs.rflags = rflags
+        return regs
 
     def set_regs(self, regs: Regs, dirty: int) -> None:
         """Write the registers in `dirty` in one uc_reg_write_batch call, its arguments prebuilt per mask:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import mmap
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from vmmio.abi import InstEmulReason, MmioExit
 from vmmio.backends.base import Backend
@@ -65,6 +66,7 @@ class Access:
     groups: Groups  # the page-table entries its translations depend on
     request: MmioExit | None = None  # the last exit it made, when it was one request to userspace
     user: bool = False  # it is one request to userspace: one piece, no RAM, no in-kernel handler
+    fast: Any = None  # (run, what the native exit path learns from it with that run's plan): vmm.fast
 
 
 class Run:
@@ -83,6 +85,7 @@ class Run:
         "direct_reg",
         "direct_size",
         "done",
+        "fast_handle",
         "fault_page",
         "fault_port",
         "form",
@@ -91,6 +94,7 @@ class Run:
         "is_write",
         "iterations",
         "la",
+        "loaded",
         "memos",
         "mode",
         "piece",
@@ -141,6 +145,8 @@ class Run:
         self.direct_data = insn.imm & MASK[insn.width] if direct is not None and direct.imm else -1
         self.direct_pending = False
         self.direct_ea = _ea_of(insn.mem, plan.next_rip) if direct is not None else _no_ea
+        self.fast_handle = -1  # its plan as the native exit path learned it (vmmio.vmm.fast), or -1
+        self.loaded = True  # `x` holds the registers of the run (False: a native exit, still in the backend)
 
     def start(self, gprs: list[int], rflags: int, fault_page: int, fault_port: int) -> None:
         """Begin a run from these registers (a private copy: the semantics stage on it)."""
@@ -156,6 +162,7 @@ class Run:
         self.deferred = None
         self.done = None
         self.direct_pending = False
+        self.loaded = True
 
 
 @dataclass(slots=True, eq=False)

@@ -9,6 +9,8 @@ entry; registers are committed only when the instruction (or one REP iteration) 
 
 from __future__ import annotations
 
+from typing import Any
+
 from vmmio.abi import (
     AbiError,
     Capability,
@@ -45,6 +47,7 @@ from vmmio.backends.base import (
 )
 from vmmio.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, HandlerRegion, RamRegion
 from vmmio.vmm.abort import EmulationAbort
+from vmmio.vmm.fast import Learner
 from vmmio.vmm.plan import PLANNED_ACCESSES, Access, Piece, Plans, Run
 from vmmio.vmm.rep_batch import Batch, Batcher
 from vmmio.vmm.semantics.context import (
@@ -80,6 +83,8 @@ _MAX_BLOCK = 4096  # instructions decoded ahead to find where a fetch fault real
 _HLT = HltExit()
 _SUSPENDED = SuspendedExit()
 _DEFAULT = Default()
+_FAST_NOT_RUN = -3  # backend.fast_cycle: nothing was done (vmmio/_fastpath.c)
+_FAST_RUNS = 256  # plans learned by the native path before they are all dropped (its table holds 64)
 
 
 class VcpuBusy(RuntimeError):
@@ -117,6 +122,13 @@ class Vcpu:
         self._accepted_for: Request | None = None
         self._accepted_value = 0
         self._out = Regs()  # what a completed instruction writes back (backends copy it)
+        # The backend's native exit path, if it has one (vmmio.vmm.fast, docs/fastpath.md): the plans it
+        # learned, by handle, with the access each was learned with.
+        self._fastpath: Any = getattr(backend, "fastpath", None)
+        self.fast = self._fastpath is not None  # use it (False: the Python path only)
+        self._fast_runs: dict[int, tuple[Run, Access]] = {}
+        self._fast_generation = vm.memory.generation
+        self._learner = Learner(vm.memory)
         self._batcher = Batcher(self.tlb, vm.memory, vm.ports, self._io_permitted, backend.ram_written)
 
     @property
@@ -250,6 +262,16 @@ class Vcpu:
             if entry.exit_consistent:
                 cur.consistent = True
             if cur.direct_pending:
+                if cur.fast_handle >= 0 and self.fast and not cur.consistent and self.vm.interrupts is None:
+                    handle = self.backend.fast_cycle(cur.fast_handle, value)  # type: ignore[attr-defined]
+                    if handle >= 0:
+                        ex = self._fast_exit(handle)
+                        if ex is not None:
+                            return ex
+                    if handle != _FAST_NOT_RUN:  # completed and run: go on from where the engine stopped
+                        cur.direct_pending = False
+                        self._cur = None
+                        return self._on_event(self.backend.fast_stopped())  # type: ignore[attr-defined]
                 self._finish_direct(cur, value)
             else:
                 ex = self._advance(cur, value)
@@ -260,6 +282,14 @@ class Vcpu:
         if entry.exit_consistent:
             return _SUSPENDED
         return self._run_guest()
+
+    def _on_event(self, event: BackendEvent) -> VmExit:
+        """Handle `event` as `_run_guest` would, then run on."""
+        if type(event) is NpfEvent and not event.fetch:
+            ex = self._emulate(event.gpa >> PAGE_SHIFT, -1)
+        else:
+            ex = self._event_handlers[type(event)](self, event)
+        return ex if ex is not None else self._run_guest()
 
     def _run_guest(self) -> VmExit:
         handlers = self._event_handlers
@@ -454,6 +484,7 @@ class Vcpu:
         x.gprs = gprs
         x.rflags = rflags
         x.dirty = 0
+        cur.loaded = True
         cur.consistent = False
         cur.direct_pending = True
         direct = cur.direct
@@ -469,6 +500,44 @@ class Vcpu:
             ex = a.request = mmio_request(a.pieces[0][1], a.size, not direct.load, data)
         self._cur = cur
         self._pending = ex
+        if self._fastpath is not None and self.fast:
+            self._learn(cur, a)
+        return ex
+
+    def _learn(self, cur: Run, a: Access) -> None:
+        """Teach the native exit path the plan of `cur` with its access `a` (it just went the Python way)."""
+        fastpath = self._fastpath
+        runs = self._fast_runs
+        generation = self.memory.generation
+        if generation != self._fast_generation or len(runs) >= _FAST_RUNS:
+            fastpath.clear()  # a new region may change where accesses go; or too many plans learned
+            runs.clear()
+            self._fast_generation = generation
+        args = a.fast
+        if args is None or args[0] is not cur:
+            args = a.fast = (cur, self._learner.args(cur, a))
+        handle: int = fastpath.learn(*args[1], self.backend.fast_key)  # type: ignore[attr-defined]
+        cur.fast_handle = handle
+        if handle >= 0:
+            runs[handle] = (cur, a)
+
+    def _fast_exit(self, handle: int) -> VmExit | None:
+        """The request of the plan the native path matched (its registers are in the backend)."""
+        hit = self._fast_runs.get(handle)
+        if hit is None:  # learned before the last clear: cannot be (handles are never reused)
+            return None
+        cur, a = hit
+        cur.consistent = False
+        cur.direct_pending = True
+        cur.loaded = False
+        direct = cur.direct
+        assert direct is not None
+        data = 0 if direct.load else self._fastpath.data
+        ex = a.request
+        if ex is None or ex.data != data:
+            ex = a.request = mmio_request(a.pieces[0][1], a.size, not direct.load, data)
+        self._cur = cur
+        self._pending = ex
         return ex
 
     def _finish_direct(self, cur: Run, value: int) -> None:
@@ -479,6 +548,12 @@ class Vcpu:
         direct = cur.direct
         assert direct is not None
         x = cur.x
+        if not cur.loaded:  # its exit came from the native path: the registers are in the backend
+            regs = self.backend.get_regs()
+            x.gprs = regs.gprs
+            x.rflags = regs.rflags
+            x.dirty = 0
+            cur.loaded = True
         if direct.load:
             size = cur.direct_size
             if direct.signed and value & SIGN[size]:
