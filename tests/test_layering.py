@@ -4,7 +4,7 @@ Layers, top to bottom (docs in the README's architecture section):
 
     4  cli, machine, demo, guests, service, the front door   userspace glue
     3  vmm/ (Vm, Vcpu, semantics)  |  reference/    the kernel, and its KVM peer (neither imports the other)
-    2  backends/                                    execution backends ("hardware")
+    2  backends/, _fastpath                         execution backends ("hardware"), the native exit path
     1  devices/, images/                            device models and image parsing
     0  abi, memory, x86/                            ground floor: the boundary's vocabulary, RAM, the ISA
 
@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[int, str], ...] = (
     (1, "vmmio.devices"),
     (1, "vmmio.images"),
     (2, "vmmio.backends"),
+    (2, "vmmio._fastpath"),  # the native exit path (C, imports nothing): the Unicorn backend owns it
     (3, "vmmio.vmm"),
     (3, "vmmio.reference"),
     (4, "vmmio.machine"),

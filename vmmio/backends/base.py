@@ -68,7 +68,12 @@ BackendEvent = NpfEvent | IoEvent | HltEvent | ShutdownEvent | StoppedEvent
 
 
 class Backend(Protocol):
-    """What the kernel needs from the hardware."""
+    """What the kernel needs from the hardware.
+
+    Optional, beyond this protocol: a backend may offer a native exit path as a `fastpath` attribute
+    (UnicornBackend: `vmmio._fastpath.FastPath`, with `fast_cycle`, `fast_stopped` and `fast_key`;
+    docs/fastpath.md). The kernel uses it when present and not None, and never needs it.
+    """
 
     def run(self) -> BackendEvent:
         """Run the guest from the current state until the next event."""

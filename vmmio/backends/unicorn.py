@@ -110,7 +110,7 @@ from vmmio.x86.state import (
 )
 
 try:  # the native exit path, built at install where a C compiler exists (docs/fastpath.md)
-    from vmmio import _fastpath
+    import vmmio._fastpath as _fastpath
 except ImportError:  # pragma: no cover - built everywhere the tests run
     _fastpath = None  # type: ignore[assignment]
 
