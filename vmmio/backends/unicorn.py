@@ -55,6 +55,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 from unicorn import unicorn_const as ucc
@@ -69,11 +70,13 @@ from vmmio.x86.delivery import (
     DESC_L,
     DESC_P,
     DESC_S,
+    Delivered,
     LinearMemory,
     Shutdown,
     Unsupported,
     deliver_event,
 )
+from vmmio.x86.fastcall import ReadMsr, syscall, sysenter
 from vmmio.x86.faults import HAS_ERROR_CODE, PFEC_I, PFEC_U, UD, GuestFault
 from vmmio.x86.paging import TranslationError, Walker
 from vmmio.x86.regs import IF, VM
@@ -108,6 +111,8 @@ _INTR_CB = ctypes.CFUNCTYPE(None, _void_p, ctypes.c_uint32, _void_p)
 _IN_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, _void_p, ctypes.c_uint32, ctypes.c_int, _void_p)
 _OUT_CB = ctypes.CFUNCTYPE(None, _void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, _void_p)
 _CPUID_CB = ctypes.CFUNCTYPE(ctypes.c_int, _void_p, _void_p)  # returns 1: the hook emulated the CPUID
+_SYSCALL_CB = ctypes.CFUNCTYPE(None, _void_p, _void_p)  # SYSCALL and SYSENTER
+FastCall = Callable[[Regs, Control, ReadMsr], Delivered]
 
 # The CPUID leaves the backend reports (subleaves where they matter); others read as zeros.
 CPUID_LEAVES = ((0, 0), (1, 0), (7, 0), (7, 1), (0xD, 0), (0xD, 1), (0x8000_0000, 0), (0x8000_0001, 0))
@@ -487,6 +492,7 @@ class UnicornBackend:
         # Per-run state written by the hooks.
         self._event: BackendEvent | None = None
         self._intr: tuple[int, int] | None = None  # (interrupt number, RIP in the hook)
+        self._fastcall: tuple[FastCall, int] | None = None  # SYSCALL/SYSENTER seen, with its RIP
         self._rolling = False
         self._hook_error: BaseException | None = None
         self._stop_requested = False
@@ -548,6 +554,9 @@ class UnicornBackend:
         add(ucc.UC_HOOK_INSN, _IN_CB(self._guard(self._on_in, 0)), ctypes.c_int(ux.UC_X86_INS_IN))
         add(ucc.UC_HOOK_INSN, _OUT_CB(self._guard(self._on_out, None)), ctypes.c_int(ux.UC_X86_INS_OUT))
         add(ucc.UC_HOOK_INSN, _CPUID_CB(self._guard(self._on_cpuid, 0)), ctypes.c_int(ux.UC_X86_INS_CPUID))
+        for insn, entry in ((ux.UC_X86_INS_SYSCALL, syscall), (ux.UC_X86_INS_SYSENTER, sysenter)):
+            hook = _SYSCALL_CB(self._guard(partial(self._on_fastcall, entry), None))
+            add(ucc.UC_HOOK_INSN, hook, ctypes.c_int(insn))
 
     def _guard(self, fn: Callable[..., Any], default: Any) -> Callable[..., Any]:
         """Wrap a hook: an exception in it stops the engine and is re-raised by run()."""
@@ -659,6 +668,27 @@ class UnicornBackend:
         for reg, value in zip(_CPUID_OUT, values, strict=True):
             eng.reg_write(reg, value)  # a 32-bit result zero-extends into the 64-bit register
         return 1
+
+    def _on_fastcall(self, entry: FastCall, _h: Any, _ud: Any) -> None:
+        """The engine reached SYSCALL/SYSENTER (which it would step over): stop after it and perform
+        the entry then (a register write from inside the hook would be moved on by the engine)."""
+        if self._rolling or self._event is not None or self._intr is not None or self._fastcall is not None:
+            return
+        _lib.uc_reg_read(self._h, ux.UC_X86_REG_RIP, ctypes.byref(self._rip_val))
+        self._fastcall = (entry, self._rip_val.value)
+        _lib.uc_emu_stop(self._h)
+
+    def _fast_system_call(self, entry: FastCall, rip: int) -> None:
+        """Perform SYSCALL/SYSENTER (RIP is already past it), or raise its fault at `rip`."""
+        regs = self.get_regs()
+        try:
+            outcome = entry(regs, self.get_control(), self._eng.msr_read)
+        except GuestFault as fault:
+            self._write_rip(rip)
+            self._raise_event(fault.vector, fault.error_code, 0, rip, None)
+            return
+        self._load_segments(outcome.cs, outcome.ss, outcome.cpl)
+        self.set_regs(outcome.regs, DIRTY_ALL)
 
     def _on_in(self, _h: Any, port: int, size: int, _ud: Any) -> int:
         self._io_exit(port, size, True)
@@ -788,6 +818,7 @@ class UnicornBackend:
                 return StoppedEvent()
             self._event = None
             self._intr = None
+            self._fastcall = None
             self._hook_error = None
             self._ctl = None
             rip = self._rip
@@ -811,12 +842,15 @@ class UnicornBackend:
             if event is not None:
                 return event
             intr = self._intr
-            if intr is not None:
+            if self._fastcall is not None:
+                self._fast_system_call(*self._fastcall)
+            elif intr is not None:
                 intno, rip = intr
                 if intno == _INTR_HLT:
                     if rip == stop_at:
                         return StoppedEvent(stop_at)  # the engine's exit, not a HLT: RIP stays
                     self._write_rip(rip + self._hlt_length(rip))
+                    self._end_interrupt_shadow()
                     return HltEvent()
                 if intno == _INTR_SHUTDOWN:
                     self._shutdown = ShutdownEvent("triple fault (raised by the engine)")
@@ -845,6 +879,17 @@ class UnicornBackend:
             if count or timeout:
                 # Delivery happened inside this budget; give control back rather than start a new one.
                 return StoppedEvent(timer=self._budget is not None)
+
+    def _end_interrupt_shadow(self) -> None:
+        """HLT completed: an STI just before it no longer blocks interrupts. QEMU clears its inhibit
+        flag in the HLT helper, after the intercept that reports HLT to us, so `sti; hlt` (the idle
+        loop) would otherwise look uninterruptible forever."""
+        eng, lay = self._eng, self._layout
+        eng.save()
+        hflags = struct.unpack_from("<I", eng.ctx_view, lay.hflags)[0]
+        if hflags & _HF_INHIBIT_IRQ:
+            struct.pack_into("<I", eng.ctx_view, lay.hflags, hflags & ~_HF_INHIBIT_IRQ)
+            eng.restore()
 
     def _write_rip(self, rip: int) -> None:
         self._rip = self._rip_val.value = rip & _MASK64
