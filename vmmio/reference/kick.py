@@ -17,15 +17,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import functools
 import os
 import signal
 import struct
+import sys
 import threading
 import time
 import weakref
-from typing import Final
+from typing import Any, Final
 
-KICK_SIGNAL: Final = signal.SIGRTMIN + 2
+if sys.platform == "linux":
+    KICK_SIGNAL: Final = signal.SIGRTMIN + 2  # a real-time signal nothing else here uses
+else:  # no KVM: the name exists, nothing binds
+    KICK_SIGNAL = signal.SIGUSR2
 KVM_SET_SIGNAL_MASK: Final = 0x4004_AE8B  # _IOW(KVMIO, 0x8b, struct kvm_signal_mask)
 _KERNEL_SIGSET_BYTES: Final = 8
 _CLOCK_MONOTONIC: Final = 1
@@ -52,13 +57,19 @@ class _ItimerSpec(ctypes.Structure):
     _fields_ = (("interval", _Timespec), ("value", _Timespec))
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_timer_create = _libc.timer_create
-_timer_create.argtypes = (ctypes.c_int, ctypes.POINTER(_SigEvent), ctypes.POINTER(ctypes.c_void_p))
-_timer_settime = _libc.timer_settime
-_timer_settime.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(_ItimerSpec), ctypes.c_void_p)
-_timer_delete = _libc.timer_delete
-_timer_delete.argtypes = (ctypes.c_void_p,)
+@functools.cache
+def _libc() -> Any:
+    """The C library with the POSIX timer calls typed (looked up on first use: Linux only)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.timer_create.argtypes = (ctypes.c_int, ctypes.POINTER(_SigEvent), ctypes.POINTER(ctypes.c_void_p))
+    libc.timer_settime.argtypes = (
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.POINTER(_ItimerSpec),
+        ctypes.c_void_p,
+    )
+    libc.timer_delete.argtypes = (ctypes.c_void_p,)
+    return libc
 
 
 def _sigset_bytes(signals: set[int]) -> bytes:
@@ -71,7 +82,7 @@ def _sigset_bytes(signals: set[int]) -> bytes:
 
 def _delete_timer(timers: list[int]) -> None:
     while timers:
-        _timer_delete(timers.pop())
+        _libc().timer_delete(timers.pop())
 
 
 class RunKicker:
@@ -101,7 +112,7 @@ class RunKicker:
             raise OSError(e.errno, f"KVM_SET_SIGNAL_MASK: {os.strerror(e.errno or 0)}") from None
         event = _SigEvent(signo=KICK_SIGNAL, notify=_SIGEV_THREAD_ID, tid=tid)
         handle = ctypes.c_void_p()
-        if _timer_create(_CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(handle)):
+        if _libc().timer_create(_CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(handle)):
             err = ctypes.get_errno()
             raise OSError(err, f"timer_create: {os.strerror(err)}")
         self._timers.append(handle.value or 0)
@@ -114,7 +125,7 @@ class RunKicker:
         if self._armed is not None and now < self._armed <= at:
             return  # an earlier expiry is on its way: it ends the run, and the caller re-arms then
         spec = _ItimerSpec(value=_Timespec(*divmod(at - now, 1_000_000_000)))
-        if _timer_settime(self._timers[0], 0, ctypes.byref(spec), None):
+        if _libc().timer_settime(self._timers[0], 0, ctypes.byref(spec), None):
             err = ctypes.get_errno()
             raise OSError(err, f"timer_settime: {os.strerror(err)}")
         self._armed = at
