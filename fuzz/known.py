@@ -33,15 +33,6 @@ KNOWN: tuple[KnownBug, ...] = (
         "buffers (vmmio decode, tools) get #UD's status instead.",
     ),
     KnownBug(
-        "linux-above-4g",
-        "images",
-        ("struct.error in linux.py:_put",),
-        "A bzImage whose kernel is placed at or above 4 GiB (pref_address there and not relocatable, or "
-        "init_size too big for RAM below 4 GiB in a layout with RAM above it) makes build_boot_params "
-        "pack kernel_addr into the 32-bit code32_start: struct.error escapes load() instead of an "
-        "ImageError (or a placement below 4 GiB).",
-    ),
-    KnownBug(
         "cross-kind-exit",
         "insns",
         ("npf-without-memory-access", "io-exit-without-port"),
