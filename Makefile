@@ -106,7 +106,8 @@ $(KUT)/x86/emulator.flat:
 	rm -rf $(KUT) && mkdir -p build && tar xJf $(PEER)/kvm-unit-tests-*.tar.xz -C build
 	cd $(KUT) && ./configure --arch=x86_64 > /dev/null && $(MAKE) -s x86/emulator.flat
 
-# Rebuild the shipped guest images from guests/ (needs GNU as and ld), or check they match the sources.
+# Rebuild the shipped guest images and the test guests from guests/ (needs GNU as and ld), or check that
+# the committed ones match the sources.
 guests:
 	$(PYTHON) guests/build.py
 
