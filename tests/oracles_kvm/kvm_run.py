@@ -142,7 +142,10 @@ class KvmRunner:
         self._open()
 
     def _open(self) -> KvmVcpu:
-        vcpu = KvmVcpu(self.memory, CpuState(self.regs, self.ctl), record_raw=True)
+        # Every case's memory operand is in the MMIO window, so Linux's emulator always has the
+        # instruction: its guest keeps every feature KVM supports, CX16 included even where KVM cannot run
+        # CMPXCHG16B on RAM (what `cmpxchg16b_runs` hides from guests such as Linux).
+        vcpu = KvmVcpu(self.memory, CpuState(self.regs, self.ctl), record_raw=True, probe_cpuid=False)
         tr = vcpu.get_control().tr
         # KVM's reset TR (base 0) serves as the 64-bit TSS: only IST1 is read, on exception delivery.
         self.memory.write_int(tr.base + TSS_IST1, 8, IST_TOP)

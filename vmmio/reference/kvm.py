@@ -64,6 +64,15 @@ Clocks: the PIT, RTC and APIC timer count from the chipset's clock (the Vm's `Ho
 machine gives another), as on Unicorn; the kick timer turns their deadlines into CLOCK_MONOTONIC delays.
 What KVM keeps in the kernel stays there: the TSC and kvmclock a guest may read run on host time.
 
+CPUID: the guest is given what KVM supports, less what this userspace irqchip cannot back
+(`HIDDEN_CPUID`: x2APIC, the TSC-deadline timer, and the paravirtual features KVM serves only with its
+in-kernel APIC, whose MSRs it would refuse), less CX16 where KVM cannot run CMPXCHG16B
+(`cmpxchg16b_runs`). PVM, the software KVM, runs guest kernel code through Linux's emulator
+(`kernel_mode_runs` probes for that) and reports some leaf 1 and 7 bits of the host whatever
+KVM_SET_CPUID2 says, XSAVE among them, which its emulator cannot run: a Linux guest there needs
+`clearcpuid=` on its command line, and stops anyway at INT3 (its int3 self-test), which Linux's
+emulator cannot deliver in long mode.
+
 What Linux does that vmmio's kernel does not (tests/test_backend_kvm.py pins each down):
 - The write exit of an instruction comes after it has retired (RIP already past it); reads stop with
   RIP at the instruction.
@@ -78,6 +87,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import mmap
 import os
 import struct
@@ -109,9 +119,12 @@ from vmmio.devices.interrupt_window import Chipset, Halt, offer_interrupt, wait_
 from vmmio.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, HandlerRegion, RamRegion, RangeMap
 from vmmio.reference.kick import RunKicker
 from vmmio.x86.cpuid import CpuidTable
-from vmmio.x86.state import CR0_PE, Control, CpuState, Regs, Segment, VectorState
+from vmmio.x86.pagetables import PAGE_2M, PageTables
+from vmmio.x86.state import CR0_PE, Control, CpuState, Regs, Segment, VectorState, long_mode_control
 
 __all__ = [
+    "CMPXCHG16B_PROBE",
+    "INT3_PROBE",
     "KvmEntryError",
     "KvmError",
     "KvmExitError",
@@ -120,6 +133,8 @@ __all__ = [
     "KvmSregs",
     "KvmUnavailable",
     "KvmVcpu",
+    "cmpxchg16b_runs",
+    "kernel_mode_runs",
     "kvm_usable",
 ]
 
@@ -242,8 +257,31 @@ _HW_TO_SREGS_SLOT: Final = (2, 0, 5, 1, 3, 4)
 # kvm_cpuid2: nent u32, pad u32, then kvm_cpuid_entry2 (40 bytes) entries.
 _CPUID_ENTRY_SIZE: Final = 40
 _CPUID_ECX: Final = 20  # function, index, flags, eax, ebx, then ecx
+CPUID1_ECX_CX16: Final = 1 << 13
 CPUID1_ECX_X2APIC: Final = 1 << 21
 CPUID1_ECX_TSC_DEADLINE: Final = 1 << 24
+KVM_CPUID_FEATURES: Final = 0x4000_0001  # EAX: the KVM_FEATURE_* bits (paravirtual interfaces)
+KVM_FEATURE_ASYNC_PF: Final = 1 << 4
+KVM_FEATURE_PV_EOI: Final = 1 << 6
+KVM_FEATURE_PV_UNHALT: Final = 1 << 7
+KVM_FEATURE_ASYNC_PF_VMEXIT: Final = 1 << 10
+KVM_FEATURE_PV_SEND_IPI: Final = 1 << 11
+KVM_FEATURE_ASYNC_PF_INT: Final = 1 << 14
+# What the guest is not told, by (leaf, byte offset of the register in kvm_cpuid_entry2). The local APIC
+# is a userspace model here (no KVM_CREATE_IRQCHIP), so what only KVM's in-kernel APIC backs is hidden,
+# as a CPU or hypervisor without it would report: x2APIC (its MSRs), the TSC-deadline timer, and the
+# paravirtual features KVM serves only with its own APIC (asynchronous page faults, whose "page ready"
+# is an APIC interrupt; PV EOI; PV unhalt and PV IPIs, which are APIC IPIs; QEMU hides PV_UNHALT
+# without an in-kernel irqchip too). KVM refuses their MSRs otherwise, and Linux says so at boot.
+HIDDEN_CPUID: Final = {
+    (1, _CPUID_ECX): CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE,
+    (KVM_CPUID_FEATURES, 12): KVM_FEATURE_ASYNC_PF
+    | KVM_FEATURE_PV_EOI
+    | KVM_FEATURE_PV_UNHALT
+    | KVM_FEATURE_ASYNC_PF_VMEXIT
+    | KVM_FEATURE_PV_SEND_IPI
+    | KVM_FEATURE_ASYNC_PF_INT,
+}
 # kvm_xsave: the XSAVE image of the guest's FPU state in the standard (uncompacted) format, 4096 bytes: the
 # legacy area (FCW, FSW, abridged FTW, MXCSR, ST0-7 in stack order, XMM0-15), the header's XSTATE_BV at
 # 512, then the components at the offsets CPUID.(0xD, n).EBX gives: AVX (YMM_Hi128) 2, opmask 5,
@@ -408,6 +446,8 @@ class KvmVcpu:
     Guest RAM is each region's own mmap registered as a memory slot: guest and host see the same bytes.
     Every GPA outside a RAM region is an MMIO hole, so KVM's emulator turns accesses there into exits.
     RAM regions are registered when the vCPU is built; regions added later are holes to KVM.
+    The guest's CPUID is what KVM supports less `HIDDEN_CPUID`, and less CX16 where `cmpxchg16b_runs`
+    finds this KVM unable to run CMPXCHG16B (`probe_cpuid=False` skips that probe: the probe's own vCPU).
     """
 
     def __init__(
@@ -418,6 +458,7 @@ class KvmVcpu:
         ports: RangeMap[Device] | None = None,
         chipset: Chipset | None = None,
         record_raw: bool = False,
+        probe_cpuid: bool = True,
     ) -> None:
         self.memory = memory
         self.ports: RangeMap[Device] = ports if ports is not None else RangeMap("port range")
@@ -439,7 +480,7 @@ class KvmVcpu:
         self._finalizer = weakref.finalize(self, _release, self._fds, self._maps)
         self._xsave_offsets: dict[int, int] = {}  # XSAVE component -> offset in the standard format
         try:
-            self._open(memory)
+            self._open(memory, probe_cpuid)
             self.set_control(state.control)
             self.set_regs(state.regs)
         except BaseException:
@@ -448,7 +489,7 @@ class KvmVcpu:
 
     # -- setup ------------------------------------------------------------------------------------------
 
-    def _open(self, memory: GuestMemory) -> None:
+    def _open(self, memory: GuestMemory, probe: bool) -> None:
         try:
             kvm = os.open(KVM_DEVICE, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
@@ -467,14 +508,15 @@ class KvmVcpu:
             _ioctl_buf(self._vm, KVM_SET_USER_MEMORY_REGION, bytearray(desc), "KVM_SET_USER_MEMORY_REGION")
         self._fd = _ioctl(self._vm, KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU")
         self._fds.append(self._fd)
-        self._set_cpuid(kvm)
+        self._set_cpuid(kvm, probe)
         size = _ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, what="KVM_GET_VCPU_MMAP_SIZE")
         self._run = mmap.mmap(self._fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._maps.append(self._run)
         self._kicker = RunKicker(self._fd)
 
-    def _set_cpuid(self, kvm: int) -> None:
-        """Give the vCPU every CPUID leaf KVM supports: KVM_SET_SREGS rejects EFER.LME/NXE without LM/NX."""
+    def _set_cpuid(self, kvm: int, probe: bool) -> None:
+        """Give the vCPU the CPUID leaves KVM supports (KVM_SET_SREGS rejects EFER.LME/NXE without LM/NX),
+        less what the guest must not be told (`HIDDEN_CPUID`; CX16 if `probe` finds it unusable)."""
         nent = 128
         while True:
             buf = bytearray(8 + nent * _CPUID_ENTRY_SIZE)
@@ -486,8 +528,9 @@ class KvmVcpu:
                 if e.errno != errno.E2BIG or nent >= 1 << 14:
                     raise KvmError(e.errno, f"KVM_GET_SUPPORTED_CPUID: {e.strerror}") from None
                 nent *= 2
-        # The local APIC is a userspace model here (no KVM irqchip): hide what only an in-kernel APIC
-        # gives (x2APIC MSRs, the TSC-deadline timer), as a CPU without them would report.
+        hidden = dict(HIDDEN_CPUID)
+        if probe and not cmpxchg16b_runs():
+            hidden[1, _CPUID_ECX] |= CPUID1_ECX_CX16
         count = struct.unpack_from("<I", buf, 0)[0]
         leaves: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         for n in range(count):
@@ -495,16 +538,15 @@ class KvmVcpu:
             function, index = struct.unpack_from("<II", buf, at)
             if function == 0xD and 2 <= index < 8:
                 self._xsave_offsets[index] = struct.unpack_from("<I", buf, at + 16)[0]  # EBX
-            if function == 1:
-                ecx = struct.unpack_from("<I", buf, at + _CPUID_ECX)[0]
-                struct.pack_into(
-                    "<I", buf, at + _CPUID_ECX, ecx & ~(CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE)
-                )
+            for (leaf, reg), bits in hidden.items():
+                if function == leaf:
+                    struct.pack_into("<I", buf, at + reg, struct.unpack_from("<I", buf, at + reg)[0] & ~bits)
             function, index, _flags, eax, ebx, ecx, edx = struct.unpack_from("<7I", buf, at)
             leaves[function, index] = (eax, ebx, ecx, edx)
         _ioctl_buf(self._fd, KVM_SET_CPUID2, buf, "KVM_SET_CPUID2")
         self.cpuid = CpuidTable(leaves)
-        """What CPUID reports to the guest (the leaves KVM supports, less x2APIC and TSC-deadline)."""
+        """What CPUID reports to the guest: the leaves KVM supports, less `HIDDEN_CPUID` (and CX16 where
+        this KVM cannot run CMPXCHG16B: `cmpxchg16b_runs`)."""
 
     # -- state ------------------------------------------------------------------------------------------
 
@@ -970,6 +1012,47 @@ class KvmVcpu:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Kernel-mode probes (64-bit code at 0x8000, RAM at 0x9000): cmpxchg16b [0x9000] (REX.W 0F C7 /1, SIB
+# with no base: disp32), then HLT; INT3 (with no IDT: #BP becomes a triple fault, which is running it).
+CMPXCHG16B_PROBE: Final = bytes.fromhex("480fc70c2500900000f4")
+INT3_PROBE: Final = bytes.fromhex("ccf4")
+
+
+@functools.cache
+def kernel_mode_runs(code: bytes) -> bool:
+    """Whether this KVM runs `code` (64-bit, CPL 0, identity-mapped RAM) without its instruction
+    emulator giving up on it (probed once per process and code).
+
+    On hardware virtualization the guest runs its own instructions and KVM's emulator sees only device
+    accesses and a few special cases. A KVM that runs guest kernel code through that emulator instead
+    (PVM, the software KVM, does: user mode runs natively) stops the guest with an emulation failure at
+    every instruction the emulator lacks: CMPXCHG16B, the XSAVE family, FWAIT, software interrupts in
+    protected mode, most SSE arithmetic.
+    """
+    memory = GuestMemory()
+    memory.add_ram(0, 0x20_0000)
+    tables = PageTables(0x1000)
+    tables.map(0, 0, PAGE_2M)
+    for gpa, entry in tables.entries.items():
+        memory.write_int(gpa, 8, entry)
+    memory.write(0x8000, code)
+    state = CpuState(Regs(rip=0x8000), long_mode_control(tables.root))
+    with KvmVcpu(memory, state, probe_cpuid=False) as vcpu:
+        return not isinstance(vcpu.run(), InstEmulExit)
+
+
+def cmpxchg16b_runs() -> bool:
+    """Whether a guest of this KVM can run CMPXCHG16B in kernel mode (`kernel_mode_runs`).
+
+    KVM reports CX16 whenever the host has it. A KVM that takes the instruction into its emulator
+    cannot complete it (Linux's emulator has no CMPXCHG16B: its CMPXCHG8B handler refuses 16 bytes), so
+    a guest told it has CX16 stops at its first one (Linux does, in its slab allocator). Such a KVM's
+    guests are not told CX16 and take the paths a CPU without it needs; `KvmVcpu.cpuid` says so too, so
+    vmmio's kernel, compared with it, raises the same #UD.
+    """
+    return kernel_mode_runs(CMPXCHG16B_PROBE)
 
 
 def _release(fds: list[int], maps: list[mmap.mmap]) -> None:
