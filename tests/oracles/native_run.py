@@ -83,6 +83,8 @@ __asm__(
     "run_insn:\n"
     "  push rbx\n  push rbp\n  push r12\n  push r13\n  push r14\n  push r15\n"
     "  mov [rip + g_host_rsp], rsp\n"
+    /* A case's POPF/IRET may have set NT, which sigreturn keeps and the IRETQ below would #GP on. */
+    "  push 2\n  popfq\n"
     "  mov eax, 158\n  mov edi, 0x1002\n  mov rsi, [rip + g_in_fs]\n  syscall\n"
     "  mov [rip + g_seg_err], rax\n"
     "  mov eax, 158\n  mov edi, 0x1001\n  mov rsi, [rip + g_in_gs]\n  syscall\n"
