@@ -45,7 +45,6 @@ from vmmio.vmm.semantics.context import (
     PORT_CHECK,
     PORT_IN,
     PORT_OUT,
-    READ,
     SYS_READ,
     SYS_WRITE,
     TOUCH,
@@ -70,7 +69,6 @@ DECODE_CACHE_LIMIT = 4096  # instructions with their semantics; the GC pause bou
 # Page-fault error-code bits each request kind checks (RMW reads are checked for write).
 _ACCESS_BITS = (0, PFEC_W, PFEC_W, 0, 0, PFEC_W)  # by request kind, READ .. SYS_WRITE
 _WRITES = (False, True, False, False, False, True)
-_PLAIN_READS = (READ, SYS_READ)  # may read RAM before the faulting access: nothing is changed yet
 _CS = int(Seg.CS)
 _WHOLE = frozenset((1, 2, 4, 8))  # device accesses of these sizes stay one request
 _MAX_BLOCK = 4096  # instructions decoded ahead to find where a fetch fault really is
@@ -501,6 +499,8 @@ class Vcpu:
     ) -> VmExit | None:
         ctl = cur.ctl
         access = _ACCESS_BITS[kind]
+        if kind == TOUCH:
+            access = data & PFEC_W  # checked as a read, or as a write
         if kind < SYS_READ:
             la = linear_address(ctl, cur.mode, seg, off, size, access, cur.x.rflags)
             if ctl.cpl == 3:
@@ -539,7 +539,9 @@ class Vcpu:
                 else:
                     all_ram = False
                     pieces += [(start + o, g2, n2, target) for o, g2, n2 in split_access(g, n)]
-        if not matched and (kind not in _PLAIN_READS or not all_ram):
+        if not matched and not all_ram:
+            # RAM before the faulting page is fine (ENTER pushes before it reads its display; RAM writes
+            # are deferred to the commit), a device is not: that access would have been the fault.
             raise EmulationAbort(InstEmulReason.GPA_MISMATCH, f"access at {gpa:#x} before the faulting page")
         if matched:
             cur.fault_page = -1

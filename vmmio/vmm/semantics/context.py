@@ -21,7 +21,8 @@ from vmmio.x86.state import Control, VectorState
 READ = 0  # (READ, seg, offset, size, 0)
 WRITE = 1  # (WRITE, seg, offset, size, value)
 RMW_READ = 2  # (RMW_READ, seg, offset, size, 0): a read checked for write permission
-TOUCH = 3  # (TOUCH, seg, offset, size, 0): translated and checked as a read, nothing transferred
+TOUCH = 3  # (TOUCH, seg, offset, size, access): translated and checked, nothing transferred; `access` is
+# 0 to check it as a read, PFEC_W as a write (ENTER's probe of its final stack pointer)
 SYS_READ = 4  # (SYS_READ, 0, linear, size, 0): implicit supervisor read (descriptor tables, TSS)
 SYS_WRITE = 5  # (SYS_WRITE, 0, linear, size, value): implicit supervisor write (accessed/busy bits)
 PORT_IN = 6  # (PORT_IN, port, 0, size, 0)

@@ -219,7 +219,8 @@ def _protected_return(
     new.segs[_CS] = cs
     new.cpl = new_cpl
     if new_sp >= 0:
-        x.set(_RSP, w, new_sp)
+        # Into compatibility mode only ESP is loaded (the host CPU leaves RSP's upper half clear).
+        x.set(_RSP, w if code64 or not lma else min(w, 4), new_sp)
     if outer:
         _null_inaccessible(x, new_cpl)
     release(x, release_bytes)  # RET imm16: on the new stack after an outer return, else the only time

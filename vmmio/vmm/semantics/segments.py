@@ -149,12 +149,14 @@ _FAR_LOADS.update({(OpMap.M0F, 0xB2): _SS, (OpMap.M0F, 0xB4): int(Seg.FS), (OpMa
 
 
 def far_pointer(x: Exec, w: int) -> Generator[Request, int, tuple[int, int]]:
-    """(offset, selector) of an m16:16/m16:32/m16:64 operand: one read of the offset and the selector
-    after it."""
+    """(offset, selector) of an m16:16/m16:32/m16:64 operand: the offset read, then the selector after
+    it, two operand reads as the SDM's pseudo-code has them (and Linux's emulator makes them)."""
     mem = x.insn.mem
     assert mem is not None
-    v = yield (READ, mem.seg, x.ea(), w + 2, 0)  # 4, 6 or 10 bytes
-    return v & MASK[w], v >> (8 * w)
+    ea = x.ea()
+    offset = yield (READ, mem.seg, ea, w, 0)
+    selector = yield (READ, mem.seg, (ea + w) & MASK[mem.addr_size], 2, 0)
+    return offset, selector
 
 
 @emulates(OpMap.ONE, (0xC4, 0xC5), mem_only=True, mnemonics=("les", "lds"))

@@ -10,9 +10,9 @@ instruction, but a device has seen the MMIO writes issued before the fault, as o
 
 from __future__ import annotations
 
-from vmmio.vmm.semantics.context import READ, WRITE, Exec, Operand, Steps
+from vmmio.vmm.semantics.context import READ, TOUCH, WRITE, Exec, Operand, Steps
 from vmmio.vmm.semantics.registry import emulates
-from vmmio.x86.faults import GP, GuestFault
+from vmmio.x86.faults import GP, PFEC_W, GuestFault
 from vmmio.x86.insn import Insn, OpMap
 from vmmio.x86.regs import AC, DF, ID, IF, IOPL, MASK, NT, RF, STATUS_FLAGS, TF, VIF, VIP, VM, Gpr, Seg
 from vmmio.x86.state import CR0_PE
@@ -130,7 +130,8 @@ def popf(x: Exec, i: Insn) -> Steps:
 @emulates(OpMap.ONE, (0xC8,))
 def enter(x: Exec, i: Insn) -> Steps:
     """ENTER imm16, imm8: push rBP, copy nesting-level-1 frame pointers from the old frame (each read at
-    rBP - k*size through SS, then pushed), push the new frame pointer, then allocate imm16 bytes."""
+    rBP - k*size through SS, then pushed), push the new frame pointer, then allocate imm16 bytes, whose
+    new top must be writable."""
     w = i.width
     size = x.stack_size
     alloc = i.imm & 0xFFFF
@@ -144,7 +145,11 @@ def enter(x: Exec, i: Insn) -> Steps:
             yield from push(x, w, v)
         yield from push(x, w, frame)
     x.set(_RBP, w, frame)
-    x.set(_RSP, size, (x.gprs[_RSP] - alloc) & MASK[size])
+    final = (x.gprs[_RSP] - alloc) & MASK[size]
+    # A write at the final stack pointer must be possible (SDM: #SS/#PF for it); the host CPU checks it
+    # after the pushes, which it has then made.
+    yield (TOUCH, _SS, final, 1, PFEC_W)
+    x.set(_RSP, size, final)
 
 
 @emulates(OpMap.ONE, (0xC9,))

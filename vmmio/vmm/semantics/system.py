@@ -2,8 +2,8 @@
 
 Privilege: LGDT, LIDT, LLDT, LTR and LMSW are #GP(0) at CPL > 0 (virtual-8086 mode included); with
 CR4.UMIP, SGDT, SIDT, SLDT, STR and SMSW are #GP(0) at CPL > 0 too. The 0F 00 group is #UD in real and
-virtual-8086 mode. Descriptor-table operands are one access of 6 bytes (limit, 32-bit base; a 16-bit
-LGDT/LIDT uses 24 bits of it) or 10 in 64-bit mode (64-bit base, which LGDT/LIDT need canonical);
+virtual-8086 mode. Descriptor-table operands are two accesses, the 16-bit limit then the base: 32 bits
+(a 16-bit LGDT/LIDT uses 24 of them), or 64 in 64-bit mode (which LGDT/LIDT need canonical);
 selector operands in memory are words whatever the operand size. LLDT and LTR read the GDT with implicit
 supervisor reads (16-byte descriptors in IA-32e mode, whose upper type field must be 0 and base
 canonical); LTR marks the TSS busy with a 1-byte implicit write of its access byte.
@@ -32,7 +32,7 @@ from vmmio.x86.descriptors import (
 )
 from vmmio.x86.faults import GP, UD, GuestFault
 from vmmio.x86.insn import Insn, OpMap
-from vmmio.x86.regs import ZF
+from vmmio.x86.regs import MASK, ZF
 from vmmio.x86.state import CR0_PE
 
 CR4_UMIP = 1 << 11  # user-mode instruction prevention
@@ -58,8 +58,8 @@ def _protected_only(x: Exec) -> None:
         raise GuestFault(UD)
 
 
-def _table_size(x: Exec) -> int:
-    return 10 if x.mode == 64 else 6
+def _base_size(x: Exec) -> int:
+    return 8 if x.mode == 64 else 4
 
 
 @emulates(OpMap.M0F, (0x01,), (_SGDT, _SIDT), mem_only=True, mnemonics=("sgdt", "sidt"))
@@ -68,18 +68,20 @@ def store_table(x: Exec, i: Insn) -> Steps:
     base, limit = x.ctl.idtr if i.reg & 7 == _SIDT else x.ctl.gdtr
     mem = i.mem
     assert mem is not None
-    yield (WRITE, mem.seg, x.ea(), _table_size(x), limit | base << 16)
+    ea = x.ea()
+    yield (WRITE, mem.seg, ea, 2, limit)
+    yield (WRITE, mem.seg, (ea + 2) & MASK[mem.addr_size], _base_size(x), base & MASK[_base_size(x)])
 
 
 @emulates(OpMap.M0F, (0x01,), (_LGDT, _LIDT), mem_only=True, mnemonics=("lgdt", "lidt"))
 def load_table(x: Exec, i: Insn) -> Steps:
     _privileged(x)
-    size = _table_size(x)
     mem = i.mem
     assert mem is not None
-    v = yield (READ, mem.seg, x.ea(), size, 0)
-    limit, base = v & 0xFFFF, v >> 16
-    if size == 10:
+    ea = x.ea()
+    limit = yield (READ, mem.seg, ea, 2, 0)
+    base = yield (READ, mem.seg, (ea + 2) & MASK[mem.addr_size], _base_size(x), 0)
+    if x.mode == 64:
         if not canonical(x.ctl, base):
             raise GuestFault(GP, 0)
     elif i.opsize == 2:
