@@ -49,6 +49,14 @@ EXCEPTION_TESTS = {
     "xud_lock_movsb_from_mmio",
     "xud_lock_bt_mmio",
     "xud_lock_push_mmio",
+    # guests/insntest_ctlx.inc
+    "xgp_mov_ds_mmio_tss_selector",
+    "xnp_mov_es_mmio_not_present",
+    "xss_mov_ss_mmio_not_present",
+    "xgp_jmp_far_mmio_data_selector",
+    "xgp_ltr_mmio_busy_tss",
+    "xgp_ret_mmio_stack_non_canonical",
+    "xpf_call_mmio_operand_stack_not_present",
 }
 
 BACKENDS = ["unicorn", "kvm"]
@@ -59,6 +67,10 @@ KVM_DEVIATIONS = {
     # Linux's emulator_read_write() writes the first page of a page-split store before it translates
     # the second, so the #PF on the second page leaves the first bytes written; the CPU writes nothing.
     "xpf_movsd_split_into_not_present": "KVM writes the first half of a faulting split store",
+    # Linux's emulator keeps only the last MMIO write of an instruction, so a far CALL's push of CS is
+    # lost; its RETF pops a slot too many (tests/oracles_kvm/deviations.py: call-far-push, retf-pop).
+    "call_far_m16_32_mmio_stack": "KVM loses the push of CS",
+    "retf_q_mmio_stack": "KVM's RETF moves RSP a slot too far",
 }
 
 
@@ -159,7 +171,9 @@ def test_insntest(backend: str) -> None:
     assert len(names) == len(verdicts), "case names must be unique"
     assert names >= EXCEPTION_TESTS, f"missing: {sorted(EXCEPTION_TESTS - names)}"
     assert len(verdicts) >= 350
-    assert all(v.status in ("PASS", "KNOWN", "FAIL") for v in verdicts)
+    # KVM skips the OPT_NOKVM cases (Linux's emulator cannot run them: guests/insntest_ctl.inc).
+    allowed = ("PASS", "KNOWN", "FAIL", "SKIP") if backend == "kvm" else ("PASS", "KNOWN", "FAIL")
+    assert all(v.status in allowed for v in verdicts)
     summary = re.search(r"insntest: (\d+) cases, (\d+) failed, (\d+) known failures", text)
     assert summary is not None and int(summary[1]) == len(verdicts) and int(summary[2]) == failed
 
@@ -248,6 +262,11 @@ TRACE_DEVIATIONS = {
     # A read-modify-write through a read-only mapping of MMIO: Linux reads the device, the write faults,
     # and its emulator re-reads before injecting the #PF; the CPU checks write permission first.
     "xpf_add_read_only_mmio_mapping": "KVM reads the device twice before the #PF",
+    # tests/oracles_kvm/deviations.py: far-pointer-read (offset and selector as one read) and
+    # sldt-str-width (the destination read first).
+    "lss_r16_m16_16": "KVM reads a far pointer as one operand",
+    "sldt_m16": "KVM reads SLDT's destination before the store",
+    "str_m16": "KVM reads STR's destination before the store",
 }
 
 
@@ -270,7 +289,7 @@ def _per_case(run: GuestRun) -> dict[str, list[Access]]:
             line.append(data & 0xFF)
             if data == 0x0A:
                 words = line.decode("ascii", errors="replace").split()
-                if len(words) > 1 and words[0] in ("PASS", "FAIL", "KNOWN"):
+                if len(words) > 1 and words[0] in ("PASS", "FAIL", "KNOWN", "SKIP"):
                     cases[words[1]] = current
                 current, line = [], bytearray()
     return cases
@@ -279,8 +298,12 @@ def _per_case(run: GuestRun) -> dict[str, list[Access]]:
 def test_insntest_traces_match_between_backends() -> None:
     """Every case makes the same device-visible requests under vmmio and under KVM's own emulator."""
     ours = _per_case(run_guest("insntest", "unicorn"))
-    theirs = _per_case(run_guest("insntest", "kvm"))
+    kvm = run_guest("insntest", "kvm")
+    theirs = _per_case(kvm)
     assert ours.keys() == theirs.keys()
+    for v in _verdicts(kvm.output):  # skipped under KVM: nothing to compare
+        if v.status == "SKIP":
+            del ours[v.name], theirs[v.name]
     assert len(ours) >= 350
     differing = {name for name in ours if ours[name] != theirs[name]}
     unexplained = differing - TRACE_DEVIATIONS.keys() - KVM_DEVIATIONS.keys()

@@ -16,8 +16,8 @@ from vmmio.x86.regs import DF
 __all__ = ["budget", "check_case", "oracle_settings", "record"]
 
 DEFAULT_CASES = 2179
-"""Cases per oracle test module in `make test`: the first twelve families get the 1500 they had, gen_ctl's
-677 more. VMMIO_ORACLE_CASES overrides it (e.g. 50000 for verify)."""
+"""Cases per oracle test module in `make test`: the first twelve families get the 1500 they had (1495),
+gen_ctl's 677 more. VMMIO_ORACLE_CASES overrides it (e.g. 50000 for verify)."""
 
 # Share of the budget per family: roughly by how many distinct forms and encodings a family has.
 SHARES = {

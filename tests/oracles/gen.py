@@ -13,6 +13,8 @@ CPU, all with the same flat, identity-mapped layout:
 
 Families: one per group of forms (mov, movx, xchg, alu, alu_imm, test, unary, bt, stack, string), plus
 "lock_ud" (LOCK where it is illegal: #UD) and "too_long" (padded to exactly 15 bytes, or past it: #GP).
+oracles/gen_ctl.py adds the stack, control-transfer, segment and system families (stack_ops, branch,
+enter_leave, sreg, far, system), each case with the environment it needs (a GDT, CPL 3 or 0).
 Flags a form leaves architecturally undefined are listed in FLAG_MASKS and not compared.
 """
 

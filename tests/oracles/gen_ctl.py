@@ -617,6 +617,8 @@ def _far(draw: st.DrawFn, spec: CtlSpec) -> Case:
         w = _far_osize(p)
         good = good and w != 2  # a 16-bit offset leaves the code page
         selector = rng.choice(FAR_OK) if good else rng.choice(FAR_BAD)
+        if selector & ~3 in (TR_SELECTOR, LDT_SELECTOR):
+            b.tags.add("far-system")  # a system descriptor: #GP(selector) on the CPU
         target = _target(draw, b)
         operand = _slot(draw, b, w + 2)
         slot = _slot(draw, b, 2 * w, draw(st.booleans()))

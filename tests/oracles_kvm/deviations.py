@@ -266,11 +266,26 @@ KVM_DEVIATIONS.update(
             lambda case: case.form.startswith("retf") and "(16-bit)" not in case.form,
             replace(simple_case("retf", "far", "cb", q4(_T, 0x33), "R4@0 R4@4", ""), next_rip=_T),
         ),
-        "call-far-64": KvmDeviation(
-            "CALL far m16:64: Linux's emulator pushes CS and RIP wrongly (one 8-byte write where the CPU "
-            "makes two, CS at RSP-8 then RIP at RSP-16, as the host CPU does)",
-            "arch/x86/kvm/emulate.c, em_call_far()",
-            _form("call far m16:64"),
+        "far-system": KvmDeviation(
+            "JMP/CALL far to a system descriptor (an LDT, a busy TSS): Linux's emulator gives up on any "
+            "system descriptor (an emulation failure, an INST_EMUL exit here); the CPU raises #GP(selector) "
+            "for these (the host CPU does). vmmio raises it too, and exits INST_EMUL for what would switch "
+            "tasks or pass a gate",
+            "arch/x86/kvm/emulate.c, __load_segment_descriptor(): X86EMUL_UNHANDLEABLE for a system "
+            "descriptor loaded by a far CALL/JMP",
+            lambda case: "far-system" in case.tags,
+            replace(
+                simple_case("jmp far m16:32", "far", "ff2b", q4(_T) + b"\x53\0", "R4@0 R2@4", "far-system"),
+                expect="#GP",
+            ),
+        ),
+        "call-far-push": KvmDeviation(
+            "CALL far with its frame in MMIO: Linux's emulator keeps only the last MMIO write of an "
+            "instruction (each access starts a new fragment list, and writes complete after the "
+            "instruction), so the push of CS is lost; the CPU writes CS, then the return address (the host "
+            "CPU does)",
+            "arch/x86/kvm/x86.c, emulator_read_write(): `vcpu->mmio_nr_fragments = 0` on every access",
+            _form("call far m16:"),
             replace(
                 simple_case(
                     "call far m16:64", "far", "48ff1b", q8(_T) + b"3\0", "R8@0 R2@8 W8@-8 W8@-16", ""

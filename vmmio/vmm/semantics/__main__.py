@@ -27,9 +27,10 @@ def rows() -> list[tuple[str, str, str]]:
 
 def main() -> None:
     table = rows()
-    print(f"{'opcode':10} {'semantics':26} notes")
+    width = max(len(fn) for _, fn, _ in table)
+    print(f"{'opcode':10} {'semantics':{width}} notes")
     for text, fn, notes in table:
-        print(f"{text:10} {fn:26} {notes}")
+        print(f"{text:10} {fn:{width}} {notes}")
     print(f"\n{len(table)} opcode forms emulated")
 
 
