@@ -625,6 +625,8 @@ def _far(draw: st.DrawFn, spec: CtlSpec) -> Case:
         if call:
             b.fix(RSP, slot + 2 * w)
         code = _memory(draw, b, p, b"\xff", spec.group or 0, operand)
+        if good and selector == USER32_CS and b.gprs[RSP] >> 32:
+            b.tags.add("compat-rsp")  # into compatibility mode: the host CPU clears RSP[63:32]
         b.patch(operand, (target if good else rng.sized(w)) | selector << (8 * w), w + 2)
         b.accesses = [Access(operand, w, False), Access(operand + w, 2, False)]
         if good:
@@ -696,6 +698,7 @@ def _system(draw: st.DrawFn, spec: CtlSpec) -> Case:
             if rng.random() < 0.1:
                 base = _noncanonical(b)
                 b.expect = "#GP"
+                b.tags.add("lgdt-noncanonical")
             b.patch(operand, rng.getrandbits(16) | base << 16, 10)
         b.accesses = [Access(operand, 2, not load), Access(operand + 2, 8, not load)]  # limit, base
         name = ["sgdt", "sidt", "lgdt", "lidt"][reg] + " m"

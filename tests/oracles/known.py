@@ -137,6 +137,31 @@ UNICORN_BUGS.update(
                 _c("jmp m64", "branch", "ff23", q8(0x8000_0000_0000), "R8@0", "noncanonical"), expect="#GP"
             ),
         ),
+        "compat-rsp": UnicornBug(
+            "QEMU keeps RSP[63:32] on a far JMP from 64-bit code into compatibility mode; the SDM leaves the "
+            "upper halves undefined after such a switch, and the host CPU (Intel) clears RSP's (vmmio too)",
+            replace(
+                _c("jmp far m16:32", "far", "ff2b", q4(_TARGET) + b"\x23\0", "R4@0 R2@4", "compat-rsp"),
+                gprs=(0, 0, 0, WINDOW + 0x100, 0x1234_5678_0000_1000, *[0] * 11),
+                next_rip=_TARGET,
+            ),
+        ),
+        "lgdt-noncanonical": UnicornBug(
+            "QEMU's LGDT/LIDT in 64-bit mode load a non-canonical base; the SDM says #GP(0). Privileged: no "
+            "host CPU referee",
+            replace(
+                _c(
+                    "lgdt m",
+                    "system",
+                    "0f0113",
+                    b"\x27\0" + q8(1 << 47),
+                    "R2@0 R8@2",
+                    "lgdt-noncanonical",
+                    "kernel",
+                ),
+                expect="#GP",
+            ),
+        ),
         "ltr-null": UnicornBug(
             "QEMU's LTR loads a null selector into TR; the SDM says #GP(0) (KVM agrees with vmmio). "
             "Privileged: no host CPU referee",
@@ -147,7 +172,18 @@ UNICORN_BUGS.update(
 
 # gen_ctl tags a case with the key of the Unicorn bug it can show.
 _TAGGED_BUGS = frozenset(
-    ("near-66", "imm16-high", "far-load-rex.w", "enter16", "iret-vm", "lgdt-66", "noncanonical", "ltr-null")
+    (
+        "near-66",
+        "imm16-high",
+        "far-load-rex.w",
+        "enter16",
+        "iret-vm",
+        "lgdt-66",
+        "noncanonical",
+        "ltr-null",
+        "compat-rsp",
+        "lgdt-noncanonical",
+    )
 )
 
 

@@ -279,6 +279,18 @@ KVM_DEVIATIONS.update(
                 expect="#GP",
             ),
         ),
+        "compat-rsp": KvmDeviation(
+            "A far JMP from 64-bit code into compatibility mode: Linux's emulator keeps RSP[63:32]; the SDM "
+            "leaves the upper halves undefined after such a switch, and the host CPU (Intel) clears RSP's "
+            "(vmmio too)",
+            "arch/x86/kvm/emulate.c, em_jmp_far(): RSP is not touched",
+            lambda case: "compat-rsp" in case.tags,
+            replace(
+                simple_case("jmp far m16:32", "far", "ff2b", q4(_T) + b"\x23\0", "R4@0 R2@4", "compat-rsp"),
+                gprs=(0, 0, 0, 0x4000_0100, 0x1234_5678_0000_1000, *[0] * 11),
+                next_rip=_T,
+            ),
+        ),
         "call-far-push": KvmDeviation(
             "CALL far with its frame in MMIO: Linux's emulator keeps only the last MMIO write of an "
             "instruction (each access starts a new fragment list, and writes complete after the "

@@ -61,6 +61,14 @@ def _check_target(x: Exec, cs: Segment, offset: int, code64: bool) -> None:
         raise GuestFault(GP, 0)
 
 
+def _leave_64bit_mode(x: Exec, code64: bool) -> None:
+    """A far transfer from 64-bit code into compatibility mode clears RSP[63:32]. The SDM leaves the
+    upper halves undefined after such a switch; the host CPU (Intel) clears RSP's and keeps the other
+    registers' (64-bit -> compatibility -> 64-bit with nothing in between shows it)."""
+    if x.mode == 64 and not code64:
+        x.set(_RSP, 4, x.gprs[_RSP])
+
+
 # -- near ----------------------------------------------------------------------------------------
 
 
@@ -147,6 +155,7 @@ def _far(x: Exec, i: Insn, call: bool) -> Steps:
         yield from push(x, w, x.next_rip)
     yield from set_accessed(at, desc)
     x.control().segs[_CS] = cs
+    _leave_64bit_mode(x, code64)
     x.next_rip = offset
 
 
@@ -219,11 +228,11 @@ def _protected_return(
     new.segs[_CS] = cs
     new.cpl = new_cpl
     if new_sp >= 0:
-        # Into compatibility mode only ESP is loaded (the host CPU leaves RSP's upper half clear).
-        x.set(_RSP, w if code64 or not lma else min(w, 4), new_sp)
+        x.set(_RSP, w, new_sp)
     if outer:
         _null_inaccessible(x, new_cpl)
     release(x, release_bytes)  # RET imm16: on the new stack after an outer return, else the only time
+    _leave_64bit_mode(x, code64)
     x.next_rip = offset
 
 
