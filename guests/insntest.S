@@ -85,7 +85,19 @@
 
     .equ OPT_FSGS, 1                /* FS and GS bases = buffer A's base during the case */
     .equ OPT_NONATIVE, 2            /* port I/O: cannot run as a Linux program */
-    .equ OPT_NOKVM, 4               /* Linux's emulator cannot run it (it fails or spins): SKIP under KVM */
+    .equ OPT_NOKVM, 4               /* Linux's emulator cannot emulate it: skipped under KVM (guest build) */
+
+    /* need=: the CPUID feature a case's instruction needs (leaf code << 8 | register << 6 | bit; leaf
+     * codes 1 and 7 are those leaves, 0x81 is 0x80000001; registers 0-3 are EAX-EDX). A CPU without it
+     * makes the case a SKIP: insntest compares the kernel with the CPU, not what no CPU does. */
+    .equ NEED_cx16, 1 << 8 | 2 << 6 | 13
+    .equ NEED_sse4_2, 1 << 8 | 2 << 6 | 20
+    .equ NEED_movbe, 1 << 8 | 2 << 6 | 22
+    .equ NEED_popcnt, 1 << 8 | 2 << 6 | 23
+    .equ NEED_bmi1, 7 << 8 | 1 << 6 | 3
+    .equ NEED_bmi2, 7 << 8 | 1 << 6 | 8
+    .equ NEED_adx, 7 << 8 | 1 << 6 | 19
+    .equ NEED_abm, 0x81 << 8 | 2 << 6 | 5
 
     /* Default register values: distinct, high halves set so that zero/sign-extension shows. */
     .equ D_RAX, 0x0123456789ABCDEF
@@ -123,7 +135,9 @@
     .equ C_PBVAL, 112
     .equ C_OPT, 120
     .equ C_KNOWN, 128
-    .equ C_REGS, 136
+    .equ C_NEED, 136
+    .equ C_NEEDNAME, 144
+    .equ C_REGS, 152
     .equ CASE_SIZE, C_REGS + 16 * 8
 
     /* Result of one run: normalised registers, masked flags, exception, both buffers. */
@@ -146,14 +160,18 @@
  *   paoff= paval= pboff= pbval=   a qword patched into window A / B after the pattern
  *   flags= mask=  RFLAGS at entry; flags compared (undefined flags are left out)
  *   opt=        OPT_* bits;  known="why"  a known, analysed failure of vmmio (reported, not counted)
+ *   need=       a CPUID feature (movbe, popcnt, ...: NEED_*) without which the case is skipped
  *   rip=1       RIP-relative case: the body goes to .riprel and runs at W+0x8000 / W2+0x8000
  *   rax= ... r15=  register values (offsets for the registers named in a= / b=)
  */
-    .macro CASE name, insn, ram, a=0, b=0, am=TESTDEV, ar=ARAM, win=0x100, bwin=0x100, paoff=-1, paval=0, pboff=-1, pbval=0, flags=FL_IN, mask=FM_ALL, opt=0, known, rip=0, rax=D_RAX, rcx=D_RCX, rdx=D_RDX, rbx=D_RBX, rsp=D_RSP, rbp=D_RBP, rsi=D_RSI, rdi=D_RDI, r8=D_R8, r9=D_R9, r10=D_R10, r11=D_R11, r12=D_R12, r13=D_R13, r14=D_R14, r15=D_R15
+    .macro CASE name, insn, ram, a=0, b=0, am=TESTDEV, ar=ARAM, win=0x100, bwin=0x100, paoff=-1, paval=0, pboff=-1, pbval=0, flags=FL_IN, mask=FM_ALL, opt=0, known, need, rip=0, rax=D_RAX, rcx=D_RCX, rdx=D_RDX, rbx=D_RBX, rsp=D_RSP, rbp=D_RBP, rsi=D_RSI, rdi=D_RDI, r8=D_R8, r9=D_R9, r10=D_R10, r11=D_R11, r12=D_R12, r13=D_R13, r14=D_R14, r15=D_R15
     .pushsection .rodata.names, "a"
 case_name\@: .asciz "\name"
     .ifnb \known
 case_known\@: .asciz "\known"
+    .endif
+    .ifnb \need
+case_need\@: .asciz "\need"
     .endif
     .popsection
     .if \rip
@@ -187,6 +205,11 @@ case_br\@:
     .else
     .quad 0
     .endif
+    .ifnb \need
+    .quad NEED_\need, case_need\@
+    .else
+    .quad 0, 0
+    .endif
     .quad \rax, \rcx, \rdx, \rbx, \rsp, \rbp, \rsi, \rdi, \r8, \r9, \r10, \r11, \r12, \r13, \r14, \r15
     .popsection
     .endm
@@ -203,6 +226,8 @@ _start:
     call run_cases
     call run_xtests
     call run_ctl_xtests
+    call run_int_xtests
+    call run_vxtests
     lea rsi, [rip + s_sum1]
     call puts
     mov rax, [rip + ncases]
@@ -228,17 +253,6 @@ _start:
 .ifndef NATIVE
 
 platform_setup:
-    /* Under KVM (CPUID 0x40000000: "KVMKVMKVM") the OPT_NOKVM cases are skipped. */
-    mov eax, 0x40000000
-    cpuid
-    cmp ebx, 0x4B4D564B
-    jne 6f
-    cmp ecx, 0x564B4D56
-    jne 6f
-    cmp edx, 0x4D
-    jne 6f
-    mov qword ptr [rip + on_kvm], 1
-6:
     /* Own GDT (the machine's four descriptors plus a TSS) so every exception can use IST1. */
     lgdt [rip + gdtr]
     mov rdi, TSS
@@ -626,24 +640,30 @@ run_cases:
 run_case:
     inc qword ptr [rip + ncases]
     call make_pattern
+    call skip_reason
+    test rsi, rsi
+    jz 2f
+    push rdx
+    push rsi
+    lea rsi, [rip + s_skip]
+    call puts
+    mov rbx, [rip + cur_case]
+    mov rsi, [rbx + C_NAME]
+    call puts
+    pop rsi
+    call puts
+    pop rsi
+    test rsi, rsi
+    jz 1f
+    call puts
+1:  mov al, 10
+    call putc
+    ret
+2:
 .ifdef NATIVE
     mov rbx, [rip + cur_case]
     test qword ptr [rbx + C_OPT], OPT_NONATIVE
     jz 1f
-    lea rsi, [rip + s_skip]
-    call puts
-    mov rsi, [rbx + C_NAME]
-    call puts
-    mov al, 10
-    call putc
-    ret
-1:
-.else
-    mov rbx, [rip + cur_case]
-    test qword ptr [rbx + C_OPT], OPT_NOKVM
-    jz 1f
-    cmp qword ptr [rip + on_kvm], 0
-    je 1f
     lea rsi, [rip + s_skip]
     call puts
     mov rsi, [rbx + C_NAME]
@@ -658,6 +678,62 @@ run_case:
     mov qword ptr [rip + cur_run], 1
     call run_once
     jmp report_case
+
+/* skip_reason: why the current case cannot run here, or rsi = 0: rsi = " cpu lacks " and rdx = the
+ * feature's name, or rsi = " not emulated by Linux's KVM emulator" (and rdx = 0). Clobbers rax, rbx,
+ * rcx, rdi. */
+skip_reason:
+    xor edx, edx
+    mov rdi, [rip + cur_case]
+    mov rdi, [rdi + C_NEED]
+    test rdi, rdi
+    jz 2f
+    mov eax, edi
+    shr eax, 8
+    cmp eax, 0x80
+    jb 1f
+    and eax, 0x7F
+    or eax, 0x80000000
+1:  xor ecx, ecx
+    cpuid
+    mov [rip + cpuid_out], eax
+    mov [rip + cpuid_out + 4], ebx
+    mov [rip + cpuid_out + 8], ecx
+    mov [rip + cpuid_out + 12], edx
+    xor edx, edx
+    mov ecx, edi
+    shr ecx, 6
+    and ecx, 3
+    lea rax, [rip + cpuid_out]
+    mov eax, [rax + rcx * 4]
+    mov ecx, edi
+    and ecx, 0x3F
+    bt eax, ecx
+    jc 2f
+    mov rdi, [rip + cur_case]
+    mov rdx, [rdi + C_NEEDNAME]
+    lea rsi, [rip + s_nocpu]
+    ret
+2:
+.ifndef NATIVE
+    mov rdi, [rip + cur_case]
+    test qword ptr [rdi + C_OPT], OPT_NOKVM
+    jz 3f
+    mov eax, 0x40000000
+    xor ecx, ecx
+    cpuid
+    xor edx, edx
+    cmp ebx, 0x4B4D564B             /* "KVMKVMKVM": the KVM reference */
+    jne 3f
+    cmp ecx, 0x564B4D56
+    jne 3f
+    lea rsi, [rip + s_nokvm]
+    ret
+3:
+.endif
+    xor esi, esi
+    xor edx, edx
+    ret
 
 /* A per-case pseudo-random pattern (xorshift64), the same for both runs and both buffers. */
 make_pattern:
@@ -1145,6 +1221,7 @@ xok\@:
     .endm
 
     .include "insntest_xcases.inc"
+    .include "insntest_vxcases.inc"
     .include "insntest_ctlx.inc"
 
 /* --- data ---------------------------------------------------------------------------------------------- */
@@ -1155,6 +1232,8 @@ s_pass:     .asciz "PASS "
 s_fail:     .asciz "FAIL "
 s_known:    .asciz "KNOWN "
 s_skip:     .asciz "SKIP "
+s_nocpu:    .asciz " cpu lacks "
+s_nokvm:    .asciz " not emulated by Linux's KVM emulator"
 s_knownsep: .asciz " known failure: "
 s_ind:      .asciz "    "
 s_mmio:     .asciz " mmio="
@@ -1220,6 +1299,10 @@ pte_table:
     .balign 8
 cases_start:
     .include "insntest_cases.inc"
+    .include "insntest_vcases.inc"
+    .section .data.cases, "aw"
+    .include "insntest_int.inc"
+    .section .data.cases, "aw"
     .include "insntest_ctl.inc"
     .section .data.cases, "aw"
 cases_end:
@@ -1257,5 +1340,5 @@ xt_name:    .skip 8
 xt_bad:     .skip 8
 xt_rsp:     .skip 8
 nat_len:    .skip 8
-on_kvm:     .skip 8
+cpuid_out:  .skip 16
 nat_buf:    .skip 256

@@ -9,6 +9,7 @@ from vmmio.backends.base import IoEvent, NpfEvent
 from vmmio.backends.scripted import ScriptedBackend
 from vmmio.vmm.vcpu import Vcpu
 from vmmio.vmm.vm import Vm
+from vmmio.x86.cpuid import ALL_FEATURES, CpuidTable
 from vmmio.x86.pagetables import PAGE_1G, PageTables
 from vmmio.x86.regs import RFLAGS_FIXED1
 from vmmio.x86.state import Regs, long_mode_control
@@ -68,7 +69,13 @@ class PortDevice:
 class Guest:
     """Identity-mapped 64-bit guest (four 1 GiB pages) with code at CODE."""
 
-    def __init__(self, code: bytes, gprs: dict[int, int] | None = None, rflags: int = RFLAGS_FIXED1) -> None:
+    def __init__(
+        self,
+        code: bytes,
+        gprs: dict[int, int] | None = None,
+        rflags: int = RFLAGS_FIXED1,
+        cpuid: CpuidTable = ALL_FEATURES,
+    ) -> None:
         self.vm = Vm(RAM_SIZE)
         self.pt = PageTables(PT_POOL)
         for n in range(4):
@@ -78,7 +85,7 @@ class Guest:
         regs = Regs(rip=CODE, rflags=rflags)
         for n, v in (gprs or {}).items():
             regs.gprs[n] = v
-        self.backend = ScriptedBackend(regs, long_mode_control(self.pt.root))
+        self.backend = ScriptedBackend(regs, long_mode_control(self.pt.root), cpuid=cpuid)
         self.vcpu: Vcpu = self.vm.create_vcpu(self.backend)
         self.device = MemDevice(MMIO)
         self.ports = PortDevice()

@@ -553,6 +553,21 @@ def test_software_interrupt_returns_past_the_instruction(src: str, vector: int) 
     assert (rec["vector"], rec["f0"], rec["f1"]) == (vector, CODE + len(code) - 1, 0x08)
 
 
+@pytest.mark.parametrize("src", ["int 0x40", "int3"], ids=["int_n", "int3"])
+def test_hlt_after_a_software_interrupt_exits_past_the_hlt(src: str) -> None:
+    # Unicorn moves RIP to the last software interrupt's return address before reporting any event
+    # while QEMU still believes that interrupt is the current one: a later HLT would be reported there.
+    g = make_guest()
+    g.load("iretq", at=CODE + 0x800, rip=False)
+    for vector in (3, 0x40):
+        g.memory.write(IDT + vector * 16, gate64(CODE + 0x800, dpl=3))
+    code = g.load(f"{src}\nnop\nnop\nmov eax, 7\nhlt\nmov eax, 8\nhlt")
+    assert g.backend.run() == HltEvent()
+    assert g.regs().rip == CODE + code.index(bytes([0xF4])) + 1
+    assert g.backend.run() == HltEvent()
+    assert g.regs().gprs[Gpr.RAX] == 8
+
+
 def test_software_interrupt_through_a_gate_above_cpl_is_gp() -> None:
     g = make_guest(user=True)
     g.memory.write(IDT + 0x40 * 16, gate64(g.handler_at[0x40], dpl=0))

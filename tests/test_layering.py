@@ -2,7 +2,7 @@
 
 Layers, top to bottom (docs in the README's architecture section):
 
-    4  cli, machine, demo, guests, the front door   userspace glue
+    4  cli, machine, demo, guests, service, the front door   userspace glue
     3  vmm/ (Vm, Vcpu, semantics)  |  reference/    the kernel, and its KVM peer (neither imports the other)
     2  backends/                                    execution backends ("hardware")
     1  devices/, images/                            device models and image parsing
@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[int, str], ...] = (
     (4, "vmmio.machine"),
     (4, "vmmio.pc"),
     (4, "vmmio.cli"),
+    (4, "vmmio.service"),
     (4, "vmmio.demo"),
     (4, "vmmio.guests"),
     (4, "vmmio.__main__"),

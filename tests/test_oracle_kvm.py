@@ -5,16 +5,20 @@ FS/GS bases, memory, operand in the MMIO window). KVM runs each in one small lon
 every case (tests/oracles_kvm/kvm_run.py): the window is an MMIO hole, so the CPU faults on it and
 Linux's emulator performs the instruction, one KVM_EXIT_MMIO per device access, answered from a
 memory-like device holding the same bytes vmmio's device holds. vmmio runs the case as for the other
-oracles (tests/oracles/vmmio_run.py). Compared: the request sequence (GPA, size, direction, data, order),
-the 16 GPRs, RIP, the status flags the form defines, DF, the window and the RAM area.
+oracles (tests/oracles/vmmio_run.py), on a CPU with the KVM guest's CPUID (what KVM_SET_CPUID2 gave it);
+families of forms Linux's emulator has no handler for are not run (NOT_EMULATED_FAMILIES). Compared:
+the request sequence (GPA, size, direction, data, order), the 16 GPRs, RIP, the status flags the form
+defines, DF, the window and the RAM area.
 
 Linux's emulator is not the CPU. Behaviours vmmio/backends/kvm.py documents are recognised and counted
 apart (tests/oracles_kvm/deviations.py, DOCUMENTED); deviations this oracle found, where the host CPU
 sides with vmmio, are tabled in KVM_DEVIATIONS and counted apart too, once the host CPU confirms vmmio
 on the case. Anything else fails, with the host CPU's verdict on who is right. A summary (counts,
-known behaviours by key, cost per case) is issued as a KvmOracleReport warning at the end. `make verify`'s
-log (VMMIO_VERIFY_LOG) gets one row per compared case under oracle "kvm"; the known KVM behaviours are
-left out of it, as the Unicorn oracle's exclusions are.
+known behaviours by key, cost per case) is made at the end: under `make verify` it is written to the
+log (VMMIO_VERIFY_LOG) as a "kvm-summary" row per test process, which bench/verify_summary.py merges
+into its table; otherwise it is issued as a KvmOracleReport warning. The log also gets one row per
+compared case under oracle "kvm"; the known KVM behaviours are left out of those, as the Unicorn
+oracle's exclusions are.
 
 Needs a usable /dev/kvm (skipped with the reason otherwise). VMMIO_ORACLE_CASES sets the number of cases
 (default: KVM_DEFAULT_CASES in tests/oracles_kvm/judge.py); `make verify` passes its large count.
@@ -22,6 +26,8 @@ Needs a usable /dev/kvm (skipped with the reason otherwise). VMMIO_ORACLE_CASES 
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import time
 import warnings
@@ -31,11 +37,11 @@ from dataclasses import replace
 import pytest
 from hypothesis import event, given
 from oracles.drive import record
-from oracles.gen import CODE, FAMILIES, WINDOW, Case, cases
+from oracles.gen import CODE, WINDOW, Case, cases
 from oracles.outcome import Outcome, Request, compare
 from oracles.vmmio_run import run_vmmio
 from oracles_kvm.deviations import DOCUMENTED, KVM_DEVIATIONS, documented_deviation
-from oracles_kvm.judge import Referee, Summary, judge, kvm_settings, run_campaign
+from oracles_kvm.judge import KVM_FAMILIES, Referee, Summary, judge, kvm_settings, run_campaign
 from oracles_kvm.kvm_run import KvmOutcome, KvmRunner, unavailable_reason
 
 from vmmio.reference.kvm import KvmIo, KvmMmio
@@ -67,11 +73,34 @@ def summary(kvm_runner: KvmRunner) -> Iterator[Summary]:
     result = Summary()
     yield result
     result.rebuilds = kvm_runner.rebuilds
-    if result.cases:
+    if not result.cases:
+        return
+    log = os.environ.get("VMMIO_VERIFY_LOG")
+    if log:
+        with open(log, "a") as out:
+            out.write(json.dumps({"oracle": "kvm-summary", "summary": summary_row(result)}) + "\n")
+    else:
         warnings.warn(KvmOracleReport(result.text(examples=False)), stacklevel=1)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+def summary_row(s: Summary) -> dict[str, object]:
+    """A Summary as JSON for the verify log; bench/verify_summary.py merges the rows of all processes."""
+    return {
+        "cases": s.cases,
+        "agreements": s.agreements,
+        "emulated": s.emulated,
+        "kvm_exits": s.kvm_exits,
+        "disagreements": dict(s.disagreements),
+        "examples": s.examples,
+        "known": [[*key, n] for key, n in s.known.items()],
+        "kvm_seconds": s.kvm_seconds,
+        "vmmio_seconds": s.vmmio_seconds,
+        "wall_seconds": s.wall_seconds,
+        "rebuilds": s.rebuilds,
+    }
+
+
+@pytest.mark.parametrize("family", KVM_FAMILIES)
 def test_vmmio_matches_kvm(family: str, kvm_runner: KvmRunner, referee: Referee, summary: Summary) -> None:
     """Random cases of one family; a disagreement not explained by the tables fails with the full report."""
     started = time.perf_counter()
@@ -184,6 +213,55 @@ def test_documented_behaviours_are_recognised(
 ) -> None:
     """Each DOCUMENTED recogniser accepts its behaviour (and only when nothing else differs)."""
     case = replace(_case("90", WINDOW), form=form)
+    assert documented_deviation(case, KvmOutcome(kvm, raw, 0.0), vmmio) == key
+
+
+_NOT_EMULATED = "KVM stopped with InstEmulExit(rip=0x300000, insn=b'', reason=NOT_EMULATED)"
+_WHOLE, _CLEARED = _outcome([], rax=0xFFFF_FFFF_0000_0001), _outcome([], rax=1)
+
+
+@pytest.mark.parametrize(
+    ("key", "form", "tags", "kvm", "vmmio", "raw"),
+    [
+        (
+            "not-emulated",
+            "popcnt r32, r/m32",
+            "",
+            replace(_outcome([]), error=_NOT_EMULATED),
+            _outcome([]),
+            [],
+        ),
+        (
+            "not-emulated",
+            "lock andn r32, r32, r/m32 (#UD)",
+            "",
+            replace(_outcome([]), error=_NOT_EMULATED),
+            _outcome([], "#UD"),
+            [],
+        ),
+        (None, "popcnt r32, r/m32", "", _outcome([], rax=1), _outcome([]), []),
+        (
+            "movbe-reads-first",
+            "movbe r32, m32",
+            "",
+            _outcome([_read(WINDOW, 4, 7)], "#UD"),
+            _outcome([], "#UD"),
+            [],
+        ),
+        (None, "movbe r32, m32", "", _outcome([_read(WINDOW, 4, 7)]), _outcome([], "#UD"), []),
+        ("bsf-zero-upper", "bsf r32, r/m32", "zero-source", _CLEARED, _WHOLE, []),
+        (None, "bsf r32, r/m32", "", _CLEARED, _WHOLE, []),
+        (None, "bsf r64, r/m64", "zero-source", _CLEARED, _WHOLE, []),
+        ("cmpxchg-reg-upper", "cmpxchg r/m32, r32", "reg-form", _CLEARED, _WHOLE, []),
+        (None, "cmpxchg r/m32, r32", "reg-form", _CLEARED, _WHOLE, [KvmMmio(WINDOW, 4, False, b"")]),
+        (None, "cmpxchg r/m32, r32", "", _CLEARED, _WHOLE, []),
+    ],
+)
+def test_integer_documented_behaviours_are_recognised(
+    key: str | None, form: str, tags: str, kvm: Outcome, vmmio: Outcome, raw: list[KvmMmio | KvmIo]
+) -> None:
+    """The recognisers of the integer forms' documented behaviours, each with a near miss it must reject."""
+    case = replace(_case("90", WINDOW), form=form, tags=frozenset(tags.split()))
     assert documented_deviation(case, KvmOutcome(kvm, raw, 0.0), vmmio) == key
 
 

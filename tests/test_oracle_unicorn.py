@@ -42,7 +42,8 @@ def unicorn_runner() -> Iterator[UnicornRunner]:
     yield UnicornRunner()
 
 
-# Unicorn does not enforce where LOCK is legal (see oracles/known.py).
+# Unicorn does not enforce where LOCK is legal (see oracles/known.py). It does enforce the 15-byte limit
+# (#GP, reported through the runner's exception hook).
 UNICORN_FAMILIES = [f for f in FAMILIES if f != "lock_ud"]
 
 
@@ -109,12 +110,13 @@ def _iced_address(case: Case) -> int | None:
 @given(case=cases())
 def test_generator_addresses_agree_with_iced(case: Case) -> None:
     """The generator's solved operand address is where iced-x86 says the instruction points (iced also
-    keeps FS/GS when a null segment prefix follows). Not checked: register forms, strings, and the BT
-    register forms (the bit offset moves the access); POP with an RSP base is checked with RSP + size."""
+    keeps FS/GS when a null segment prefix follows). Not checked: register forms, strings, the BT
+    register forms (the bit offset moves the access) and cases that fault before any access; POP with
+    an RSP base is checked with RSP + size."""
     import iced_x86
 
     address = _iced_address(case)
-    if address is None or "reg-form" in case.tags or case.family == "string":
+    if address is None or "reg-form" in case.tags or case.family == "string" or not case.accesses:
         return
     if case.family == "bt" and case.form.split(", ")[1].startswith("r"):
         return
@@ -160,5 +162,6 @@ def test_every_registered_memory_form_has_a_generator() -> None:
 
     sample_ctl()
     out_of_scope = {"port_in", "port_out", "ins", "outs", "flush_line"}
+    out_of_scope |= {"sse_move", "vex_move", "evex_move"}  # tests/oracles/gen_vector.py, checked there
     missing = {f.fn.__name__ for f in FORMS.values() if f.fn not in covered} - out_of_scope
     assert not missing, f"emulated forms without an oracle generator: {sorted(missing)}"

@@ -502,12 +502,15 @@ def test_ports(case: Case) -> None:
 
 def test_rows_cover_every_registered_form() -> None:
     """Each registered semantic function is exercised by at least one row above."""
+    from test_forms_integer import FORM_ROWS  # the rest of the integer instruction set
+    from test_forms_vector import ALL_ROWS as VECTOR_ROWS  # the vector moves (tests/test_forms_vector.py)
+
     from vmmio.vmm.semantics import FORMS, lookup
     from vmmio.x86.decode import decode
     from vmmio.x86.insn import Insn
 
     covered = set()
-    for case in MOVES + ALU + BITS + STACK + STRINGS + PORTS:
+    for case in MOVES + ALU + BITS + STACK + STRINGS + PORTS + FORM_ROWS + VECTOR_ROWS:
         insn = decode(bytes.fromhex(case.code), 64)
         assert isinstance(insn, Insn), case.name
         form = lookup(insn)

@@ -353,9 +353,9 @@ def test_non_canonical_addresses(code: str, gprs: dict[int, int], vector: int) -
 
 
 def test_not_emulated_instruction_is_an_inst_emul_exit() -> None:
-    g = Guest(bytes.fromhex("0f2803") + b"\x90" * 20, {RBX: MMIO})
+    g = Guest(bytes.fromhex("0f5803") + b"\x90" * 20, {RBX: MMIO})  # addps xmm0, [rbx]: vector arithmetic
     g.fault(MMIO)
-    assert g.vcpu.run() == InstEmulExit(CODE, bytes.fromhex("0f2803"), InstEmulReason.NOT_EMULATED)
+    assert g.vcpu.run() == InstEmulExit(CODE, bytes.fromhex("0f5803"), InstEmulReason.NOT_EMULATED)
 
 
 @pytest.mark.parametrize(

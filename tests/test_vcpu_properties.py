@@ -37,7 +37,12 @@ reg_values = st.one_of(
 )
 
 # Opcode bytes of the emulated forms, so that half the cases reach the semantics, not only the decoder.
-_OPCODES = sorted({(b"" if m == 0 else b"\x0f") + bytes([op]) for m, op, _ in FORMS})
+# Opcode spaces (registry.space): legacy maps, then VEX (C4, W0 vvvv=1111 L0) and EVEX (62, W0 vvvv=1111,
+# no masking) over maps 0F, 0F38, 0F3A.
+_ESCAPES = {0: b"", 1: b"\x0f", 2: b"\x0f\x38", 3: b"\x0f\x3a"}
+_ESCAPES |= {0x10 | m: bytes([0xC4, 0xE0 | m, 0x78]) for m in (1, 2, 3)}
+_ESCAPES |= {0x20 | m: bytes([0x62, 0xF0 | m, 0x7C, 0x08]) for m in (1, 2, 3)}
+_OPCODES = sorted({_ESCAPES[m] + bytes([op]) for m, op, *_ in FORMS})
 codes = st.one_of(
     st.binary(min_size=1, max_size=16),
     st.tuples(st.sampled_from(_OPCODES), st.binary(min_size=1, max_size=10)).map(lambda t: t[0] + t[1]),

@@ -1,4 +1,5 @@
-"""The `vmmio` command: run guest images, show the demo, decode instruction bytes."""
+"""The `vmmio` command: run guests (with traces, records and statistics), replay records, show the
+demo, list the shipped guests, and disassemble instruction bytes."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import json
 import os
 import struct
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from vmmio.abi import InoutExit, InstEmulExit, MmioExit, VmExit
+if TYPE_CHECKING:
+    from vmmio.machine import Machine
 
 EPILOG = """\
 exit status of `vmmio run` and `vmmio demo` (the last line on stderr always says what happened):
-  0    the guest exited with status 0, or halted
+  0    the guest exited with status 0, halted, or asked for a reset (a reboot)
   1    the guest exited with a non-zero status (see --guest-status)
   2    bad command line
   3    the image cannot be read or loaded
@@ -25,14 +28,55 @@ exit status of `vmmio run` and `vmmio demo` (the last line on stderr always says
   130  interrupted (Ctrl-C, SIGTERM)
   141  output closed (broken pipe)
 
+exit status of `vmmio replay`:
+  0    every exit matched the record and the run ended as recorded
+  1    the replay diverged: the line on stderr names the exit, its RIP, what was expected and seen
+  2    bad command line
+  3    the record or the image cannot be read, or the image is not the recorded one
+  5    --timeout reached;  6  the backend cannot run here;  130  interrupted
+
+exit status of `vmmio decode`: 0 every byte decoded, 1 some bytes did not (listed as (bad)), 2 usage
+
 examples:
-  vmmio demo                         run the built-in hello guest
+  vmmio guests                       list the shipped guests
+  vmmio demo                         the exit-by-exit walkthrough, then the built-in hello guest
   vmmio run guest.bin --trace        run a flat 64-bit image, printing every exit
+  vmmio run insntest --stats         exits by kind, device, instruction form and RIP, with times
+  vmmio run hello --record h.rec     record every exit and the devices' answers ...
+  vmmio replay h.rec                 ... and replay them with no devices, checking each exit
   vmmio run guest.elf --backend kvm  the same guest under KVM (Linux's emulator)
-  vmmio decode 8b4308 f3a5           decode instruction bytes (64-bit mode)
-  vmmio decode --mode 16 8b07 --json
+  vmmio serve --socket /tmp/vmm.sock serve VMs (the kernel) to client processes
+  vmmio run hello --remote auto      run a guest with the kernel in a private server process
+  vmmio decode 66 0f 6f 00           one instruction from several hex words
+  vmmio decode --file code.bin --addr 0x401000 --count 20
 """
 
+DECODE_EPILOG = """\
+input: hex words on the command line are one byte string, in the order written ("8b 43 08",
+"0x8b4308" and "8b:43:08" are the same three bytes); --file reads raw bytes from a file, or from
+standard input with "-". Every instruction of the input is listed, each at its address: --addr is the
+address of the first byte decoded (default: --offset, so a file's listing shows file offsets).
+
+text output, one line per instruction:
+  ADDRESS  BYTES  INTEL-SYNTAX  [emulated | not emulated]
+  "emulated": vmmio's kernel performs it when it faults on MMIO or a port; "not emulated": it can
+  touch a device (a memory operand) but would reach userspace as INST_EMUL; nothing: it never exits
+  (register-only forms, branches). Branch targets are absolute addresses.
+  Bytes that do not decode are listed as "(bad)" with the reason, and decoding resumes after the
+  bytes the decoder consumed (as objdump does).
+
+--json output, one object per line:
+  addr       the address, hex string          bytes   the instruction's bytes, hex string
+  length     number of bytes                  text    Intel syntax (iced-x86's style)
+  mnemonic   the decoder's mnemonic           emulated  true when vmmio emulates it on an exit
+  mode       16, 32 or 64                     opsize, addr_size  operand and address size in bytes
+  memory     null, or {"seg", "base", "index", "scale", "disp"}: register names (null when absent),
+             the displacement as a signed hex string
+  imm        null, or the first immediate as a hex string at its encoded width
+  prefixes   the prefixes decoded, by name ("lock", "rep", "repne", "fs", "data16", "rex.0x48")
+  for bytes that do not decode: addr, bytes, length, error (truncated, too_long, bad_lock, undefined)
+  and detail
+"""
 
 EXIT_OK, EXIT_GUEST, EXIT_USAGE, EXIT_IMAGE, EXIT_STOPPED, EXIT_LIMIT, EXIT_BACKEND = range(7)
 EXIT_INTERRUPTED = 130
@@ -40,6 +84,7 @@ EXIT_PIPE = 141
 # How a run ended -> the command's exit status (RunResult.reason).
 RUN_STATUS = {
     "hlt": EXIT_OK,
+    "reset": EXIT_OK,
     "shutdown": EXIT_STOPPED,
     "inst_emul": EXIT_STOPPED,
     "limit": EXIT_LIMIT,
@@ -91,42 +136,20 @@ def _seconds(text: str) -> float:
     return value
 
 
-def describe_exit(ex: VmExit) -> dict[str, Any]:
-    """One exit as a JSON-friendly dict (the --trace-json line format)."""
-    if isinstance(ex, MmioExit):
-        return {"kind": "mmio", "gpa": ex.gpa, "size": ex.size, "write": ex.is_write, "data": ex.data}
-    if isinstance(ex, InoutExit):
-        return {"kind": "inout", "port": ex.port, "size": ex.size, "in": ex.is_in, "data": ex.data}
-    if isinstance(ex, InstEmulExit):
-        return {"kind": "inst_emul", "rip": ex.rip, "bytes": ex.insn.hex(), "reason": ex.reason.name}
-    return {"kind": type(ex).__name__.removesuffix("Exit").lower()}
+EXIT_DIVERGED = 1
+GUEST_SUMMARIES = {
+    "hello": 'prints "Hello from vmmio!" through the MMIO UART, exits with status 0 (a few hundred exits)',
+    "insntest": "every emulated instruction form against the test device and RAM; status = failures",
+}
 
 
-def format_exit(ex: VmExit) -> str:
-    """One exit as a trace line."""
-    d = describe_exit(ex)
-    if d["kind"] == "mmio":
-        rw = f"write {d['data']:#x}" if d["write"] else "read"
-        return f"mmio  {d['gpa']:#x} size {d['size']} {rw}"
-    if d["kind"] == "inout":
-        io = "in" if d["in"] else f"out {d['data']:#x}"
-        return f"inout port {d['port']:#x} size {d['size']} {io}"
-    if d["kind"] == "inst_emul":
-        return f"inst_emul rip {d['rip']:#x} bytes {d['bytes']} ({d['reason']})"
-    return str(d["kind"])
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-
-def _tracer(text: bool, json_file: IO[str] | None) -> Callable[[VmExit], None] | None:
-    if not text and json_file is None:
-        return None
-
-    def trace(ex: VmExit) -> None:
-        if text:
-            print(f"[exit] {format_exit(ex)}", file=sys.stderr)
-        if json_file is not None:
-            json_file.write(json.dumps(describe_exit(ex)) + "\n")
-
-    return trace
+    try:
+        return version("vmmio")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _uart_out(data: bytes) -> None:
@@ -134,28 +157,63 @@ def _uart_out(data: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
-def run_image(args: argparse.Namespace, data: bytes, name: str) -> int:
-    from vmmio.machine import Layout, Machine, RunControl
+def _tool_options(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
+    from vmmio.tools import ToolOptions
 
-    machine = Machine(Layout(ram_size=args.ram), uart_sink=_uart_out)
+    plot = getattr(args, "stats_plot", None)  # `replay` has no statistics options
+    if plot:
+        from vmmio.plot import FORMATS, missing
+
+        if Path(plot).suffix.lstrip(".").lower() not in FORMATS:
+            raise CliError(f"--stats-plot: {plot} must end in {', '.join('.' + f for f in FORMATS)}")
+        why = missing()
+        if why is not None:
+            raise CliError(f"--stats-plot: {why}")
+    return ToolOptions(
+        trace=args.trace,
+        trace_json=args.trace_json,
+        record=getattr(args, "record", None),
+        record_meta=meta,
+        stats=getattr(args, "stats", False),
+        stats_plot=getattr(args, "stats_plot", None),
+        stats_top=getattr(args, "stats_top", 15),
+    )
+
+
+def run_image(args: argparse.Namespace, data: bytes, name: str, shipped: bool = False) -> int:
+    from vmmio.machine import Layout, Machine, RunControl
+    from vmmio.record import image_identity
+    from vmmio.tools import RunTools
+
+    remote = getattr(args, "remote", None)
+    if remote is not None:
+        machine = _remote_machine(args, remote)
+    else:
+        machine = Machine(Layout(ram_size=args.ram), uart_sink=_uart_out)
     try:
         image = machine.load(data, args.load_addr)
     except (ValueError, IndexError, struct.error) as err:
         raise CliError(f"cannot load {name}: {err}", EXIT_IMAGE) from None
+    meta = {
+        "vmmio": _version(),
+        "image": image_identity(data, name if shipped else str(Path(name).resolve()), shipped),
+        "machine": {"ram": args.ram, "load_addr": args.load_addr, "backend": args.backend},
+        "limits": {"max_exits": args.max_exits, "timeout": args.timeout},
+    }
+    options = _tool_options(args, meta)
     try:
         vcpu = machine.vcpu(image, args.backend)
     except OSError as err:
         raise CliError(f"cannot start the {args.backend} backend: {err}", EXIT_BACKEND) from None
     try:
-        json_file = open(args.trace_json, "w") if args.trace_json else None  # noqa: SIM115
+        tools = RunTools(options, machine, vcpu, data)
     except OSError as err:
-        raise CliError(f"cannot write {args.trace_json}: {err.strerror}") from None
-    try:
+        raise CliError(f"cannot write {err.filename}: {err.strerror}") from None
+    with tools:
+        started = time.perf_counter()
         with RunControl(vcpu, args.timeout) as control:
-            result = machine.run(vcpu, _tracer(args.trace, json_file), args.max_exits, control)
-    finally:
-        if json_file is not None:
-            json_file.close()
+            result = machine.run(vcpu, None, args.max_exits, control, observe=tools.observe)
+        tools.finish(result, time.perf_counter() - started)
     if args.trace:
         print(f"[vmmio] {result.exits} exits, status {result.status}", file=sys.stderr)
     if result.reason == "exit":
@@ -164,119 +222,300 @@ def run_image(args: argparse.Namespace, data: bytes, name: str) -> int:
         if args.guest_status:
             return result.status & 0xFF
         return EXIT_GUEST if result.status else EXIT_OK
-    if result.reason != "hlt":
+    if result.reason == "reset":
+        print(f"vmmio: guest reset the machine ({result.detail})", file=sys.stderr)
+    elif result.reason != "hlt":
         print(f"vmmio: guest stopped: {result.reason} {result.detail}".rstrip(), file=sys.stderr)
     return RUN_STATUS[result.reason]
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _remote_machine(args: argparse.Namespace, remote: str) -> Machine:
+    """A Machine whose kernel is `vmmio serve` at the socket `remote`, or a private one ("auto")."""
+    from vmmio.machine import Layout
+    from vmmio.service.client import Client, RemoteMachine, ServiceError, spawn_server
+
+    if args.backend != "unicorn":
+        raise CliError("--remote runs on the server's unicorn backend only")
+    try:
+        if remote == "auto":
+            client, server = spawn_server()
+            _SERVERS.append(server)
+        else:
+            client = Client.connect(remote)
+        return RemoteMachine(client, Layout(ram_size=args.ram), uart_sink=_uart_out)
+    except (OSError, ServiceError) as err:
+        raise CliError(f"cannot use the server at {remote}: {err}", EXIT_BACKEND) from None
+
+
+_SERVERS: list[Any] = []  # private servers started by --remote auto; they exit when we close the socket
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vmmio.service.server import serve, serve_fd
+
+    if args.fd is not None:
+        return serve_fd(args.fd)
+    return serve(args.socket)
+
+
+def _read_image(image: str) -> tuple[bytes, str, bool]:
+    """(bytes, name, shipped) of a path, or of a shipped guest named when no such file exists."""
     from vmmio import guests
 
-    path = Path(args.image)
-    if not path.exists() and args.image in guests.NAMES:
-        return run_image(args, guests.load(args.image), args.image)
+    path = Path(image)
+    if not path.exists() and image in guests.NAMES:
+        return guests.load(image), image, True
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise CliError(f"cannot read {args.image}: {err.strerror}", EXIT_IMAGE) from None
+        raise CliError(f"cannot read {image}: {err.strerror}", EXIT_IMAGE) from None
     if not data:
-        raise CliError(f"{args.image} is empty", EXIT_IMAGE)
-    return run_image(args, data, args.image)
+        raise CliError(f"{image} is empty", EXIT_IMAGE)
+    return data, image, False
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return run_image(args, *_read_image(args.image))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from vmmio import demo, guests
+
+    demo.main()
+    print(f"== the hello guest, run by Machine on the {args.backend} backend ==", flush=True)
+    args.load_addr = 0x10_0000
+    return run_image(args, guests.load("hello"), "hello", shipped=True)
+
+
+def cmd_guests(args: argparse.Namespace) -> int:
     from vmmio import guests
 
-    args.load_addr = 0x10_0000
-    return run_image(args, guests.load("hello"), "hello")
+    for name in guests.NAMES:
+        size = guests.image_path(name).stat().st_size
+        print(f"{name:10} {size:6} bytes  {GUEST_SUMMARIES.get(name, '')}")
+    print("run one with: vmmio run NAME  (add --trace, --stats or --record FILE)")
+    return EXIT_OK
 
 
-def decode_one(text: str, mode: int) -> dict[str, Any]:
-    """Decode one hex string: length, mnemonic, whether vmmio emulates it, operand details."""
-    from vmmio.vmm.semantics import lookup
-    from vmmio.x86.decode import decode
-    from vmmio.x86.format import format_insn
-    from vmmio.x86.insn import Insn
+def cmd_replay(args: argparse.Namespace) -> int:
+    from vmmio.abi import EntryError
+    from vmmio.machine import Layout, RunControl
+    from vmmio.record import (
+        Divergence,
+        RecordError,
+        ReplayMachine,
+        end_difference,
+        image_identity,
+        read_recording,
+    )
+    from vmmio.tools import RunTools, fan_out
 
     try:
-        code = bytes.fromhex(text.replace(" ", "").replace(":", ""))
-    except ValueError:
-        raise CliError(f"not hex bytes: {text!r}") from None
-    if not code:
-        raise CliError("empty instruction")
-    result = decode(code, mode)
-    out: dict[str, Any] = {"bytes": code.hex(), "mode": mode}
-    if not isinstance(result, Insn):
-        out.update(length=None, mnemonic=None, emulated=False, error=result.status.name, detail=result.detail)
-        return out
-    mem = result.mem
-    out.update(
-        length=result.length,
-        mnemonic=result.mnemonic,
-        emulated=lookup(result) is not None,
-        text=format_insn(result),
-        opsize=result.opsize,
-        addr_size=result.addr_size,
-        memory=None
-        if mem is None
-        else {"seg": mem.seg, "base": mem.base, "index": mem.index, "scale": mem.scale, "disp": mem.disp},
-    )
-    if result.length < len(code):
-        out["trailing"] = code[result.length :].hex()
-    return out
+        recording = read_recording(Path(args.record_file).read_bytes())
+    except OSError as err:
+        raise CliError(f"cannot read {args.record_file}: {err.strerror}", EXIT_IMAGE) from None
+    except RecordError as err:
+        raise CliError(f"{args.record_file}: {err}", EXIT_IMAGE) from None
+    ident = recording.meta.get("image", {})
+    setup = recording.meta.get("machine", {})
+    if args.image is None:
+        if not ident.get("name"):
+            raise CliError(f"{args.record_file} names no image: give it as IMAGE", EXIT_IMAGE)
+        data, name, _ = _read_image(str(ident["name"]))
+    else:
+        data, name, _ = _read_image(args.image)
+    if image_identity(data, name, False)["sha256"] != ident.get("sha256"):
+        raise CliError(f"{name} is not the recorded image (its SHA-256 is not the record's)", EXIT_IMAGE)
+    recorded_backend = str(setup.get("backend", "unicorn"))
+    backend = args.backend or recorded_backend
+    try:
+        machine = ReplayMachine(Layout(ram_size=int(setup["ram"])), recording, backend == recorded_backend)
+        image = machine.load(data, int(setup["load_addr"]))
+    except (KeyError, TypeError, ValueError, IndexError, struct.error) as err:
+        raise CliError(f"cannot set up the recorded machine: {err}", EXIT_IMAGE) from None
+    try:
+        vcpu = machine.vcpu(image, backend)
+    except OSError as err:
+        raise CliError(f"cannot start the {backend} backend: {err}", EXIT_BACKEND) from None
+    machine.replaying(vcpu)
+    options = _tool_options(args, {})
+    try:
+        tools = RunTools(options, machine, vcpu, data)
+    except OSError as err:
+        raise CliError(f"cannot write {err.filename}: {err.strerror}") from None
+    frames = len(recording.frames)
+    observe = fan_out([machine.observe] + ([tools.observe] if tools.observe else []))
+    with tools, RunControl(vcpu, args.timeout) as control:
+        try:
+            result = machine.run(vcpu, None, frames, control, observe=observe)
+        except Divergence as d:
+            print(f"vmmio: replay diverged at {d}", file=sys.stderr)
+            return EXIT_DIVERGED
+        except EntryError as err:
+            print(f"vmmio: replay diverged after exit {machine.matched}: {err}", file=sys.stderr)
+            return EXIT_DIVERGED
+    if result.reason in ("interrupted", "terminated", "timeout"):
+        print(f"vmmio: replay stopped: {result.reason} after {machine.matched} exits", file=sys.stderr)
+        return RUN_STATUS[result.reason]
+    why = end_difference(recording, machine.matched, result)
+    if why is not None:
+        print(f"vmmio: replay diverged: {why}", file=sys.stderr)
+        return EXIT_DIVERGED
+    end = recording.end
+    how = f"{end.get('reason')}, status {end.get('status')}" if end else "the record was cut short"
+    print(f"vmmio: replay matched all {frames} exits of {args.record_file} (ended: {how})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _decode_input(args: argparse.Namespace) -> Any:
+    """The byte pieces to decode: hex words, or a file / standard input read in chunks."""
+    from vmmio.disasm import chunks, parse_hex
+
+    words = list(args.hex)
+    if words == ["-"] and args.file is None:
+        args.file, words = "-", []
+    if args.file is not None and words:
+        raise CliError("give hex bytes or --file, not both")
+    if args.file is None:
+        if not words:
+            raise CliError("nothing to decode: give hex bytes, --file PATH or --file -")
+        try:
+            code = parse_hex(words)
+        except ValueError:
+            raise CliError(f"not hex bytes: {' '.join(words)!r}") from None
+        if args.offset:
+            code = code[args.offset :]
+        return [code], None
+    if args.file == "-":
+        return chunks(sys.stdin.buffer, args.offset), None
+    try:
+        stream: IO[bytes] = open(args.file, "rb")  # noqa: SIM115 -- closed by cmd_decode
+    except OSError as err:
+        raise CliError(f"cannot read {args.file}: {err.strerror}", EXIT_IMAGE) from None
+    return chunks(stream, args.offset), stream
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    rows = [decode_one(text, args.mode) for text in args.hex]
-    for row in rows:
-        if args.json:
-            print(json.dumps(row))
-        elif row["length"] is None:
-            print(f"{row['bytes']:30} cannot decode: {row['error'].lower()} ({row['detail']})")
-        else:
-            emulated = "emulated" if row["emulated"] else "not emulated"
-            print(f"{row['bytes']:30} {row['text']:34} len {row['length']:2}  {emulated}")
-    return 0 if all(row["length"] is not None for row in rows) else 1
+    from vmmio.disasm import disassemble
+
+    pieces, stream = _decode_input(args)
+    address = args.offset if args.addr is None else args.addr
+    bad = 0
+    try:
+        for item in disassemble(pieces, args.mode, address, args.count):
+            bad += item.insn is None
+            if args.json:
+                print(json.dumps(item.to_json()))
+                continue
+            if item.insn is None:
+                note = f"{item.error}: {item.detail}"
+            elif item.emulated:
+                note = "emulated"
+            else:
+                note = "not emulated" if item.exits else ""
+            line = f"{item.address:#10x}  {item.raw.hex(' '):24} {item.text:40} {note}"
+            print(line.rstrip())
+    finally:
+        if stream is not None:
+            stream.close()
+    return 1 if bad else 0
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vmmio",
-        description="x86 MMIO and port-I/O instruction emulation for VMMs: run guests, decode instructions.",
+        description="x86 MMIO and port-I/O instruction emulation for VMMs: run guests, trace, record and "
+        "replay their exits, count them, decode instructions.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"vmmio {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def trace_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--trace", action="store_true", help="print every exit to stderr (docs/trace.md)")
+        sp.add_argument(
+            "--trace-json", metavar="FILE", help="write every exit as a JSON line to FILE (docs/trace.md)"
+        )
+        sp.add_argument(
+            "--timeout", type=_seconds, metavar="SECONDS", help="stop the guest after this long, exits or not"
+        )
 
     def run_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--backend", choices=["unicorn", "kvm"], default="unicorn", help="execution backend")
         sp.add_argument("--ram", type=_ram, default=32 << 20, help="guest RAM size, e.g. 64M (default 32M)")
-        sp.add_argument("--trace", action="store_true", help="print every exit to stderr")
-        sp.add_argument("--trace-json", metavar="FILE", help="write every exit as one JSON line to FILE")
+        trace_options(sp)
         sp.add_argument("--max-exits", type=_int, default=0, help="stop after this many exits (0: no limit)")
-        sp.add_argument(
-            "--timeout", type=_seconds, metavar="SECONDS", help="stop the guest after this long, exits or not"
-        )
         sp.add_argument(
             "--guest-status",
             action="store_true",
             help="exit with the guest's own status (0-255) when it exits through the debug device",
         )
+        sp.add_argument("--record", metavar="FILE", help="record every exit and its answer (docs/record.md)")
+        sp.add_argument(
+            "--stats",
+            action="store_true",
+            help="print exits by kind, device, instruction form and RIP, with kernel and device time",
+        )
+        sp.add_argument(
+            "--stats-plot",
+            metavar="FILE",
+            help="plot exits per second over time by device to FILE (.png/.svg/.pdf; needs vmmio[plot])",
+        )
+        sp.add_argument("--stats-top", type=_int, default=15, metavar="N", help="rows of the form/RIP tables")
 
-    r = sub.add_parser("run", help="run a guest image (flat 64-bit binary, ELF32 or ELF64)")
-    r.add_argument("image", help="path of the image, or the name of a shipped guest (hello, insntest)")
+    r = sub.add_parser(
+        "run", help="run a guest image (flat 64-bit binary, ELF32/64, multiboot, Linux bzImage)"
+    )
+    r.add_argument("image", help="path of the image, or the name of a shipped guest (vmmio guests)")
     r.add_argument("--load-addr", type=_int, default=0x10_0000, help="load address of a flat image")
+    r.add_argument(
+        "--remote",
+        metavar="SOCKET",
+        help="run the kernel in `vmmio serve` listening at SOCKET, or in a private server ('auto')",
+    )
     run_options(r)
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("demo", help="run the built-in hello guest")
+    d = sub.add_parser("demo", help="the exit-by-exit walkthrough, then the built-in hello guest")
     run_options(d)
     d.set_defaults(func=cmd_demo)
 
-    c = sub.add_parser("decode", help="decode instruction bytes given in hex")
-    c.add_argument("hex", nargs="+", help="instruction bytes, e.g. 8b4308 or '8b 43 08'")
+    s = sub.add_parser("serve", help="serve VMs to other processes over a Unix socket (docs/transport.md)")
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", metavar="PATH", help="listen on this Unix socket (one process per client)")
+    where.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # one connected socket (--remote auto)
+    s.set_defaults(func=cmd_serve)
+
+    g = sub.add_parser("guests", help="list the shipped guests (run them by name)")
+    g.set_defaults(func=cmd_guests)
+
+    rp = sub.add_parser(
+        "replay",
+        help="re-run a recorded image with no devices, answering from the record and checking every exit",
+        epilog="exit status: 0 matched, 1 diverged, 3 record or image unreadable or not the recorded one",
+    )
+    rp.add_argument("record_file", metavar="RECORD", help="a file written by vmmio run --record")
+    rp.add_argument("image", nargs="?", help="the image (default: the path or guest named in the record)")
+    rp.add_argument(
+        "--backend", choices=["unicorn", "kvm"], help="execution backend (default: the recorded one)"
+    )
+    trace_options(rp)
+    rp.set_defaults(func=cmd_replay)
+
+    c = sub.add_parser(
+        "decode",
+        help="disassemble instruction bytes (hex words, a file or stdin)",
+        epilog=DECODE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("hex", nargs="*", help="instruction bytes in hex: 8b4308, '8b 43 08', 0x8b4308, ...")
+    c.add_argument("--file", metavar="PATH", help="read raw bytes from PATH ('-': standard input)")
+    c.add_argument("--offset", type=_int, default=0, help="skip this many bytes of the input first")
+    c.add_argument("--count", type=_int, metavar="N", help="list at most N instructions")
+    c.add_argument("--addr", type=_int, help="address of the first byte decoded (default: --offset)")
     c.add_argument("--mode", type=int, choices=[16, 32, 64], default=64, help="code size (default 64)")
-    c.add_argument("--json", action="store_true", help="one JSON object per argument")
+    c.add_argument("--json", action="store_true", help="one JSON object per instruction (see below)")
     c.set_defaults(func=cmd_decode)
     return p
 

@@ -53,7 +53,7 @@ STEPS = [
     Step("push qword [device] onto a stack in RAM", "ff33", {RBX: DEVICE, RSP: BUF + 0x1000}),
     Step("out dx, al", "ee", {RDX: 0x3F8, RAX: 0x41}, fault=None, port=(0x3F8, 1, False)),
     Step("in al, dx", "ec", {RDX: 0x3FD}, fault=None, port=(0x3FD, 1, True)),
-    Step("not emulated: handed to userspace as INST_EMUL", "0f2803", {RBX: DEVICE}),
+    Step("not emulated: handed to userspace as INST_EMUL", "0f5803", {RBX: DEVICE}),
     Step("non-canonical address: #GP(0) injected, no exit", "8b03", {RBX: 1 << 63}),
 ]
 

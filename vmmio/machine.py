@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from time import perf_counter_ns
 from typing import Protocol
 
 from vmmio import images
@@ -44,7 +45,7 @@ from vmmio.abi import (
     VmEntry,
     VmExit,
 )
-from vmmio.devices import AddressMap, DebugExit, GuestExit, MemoryDevice, Uart16550
+from vmmio.devices import AddressMap, DebugExit, GuestExit, MemoryDevice, ResetRequested, Uart16550
 from vmmio.images import CPU_STATES, CpuMode
 from vmmio.vmm.vm import Vm
 from vmmio.x86.pagetables import RW, P, PageTables
@@ -237,10 +238,26 @@ class Layout:
         return pt.entries
 
 
+@dataclass(frozen=True, slots=True)
+class Serviced:
+    """One exit as the run loop saw it: what tools (traces, recordings, statistics) are given per exit.
+
+    The observer is called before the next `vcpu.run`, so the vCPU's state is still the state at `exit`.
+    """
+
+    number: int  # 1 for the run's first exit
+    exit: VmExit
+    answer: VmEntry | None  # the entry the next `vcpu.run` gets; None when the run ends at this exit
+    at_ns: int  # when `vcpu.run` returned the exit, from the start of the run
+    kernel_ns: int  # spent in `vcpu.run` up to this exit (guest, kernel and backend)
+    device_ns: int  # spent in the device models answering it (0 for exits no device answers)
+
+
 @dataclass
 class RunResult:
     status: int  # the guest's exit status; 0 after HLT
-    reason: str  # "exit", "hlt", "shutdown", "inst_emul", "limit", "interrupted", "terminated", "timeout"
+    # "exit", "hlt", "reset", "shutdown", "inst_emul", "limit", "interrupted", "terminated", "timeout"
+    reason: str
     exits: int  # exits serviced
     detail: str = ""
 
@@ -372,32 +389,58 @@ class Machine:
         trace: Callable[[VmExit], None] | None = None,
         max_exits: int = 0,
         control: RunControl | None = None,
+        observe: Callable[[Serviced], None] | None = None,
     ) -> RunResult:
         """Run until the guest exits, halts, shuts down, needs an instruction vmmio cannot emulate, or
-        `control` stops it (reason "interrupted", "terminated" or "timeout")."""
+        `control` stops it (reason "interrupted", "terminated" or "timeout").
+
+        `trace` sees each exit as it arrives; `observe` sees it once answered, with the answer and the
+        time spent in the kernel and in the devices (only measured when `observe` is given).
+        """
         entry: VmEntry = Default()
         exits = 0
+        clock = perf_counter_ns if observe is not None else _no_clock
+        start = clock()
         while not max_exits or exits < max_exits:
+            before = clock()
             ex = vcpu.run(entry)
+            returned = clock()
             exits += 1
             if trace is not None:
                 trace(ex)
             stopping = control is not None and control.reason is not None
+            answer: VmEntry | None = None
+            result: RunResult | None = None
             if isinstance(ex, MmioExit | InoutExit):
                 try:
-                    entry = self.service(ex)
+                    answer = self.service(ex)
                 except GuestExit as done:
-                    return RunResult(done.status, "exit", exits)
-                if stopping:  # finish the instruction in flight first: no half-done state is left
-                    entry = replace(entry, exit_consistent=True)
+                    result = RunResult(done.status, "exit", exits)
+                except ResetRequested as reset:  # a reboot: the run ends, the guest asked for it
+                    result = RunResult(0, "reset", exits, reset.source)
+                else:
+                    if stopping:  # finish the instruction in flight first: no half-done state is left
+                        answer = replace(answer, exit_consistent=True)
             elif stopping and control is not None and control.reason is not None:
                 control.seen.set()
-                return RunResult(0, control.reason, exits, f"after {exits} exits")
+                result = RunResult(0, control.reason, exits, f"after {exits} exits")
             elif isinstance(ex, SuspendedExit):
-                entry = Default()
+                answer = Default()
             else:
-                return _final(ex, exits)
+                result = _final(ex, exits)
+            if observe is not None:
+                serviced = clock()
+                device = serviced - returned if isinstance(ex, MmioExit | InoutExit) else 0
+                observe(Serviced(exits, ex, answer, returned - start, returned - before, device))
+            if result is not None:
+                return result
+            assert answer is not None
+            entry = answer
         return RunResult(0x7D, "limit", exits, f"stopped after {max_exits} exits")
+
+
+def _no_clock() -> int:
+    return 0
 
 
 def _final(ex: HltExit | ShutdownExit | InstEmulExit, exits: int) -> RunResult:
@@ -419,5 +462,6 @@ __all__ = [
     "Machine",
     "Mapping",
     "RunResult",
+    "Serviced",
     "default_entry_state",
 ]

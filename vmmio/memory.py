@@ -109,10 +109,14 @@ class GuestMemory:
         self.ram: list[RamRegion] = []
         self.regions: RangeMap[Region] = RangeMap("guest-physical region")
 
-    def add_ram(self, gpa: int, size: int) -> RamRegion:
+    def add_ram(self, gpa: int, size: int, backing: mmap.mmap | None = None) -> RamRegion:
+        """RAM at [gpa, gpa+size): fresh anonymous memory, or `backing`, a mapping of exactly `size`
+        bytes the caller made (e.g. of a memfd shared with another process, as `vmmio serve` does)."""
         _check_range(gpa, size)
+        if backing is not None and len(backing) != size:
+            raise ValueError(f"backing mapping is {len(backing):#x} bytes; the region needs {size:#x}")
         self.regions.check_free(gpa, size)  # before allocating the memory
-        mem = mmap.mmap(-1, size)
+        mem = mmap.mmap(-1, size) if backing is None else backing
         view = memoryview(mem)
         region = RamRegion(gpa, size, mem, view, view.cast("Q"))
         self.regions.add(gpa, size, region)

@@ -48,6 +48,7 @@ from vmmio.devices.pc_testdev import (
     LATCH_SPAN,
 )
 from vmmio.machine import Layout, Machine
+from vmmio.vmm.interrupts import PcInterrupts
 
 LAPIC_BASE = 0xFEE0_0000
 FW_CFG_PORT = 0x510
@@ -127,6 +128,10 @@ class PcMachine(Machine):
         ):
             self.add_port(port, count, device)
         self.add_mmio(IORAM_BASE, IORAM_SIZE, testdev.ioram)
+        self.uart.irq = IrqLine(pic, IRQ_COM1)
+        vm.interrupts = PcInterrupts(pic, lapic)
+        vm.timers = [pit, rtc, lapic]
+        vm.clock = clock
         self.pc = PcDevices(clock, pic, pit, rtc, lapic, kbd, port92, fw_cfg, testdev)
 
 

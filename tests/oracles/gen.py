@@ -11,11 +11,21 @@ CPU, all with the same flat, identity-mapped layout:
 - RAM: 8 KiB of guest RAM for stacks and string operands.
 - CODE: the page holding the instruction (RIP-relative operands are relative to it).
 
-Families: one per group of forms (mov, movx, xchg, alu, alu_imm, test, unary, bt, stack, string), plus
-"lock_ud" (LOCK where it is illegal: #UD) and "too_long" (padded to exactly 15 bytes, or past it: #GP).
-oracles/gen_ctl.py adds the stack, control-transfer, segment and system families (stack_ops, branch,
-enter_leave, sreg, far, system), each case with the environment it needs (a GDT, CPL 3 or 0).
-Flags a form leaves architecturally undefined are listed in FLAG_MASKS and not compared.
+Families: one per group of forms (mov, movx, xchg, alu, alu_imm, test, unary, bt, stack, string; and for
+the rest of the integer instruction set atomic, shift, shxd, muldiv, condition, bitscan, bitcount,
+extmove, crc32, adx, bmi), plus "lock_ud" (LOCK where it is illegal: #UD) and "too_long" (padded to
+exactly 15 bytes, or past it: #GP). oracles/gen_ctl.py adds the stack, control-transfer, segment and
+system families (stack_ops, branch, enter_leave, sreg, far, system), each case with the environment it
+needs (a GDT, CPL 3 or 0). Flags a form leaves architecturally undefined are listed in
+FLAG_MASKS and not compared (for shifts and rotates, per case by the count: `count_undefined`).
+
+Forms with a mandatory prefix (TZCNT, CRC32, ADCX...) always get it; VEX forms (BMI) get a C4 prefix
+built from the drawn REX bits, a random VEX.vvvv and only the prefixes that may precede VEX. Operands
+are shaped where the interesting outcome is unlikely at random (`shape_values`): a CMPXCHG* compare
+that succeeds, a division whose quotient fits, a zero bit-scan source. CMPXCHG16B operands are 16-byte
+aligned, or now and then not (#GP(0) expected). Results the SDM leaves undefined that vmmio gives as the
+Intel host does (BSF/BSR with a zero source, 16-bit SHLD/SHRD by 17-31) are compared; where an engine
+differs, its tables (oracles/known.py, oracles_kvm/deviations.py) say so.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 from vmmio.x86.regs import AF, CF, DF, GPR_NAMES, OF, PF, SF, ZF
+from vmmio.x86.state import VectorState
 
 WINDOW = 0x4000_0000
 WINDOW_SIZE = 0x2000
@@ -48,6 +59,17 @@ SEG_PREFIX = {**NULL_SEGS, "fs": 0x64, "gs": 0x65}
 
 LOGIC_UNDEFINED = "AF is undefined after AND/OR/XOR/TEST (SDM vol. 2; vmmio clears it)"
 BT_UNDEFINED = "OF/SF/AF/PF are undefined after BT/BTS/BTR/BTC (SDM vol. 2; CF is the bit, ZF unaffected)"
+ROTATE_UNDEFINED = (
+    "OF is undefined after a rotate by a masked count other than 1 (a count of 0 changes nothing)"
+)
+SHIFT_UNDEFINED = (
+    "after a shift by a masked count other than 0: AF is undefined, OF unless the count is 1, and CF for "
+    "SHL/SHR by the operand width or more (bytes and words)"
+)
+DOUBLE_SHIFT_UNDEFINED = (
+    "after SHLD/SHRD by a masked count other than 0: AF is undefined, OF unless the count is 1; a 16-bit "
+    "count above 16 leaves the result and all flags undefined"
+)
 
 
 FLAG_MASKS: dict[str, tuple[int, str]] = {
@@ -59,10 +81,26 @@ FLAG_MASKS: dict[str, tuple[int, str]] = {
     "bts": (OF | SF | AF | PF, BT_UNDEFINED),
     "btr": (OF | SF | AF | PF, BT_UNDEFINED),
     "btc": (OF | SF | AF | PF, BT_UNDEFINED),
+    # --- the rest of the integer instruction set (see `count_undefined` for the count-dependent ones)
+    **dict.fromkeys(("rol", "ror", "rcl", "rcr"), (OF, ROTATE_UNDEFINED)),
+    **dict.fromkeys(("shl", "sal", "shr"), (CF | OF | AF, SHIFT_UNDEFINED)),
+    "sar": (OF | AF, SHIFT_UNDEFINED),
+    **dict.fromkeys(("shld", "shrd"), (CF | PF | AF | ZF | SF | OF, DOUBLE_SHIFT_UNDEFINED)),
+    **dict.fromkeys(
+        ("mul", "imul"), (SF | ZF | AF | PF, "SF/ZF/AF/PF are undefined after MUL/IMUL (SDM vol. 2)")
+    ),
+    **dict.fromkeys(("div", "idiv"), (CF | PF | AF | ZF | SF | OF, "all six are undefined after DIV/IDIV")),
+    **dict.fromkeys(("bsf", "bsr"), (CF | OF | SF | AF | PF, "only ZF is defined after BSF/BSR")),
+    **dict.fromkeys(("tzcnt", "lzcnt"), (OF | SF | AF | PF, "OF/SF/AF/PF are undefined after TZCNT/LZCNT")),
+    **dict.fromkeys(("andn", "blsi", "blsmsk", "blsr", "bzhi"), (AF | PF, "AF/PF are undefined (BMI1/BMI2)")),
+    "bextr": (AF | SF | PF, "AF/SF/PF are undefined after BEXTR"),
 }
 """Status flags the SDM leaves undefined, per mnemonic, with the reason; every other emulated form
-defines all six (ADD..CMP, NEG, INC/DEC, CMPS/SCAS) or leaves them unchanged (MOV*, XCHG, NOT, PUSH,
-POP, MOVS/STOS/LODS), and those are compared bit for bit."""
+defines all six (ADD..CMP, NEG, INC/DEC, CMPS/SCAS, CMPXCHG, XADD, POPCNT) or leaves them unchanged
+(MOV*, XCHG, NOT, PUSH, POP, MOVS/STOS/LODS, SETcc, CMOVcc, MOVBE, MOVNTI, CRC32, PDEP/PEXT, MULX,
+RORX, SARX/SHLX/SHRX) or defines the ones it changes (CMPXCHG8B/16B: ZF; ADCX: CF; ADOX: OF), and
+those are compared bit for bit. vmmio's values for the undefined ones are the Intel host's
+(vmmio/x86/flags.py; tests/test_forms_integer.py checks them on the host)."""
 
 
 class Kind(Enum):
@@ -100,6 +138,13 @@ class Spec:
     locked: bool = False  # implicitly locked (XCHG)
     mem_size: int = 0  # 0: the operand size; 1, 2, 4: fixed
     bit: str = ""  # "reg" / "imm" for the bit-test forms
+    # The rest of the integer instruction set: a mandatory prefix (66, F2, F3); a VEX encoding (map select,
+    # pp, vvvv or -1 for any); no register form; how `shape_values` picks operands; where the count is.
+    prefix: int = 0
+    vex: tuple[int, int, int] | None = None
+    mem_only: bool = False
+    shaper: str = ""  # "zero", "acc", "pair", "div", "idiv"
+    count: str = ""  # "one", "cl", "imm" for shifts and rotates (their undefined flags depend on it)
 
     @property
     def mnemonic(self) -> str:
@@ -193,7 +238,163 @@ def _build_specs() -> list[Spec]:
     return s
 
 
-SPECS: list[Spec] = _build_specs()
+# --------------------------------------------------------------------------------------------------
+# The rest of the integer instruction set
+# --------------------------------------------------------------------------------------------------
+
+_CC = ("o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g")
+_SHIFTS = ("rol", "ror", "rcl", "rcr", "shl", "shr", "sal", "sar")
+VEX_0F38, VEX_0F3A = 2, 3  # VEX map select
+NP, P66, PF3, PF2 = range(4)  # VEX.pp
+
+
+def _integer_specs() -> list[Spec]:
+    S, L, W, M = Spec, Kind.LOAD, Kind.STORE, Kind.RMW
+    s: list[Spec] = [
+        S("cmpxchg r/m8, r8", "atomic", b"\x0f\xb0", M, "b", lock=True, shaper="acc"),
+        S("cmpxchg r/m{w}, r{w}", "atomic", b"\x0f\xb1", M, "v", lock=True, shaper="acc"),
+        S("cmpxchg{n}b m{m}", "atomic", b"\x0f\xc7", M, "dq", 1, lock=True, mem_only=True, shaper="pair"),
+        S("xadd r/m8, r8", "atomic", b"\x0f\xc0", M, "b", lock=True),
+        S("xadd r/m{w}, r{w}", "atomic", b"\x0f\xc1", M, "v", lock=True),
+    ]
+    for n, op in enumerate(_SHIFTS):
+        s += [
+            S(f"{op} r/m8, imm8", "shift", b"\xc0", M, "b", n, "ib", count="imm"),
+            S(f"{op} r/m{{w}}, imm8", "shift", b"\xc1", M, "v", n, "ib", count="imm"),
+            S(f"{op} r/m8, 1", "shift", b"\xd0", M, "b", n, count="one"),
+            S(f"{op} r/m{{w}}, 1", "shift", b"\xd1", M, "v", n, count="one"),
+            S(f"{op} r/m8, cl", "shift", b"\xd2", M, "b", n, count="cl"),
+            S(f"{op} r/m{{w}}, cl", "shift", b"\xd3", M, "v", n, count="cl"),
+        ]
+    for op, base in (("shld", 0xA4), ("shrd", 0xAC)):
+        s += [
+            S(f"{op} r/m{{w}}, r{{w}}, imm8", "shxd", bytes([0x0F, base]), M, "v", imm="ib", count="imm"),
+            S(f"{op} r/m{{w}}, r{{w}}, cl", "shxd", bytes([0x0F, base + 1]), M, "v", count="cl"),
+        ]
+    for n, op in enumerate(("mul", "imul", "div", "idiv")):
+        shaper = ("", "", "div", "idiv")[n]
+        s += [
+            S(f"{op} r/m8", "muldiv", b"\xf6", L, "b", 4 + n, shaper=shaper),
+            S(f"{op} r/m{{w}}", "muldiv", b"\xf7", L, "v", 4 + n, shaper=shaper),
+        ]
+    s += [
+        S("imul r{w}, r/m{w}", "muldiv", b"\x0f\xaf", L, "v"),
+        S("imul r{w}, r/m{w}, imm{i}", "muldiv", b"\x69", L, "v", imm="iz"),
+        S("imul r{w}, r/m{w}, imm8", "muldiv", b"\x6b", L, "v", imm="ib"),
+    ]
+    for n, cc in enumerate(_CC):
+        s += [
+            S(f"set{cc} r/m8", "condition", bytes([0x0F, 0x90 + n]), W, "b"),
+            S(f"cmov{cc} r{{w}}, r/m{{w}}", "condition", bytes([0x0F, 0x40 + n]), L, "v"),
+        ]
+    s += [
+        S("bsf r{w}, r/m{w}", "bitscan", b"\x0f\xbc", L, "v", shaper="zero"),
+        S("bsr r{w}, r/m{w}", "bitscan", b"\x0f\xbd", L, "v", shaper="zero"),
+        S("tzcnt r{w}, r/m{w}", "bitcount", b"\x0f\xbc", L, "v", prefix=0xF3, shaper="zero"),
+        S("lzcnt r{w}, r/m{w}", "bitcount", b"\x0f\xbd", L, "v", prefix=0xF3, shaper="zero"),
+        S("popcnt r{w}, r/m{w}", "bitcount", b"\x0f\xb8", L, "v", prefix=0xF3, shaper="zero"),
+        S("movbe r{w}, m{w}", "extmove", b"\x0f\x38\xf0", L, "v", mem_only=True),
+        S("movbe m{w}, r{w}", "extmove", b"\x0f\x38\xf1", W, "v", mem_only=True),
+        S("movnti m{w}, r{w}", "extmove", b"\x0f\xc3", W, "y", mem_only=True),
+        S("crc32 r{w}, r/m8", "crc32", b"\x0f\x38\xf0", L, "y", prefix=0xF2, mem_size=1),
+        S("crc32 r, r/m{w}", "crc32", b"\x0f\x38\xf1", L, "v", prefix=0xF2),
+        S("adcx r{w}, r/m{w}", "adx", b"\x0f\x38\xf6", L, "y", prefix=0x66),
+        S("adox r{w}, r/m{w}", "adx", b"\x0f\x38\xf6", L, "y", prefix=0xF3),
+    ]
+    vex = (
+        ("andn r{w}, r{w}, r/m{w}", VEX_0F38, 0xF2, NP, None),
+        ("blsr r{w}, r/m{w}", VEX_0F38, 0xF3, NP, 1),
+        ("blsmsk r{w}, r/m{w}", VEX_0F38, 0xF3, NP, 2),
+        ("blsi r{w}, r/m{w}", VEX_0F38, 0xF3, NP, 3),
+        ("bzhi r{w}, r/m{w}, r{w}", VEX_0F38, 0xF5, NP, None),
+        ("pext r{w}, r{w}, r/m{w}", VEX_0F38, 0xF5, PF3, None),
+        ("pdep r{w}, r{w}, r/m{w}", VEX_0F38, 0xF5, PF2, None),
+        ("mulx r{w}, r{w}, r/m{w}", VEX_0F38, 0xF6, PF2, None),
+        ("bextr r{w}, r/m{w}, r{w}", VEX_0F38, 0xF7, NP, None),
+        ("shlx r{w}, r/m{w}, r{w}", VEX_0F38, 0xF7, P66, None),
+        ("sarx r{w}, r/m{w}, r{w}", VEX_0F38, 0xF7, PF3, None),
+        ("shrx r{w}, r/m{w}, r{w}", VEX_0F38, 0xF7, PF2, None),
+    )
+    for name, select, opcode, pp, group in vex:
+        s.append(S(name, "bmi", bytes([opcode]), L, "y", group, vex=(select, pp, -1), shaper="zero"))
+    s.append(S("rorx r{w}, r/m{w}, imm8", "bmi", b"\xf0", L, "y", imm="ib", vex=(VEX_0F3A, PF2, 0)))
+    return s
+
+
+def count_undefined(spec: Spec, opsize: int, count: int) -> int:
+    """The undefined flags of a shift, rotate or double shift by `count` (FLAG_MASKS has the most a form
+    can leave undefined; a count of 0 changes no flag, a count of 1 defines OF, and so on)."""
+    if not spec.count:
+        return spec.undefined
+    c = count & (0x3F if opsize == 8 else 0x1F)
+    mnemonic = spec.mnemonic
+    if not c:
+        return 0
+    if mnemonic in ("shld", "shrd"):
+        return (AF | (0 if c == 1 else OF)) if c <= 8 * opsize else STATUS
+    undefined = spec.undefined & ~(OF if c == 1 else 0)
+    if mnemonic in ("shl", "sal", "shr") and c < 8 * opsize:
+        undefined &= ~CF
+    return undefined
+
+
+def _count(spec: Spec, b: Built, imm: bytes) -> int:
+    return {"one": 1, "cl": b.gprs[1] & 0xFF, "imm": imm[0] if imm else 0}.get(spec.count, 0)
+
+
+def _quotient_fits(signed: bool, size: int, dividend: int, divisor: int) -> bool:
+    bits = 8 * size
+    if signed:
+        dividend -= (dividend >> (2 * bits - 1)) << (2 * bits)
+        divisor -= (divisor >> (bits - 1)) << bits
+    if not divisor:
+        return False
+    q = abs(dividend) // abs(divisor)
+    return q < (1 << (bits - 1)) + ((dividend < 0) != (divisor < 0)) if signed else q < 1 << bits
+
+
+def shape_values(
+    spec: Spec, rng: Rng, b: Built, target: int, reg_value: int, msize: int, opsize: int, seed: int
+) -> frozenset[str]:
+    """Operand values that make the outcomes worth testing likely: a compare that succeeds (CMPXCHG*), a
+    division that does not overflow, a zero source (bit scans). `target` is the memory operand's
+    address, or -1 for a register form whose source holds `reg_value`. Returns the tags "zero-source"
+    and "compare-equal" when the case has those traits."""
+    if not spec.shaper:
+        return frozenset()
+    mask = (1 << 8 * msize) - 1
+    value = reg_value & mask
+    half = 4 * msize
+    expected = (b.gprs[2] & ((1 << half) - 1)) << half | (b.gprs[0] & ((1 << half) - 1))
+    accumulator = expected if spec.shaper == "pair" else b.gprs[0] & mask
+    if target >= 0:
+        r = rng.random()
+        new: int | None = None
+        if spec.shaper == "zero" and r < 0.25:
+            new = 0
+        elif spec.shaper in ("acc", "pair") and r < 0.5:
+            new = accumulator
+        elif spec.shaper in ("div", "idiv") and r < 0.8:
+            bits = 8 * opsize
+            lo = b.gprs[0] & ((1 << bits) - 1)
+            dividend = b.gprs[0] & 0xFFFF if opsize == 1 else (b.gprs[2] & ((1 << bits) - 1)) << bits | lo
+            for _ in range(8):
+                new = rng.sized(opsize)
+                if _quotient_fits(spec.shaper == "idiv", opsize, dividend, new):
+                    break
+        if new is not None:
+            b.patches.append((target, (new & mask).to_bytes(msize, "little")))
+        region, size, salt = (WINDOW, WINDOW_SIZE, 0) if target >= WINDOW else (RAM, RAM_SIZE, 1)
+        at = target - region
+        value = int.from_bytes(fill(seed, tuple(b.patches), region, size, salt)[at : at + msize], "little")
+    if spec.shaper == "zero" and not value:
+        return frozenset({"zero-source"})
+    if spec.shaper in ("acc", "pair") and value == accumulator:
+        return frozenset({"compare-equal"})
+    return frozenset()
+
+
+SPECS: list[Spec] = _build_specs() + _integer_specs()
 FAMILIES: tuple[str, ...] = (
     "mov",
     "movx",
@@ -207,6 +408,18 @@ FAMILIES: tuple[str, ...] = (
     "string",
     "lock_ud",
     "too_long",
+    # the rest of the integer instruction set
+    "atomic",
+    "shift",
+    "shxd",
+    "muldiv",
+    "condition",
+    "bitscan",
+    "bitcount",
+    "extmove",
+    "crc32",
+    "adx",
+    "bmi",
     # oracles/gen_ctl.py
     "stack_ops",
     "branch",
@@ -247,6 +460,16 @@ class Access:
     write: bool
 
 
+def fill(seed: int, patches: tuple[tuple[int, bytes], ...], base: int, size: int, salt: int) -> bytes:
+    """The bytes of a region (window: salt 0, RAM area: salt 1): the seed's fill, then the patches."""
+    buf = bytearray(random.Random(seed * 2 + salt).randbytes(size))
+    for addr, data in patches:
+        for n, byte in enumerate(data):
+            if base <= addr + n < base + size:
+                buf[addr + n - base] = byte
+    return bytes(buf)
+
+
 @dataclass(frozen=True)
 class Case:
     """One instruction with its complete input state, runnable on every oracle."""
@@ -270,24 +493,25 @@ class Case:
     note: str = ""  # how the operand was placed, for reports
     tags: frozenset[str] = frozenset()  # encoding traits some oracle needs to know about (see `tags_of`)
     expect: str = ""  # the exception the instruction raises instead of executing ("#UD", "#GP"), if any
+    # Vector cases (tests/oracles/gen_vector.py): the vector registers before, run at CPL 3 with SSE, AVX
+    # and AVX-512 state enabled (see tests/oracles/vector_state.py); None for the integer families.
+    vector: VectorState | None = None
     # The stack, control-transfer, segment and system families (oracles/gen_ctl.py):
     env: str = ""  # "": flat CPL 0; "user"/"kernel": CPL 3/0 under gen_ctl.ORACLE_GDT (a Linux process's)
     next_rip: int = 0  # where the instruction goes (control transfers); 0: just past it
     extra_flags: int = 0  # RFLAGS bits compared besides the status flags and DF (POPF, IRET)
 
     def _fill(self, base: int, size: int, salt: int) -> bytes:
-        buf = bytearray(random.Random(self.seed * 2 + salt).randbytes(size))
-        for addr, data in self.patches:
-            for n, byte in enumerate(data):
-                if base <= addr + n < base + size:
-                    buf[addr + n - base] = byte
-        return bytes(buf)
+        return fill(self.seed, self.patches, base, size, salt)
 
     def window(self) -> bytes:
         return self._fill(WINDOW, WINDOW_SIZE, 0)
 
     def ram(self) -> bytes:
         return self._fill(RAM, RAM_SIZE, 1)
+
+    def with_tags(self, tags: frozenset[str]) -> Case:
+        return replace(self, tags=self.tags | tags) if tags else self
 
     def expected_accesses(self, iterations: int) -> list[Access]:
         """All accesses of `iterations` executions (string instructions step their addresses)."""
@@ -418,6 +642,9 @@ class Prefixes:
     order: list[int] = field(default_factory=list)
     rex: int = 0  # effective REX (0x40-0x4F) or 0
     stale_rex: int = 0  # a REX followed by a legacy prefix: ignored by the CPU
+    vex: tuple[int, int, int] | None = (
+        None  # (map select, pp, vvvv): a C4 VEX prefix carrying `rex`'s W/R/X/B
+    )
 
     @property
     def osz(self) -> bool:
@@ -445,6 +672,10 @@ class Prefixes:
         return bool(last) and last[-1] in NULL_SEGS.values() and self.seg is not None
 
     def encode(self) -> bytes:
+        if self.vex is not None:
+            select, pp, vvvv = self.vex
+            rxb = (~self.rex & 7) << 5  # R, X, B inverted in bits 7, 6, 5
+            return bytes([*self.order, 0xC4, rxb | select, (self.rex & 8) << 4 | (~vvvv & 15) << 3 | pp])
         stale = bytes([self.stale_rex]) if self.stale_rex else b""
         return stale + bytes(self.order) + (bytes([self.rex]) if self.rex else b"")
 
@@ -469,6 +700,29 @@ def prefixes(draw: st.DrawFn, rng: Rng, *, lock_ok: bool, rep: int = 0, lock: bo
     return p
 
 
+def spec_prefixes(draw: st.DrawFn, rng: Rng, spec: Spec, *, lock_ok: bool, lock: bool) -> Prefixes:
+    """`prefixes` for one form: its mandatory prefix always present, no 66 for the forms sized by REX.W
+    alone, and for VEX forms only what may precede VEX (segment overrides, 67; LOCK only to be #UD)."""
+    if spec.vex is not None:
+        order = [SEG_PREFIX[s] for s in draw(seg_choices)]
+        if draw(st.sampled_from((False, False, True))):
+            order.append(0x67)
+        if lock:
+            order.append(0xF0)
+        rng.shuffle(order)
+        select, pp, vvvv = spec.vex
+        return Prefixes(
+            order, 0x40 | rng.randrange(16), vex=(select, pp, rng.randrange(16) if vvvv < 0 else vvvv)
+        )
+    rep = spec.prefix if spec.prefix in (0xF2, 0xF3) else 0
+    p = prefixes(draw, rng, lock_ok=lock_ok, rep=rep, lock=lock)
+    if spec.width == "y":
+        p.order = [b for b in p.order if b != 0x66]
+    if spec.prefix == 0x66 and not p.osz:
+        p.order.insert(rng.randrange(len(p.order) + 1), 0x66)
+    return p
+
+
 def trim(p: Prefixes, length: int) -> None:
     """Drop optional prefixes until the instruction fits in 15 bytes (longer ones raise #GP)."""
     while length > 15:
@@ -488,20 +742,22 @@ def operand_size(spec: Spec, p: Prefixes) -> int:
     w = bool(p.rex & 8)
     if spec.width == "b":
         return 1
+    if spec.width in ("y", "dq"):  # 32/64 by REX.W (VEX.W) alone; "dq": a memory operand twice as wide
+        return 8 if w else 4
     if spec.width == "s":
         return 2 if p.osz and not w else 8
     return 8 if w else 2 if p.osz else 4
 
 
 def memory_size(spec: Spec, opsize: int) -> int:
-    return spec.mem_size or opsize
+    return 2 * opsize if spec.width == "dq" else spec.mem_size or opsize
 
 
 def form_name(spec: Spec, opsize: int, msize: int) -> str:
     acc = {1: "al", 2: "ax", 4: "eax", 8: "rax"}[opsize]
     suffix = {1: "b", 2: "w", 4: "d", 8: "q"}[opsize]
     imm = 16 if opsize == 2 else 32
-    return spec.name.format(w=8 * opsize, m=8 * msize, i=imm, a=acc, s=suffix)
+    return spec.name.format(w=8 * opsize, m=8 * msize, i=imm, a=acc, s=suffix, n=msize)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -686,6 +942,8 @@ def modrm_case(draw: st.DrawFn, spec: Spec, bad_lock: bool = False) -> Case:
     stack = spec.kind in (Kind.PUSH, Kind.POP)
     rng = Rng(draw(st.integers(0, MASK64)))
     mod = draw(st.sampled_from((0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3)))
+    if spec.mem_only and mod == 3:
+        mod = 0
     if bad_lock and spec.lock:
         mod = 3
     reg_field = spec.group if spec.group is not None else draw(st.integers(0, 7))
@@ -695,7 +953,7 @@ def modrm_case(draw: st.DrawFn, spec: Spec, bad_lock: bool = False) -> Case:
     if mod != 3 and rm == 4:
         scale, index = draw(st.integers(0, 3)), draw(st.integers(0, 7))
         sib = scale << 6 | index << 3 | draw(st.sampled_from((0, 1, 2, 3, 4, 4, 5, 5, 6, 7)))
-    p = prefixes(draw, rng, lock_ok=spec.lock and mod != 3, lock=bad_lock)
+    p = spec_prefixes(draw, rng, spec, lock_ok=spec.lock and mod != 3, lock=bad_lock)
     disp_len = (
         1
         if mod == 1
@@ -747,7 +1005,23 @@ def modrm_case(draw: st.DrawFn, spec: Spec, bad_lock: bool = False) -> Case:
             b.notes.append("register form, stack in MMIO")
         else:
             b.notes.append("register form (no memory operand)")
-        return _finish(spec, p, encode(None), b, rflags, fs_base, gs_base, seed, opsize, msize, mod=3)
+        rm_reg = rm | (8 if rex & 1 else 0)
+        extra = shape_values(spec, rng, b, -1, b.gprs[rm_reg], msize, opsize, seed)
+        undefined = count_undefined(spec, opsize, _count(spec, b, imm))
+        return _finish(
+            spec,
+            p,
+            encode(None),
+            b,
+            rflags,
+            fs_base,
+            gs_base,
+            seed,
+            opsize,
+            msize,
+            mod=3,
+            undefined=undefined,
+        ).with_tags(extra)
 
     shape = decode_shape(mod, rm, sib, rex, disp, bits)
     seg = p.seg
@@ -804,6 +1078,11 @@ def modrm_case(draw: st.DrawFn, spec: Spec, bad_lock: bool = False) -> Case:
     region_size = WINDOW_SIZE if operand_region == WINDOW else RAM_SIZE
     if target < 0:
         target = operand_region + offset(draw, rng, room, region_size, locked=locked)
+    # CMPXCHG16B: a 16-byte aligned operand, or now and then a misaligned one (#GP(0), no access).
+    misaligned = msize == 16 and rng.random() < 0.15
+    if msize == 16:
+        target -= target % 16
+        target += 8 if misaligned and target + 24 <= operand_region + region_size else -8 if misaligned else 0
     seg_base = fs_base if seg == "fs" else gs_base if seg == "gs" else 0
 
     values: dict[int, int] | None = None
@@ -814,6 +1093,7 @@ def modrm_case(draw: st.DrawFn, spec: Spec, bad_lock: bool = False) -> Case:
             operand_region <= t
             and t + room <= operand_region + region_size
             and (not locked or locked_ok(t, msize))
+            and (msize != 16 or (t % 16 != 0) == misaligned)
         ):
             continue
         for base_try in (seg_base, 0):
@@ -873,7 +1153,29 @@ def modrm_case(draw: st.DrawFn, spec: Spec, bad_lock: bool = False) -> Case:
         b.accesses = [Access(target, msize, True)]
     else:
         b.accesses = [Access(target, msize, False), Access(target, msize, True)]
-    return _finish(spec, p, encode(shape), b, rflags, fs_base, gs_base, seed, opsize, msize, bits, mod=mod)
+    extra = shape_values(spec, rng, b, target, 0, msize, opsize, seed)
+    undefined = count_undefined(spec, opsize, _count(spec, b, imm))
+    if misaligned:
+        b.accesses = []
+        b.notes.append("misaligned 16-byte operand: #GP(0)")
+    if shape.base == RIP:
+        extra |= {"rip-relative"}
+    case = _finish(
+        spec,
+        p,
+        encode(shape),
+        b,
+        rflags,
+        fs_base,
+        gs_base,
+        seed,
+        opsize,
+        msize,
+        bits,
+        mod=mod,
+        undefined=undefined,
+    )
+    return replace(case.with_tags(extra), expect="#GP") if misaligned else case.with_tags(extra)
 
 
 def _expect_ud(case: Case) -> Case:
@@ -885,7 +1187,8 @@ def _expect_ud(case: Case) -> Case:
 def tags_of(spec: Spec, p: Prefixes, mod: int | None) -> frozenset[str]:
     """Encoding traits: 'null-seg-last' (ES/CS/SS/DS after FS/GS), 'rex.r-group' (REX.R on a group
     opcode whose ModRM.reg is an opcode extension), 'test-alias' (F6/F7 /1), 'reg-form' (ModRM.mod 3),
-    'lock' (a LOCK prefix)."""
+    'lock' (a LOCK prefix), '66-rex.w' (66 and REX.W together). modrm_case adds 'rip-relative' and the
+    tags of `shape_values`."""
     tags = set()
     if p.null_after_fs_gs:
         tags.add("null-seg-last")
@@ -897,6 +1200,8 @@ def tags_of(spec: Spec, p: Prefixes, mod: int | None) -> frozenset[str]:
         tags.add("reg-form")
     if p.lock:
         tags.add("lock")
+    if p.osz and p.rex & 8:
+        tags.add("66-rex.w")
     return frozenset(tags)
 
 
@@ -915,6 +1220,7 @@ def _finish(
     strides: tuple[int, ...] = (),
     rep: bool = False,
     mod: int | None = None,
+    undefined: int | None = None,
 ) -> Case:
     return Case(
         form=form_name(spec, opsize, msize),
@@ -931,7 +1237,7 @@ def _finish(
         strides=strides,
         rep=rep,
         addr_size=addr_bits // 8,
-        undefined=spec.undefined,
+        undefined=spec.undefined if undefined is None else undefined,
         reason=spec.reason,
         note="; ".join(b.notes),
         tags=tags_of(spec, p, mod),

@@ -23,6 +23,9 @@ from typing import IO
 
 from oracles.gen import CODE, PAGE, RAM, RAM_SIZE, WINDOW, WINDOW_SIZE, Case
 from oracles.outcome import Outcome
+from oracles.vector_state import WIRE_SIZE as VECTOR_WIRE_SIZE
+from oracles.vector_state import pack as pack_vector
+from oracles.vector_state import unpack as unpack_vector
 from oracles.vmmio_run import FILLER
 
 __all__ = ["RUNNER_C", "NativeRunner", "build_runner", "unavailable_reason"]
@@ -37,6 +40,7 @@ RUNNER_C = r"""
 #include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
+#include <cpuid.h>
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -51,6 +55,18 @@ RUNNER_C = r"""
 #define ARCH_SET_FS 0x1002
 #define ARCH_GET_FS 0x1003
 
+/* Vector state (see VECTOR_STATE in Python): ZMM0-31, k0-7, MXCSR, x87 FCW/FSW/abridged FTW and the x87
+ * registers R0-R7 by physical number (MMX mm0-7 are their low 64 bits). */
+struct vecstate {
+    uint8_t zmm[32][64];
+    uint64_t k[8];
+    uint32_t mxcsr;
+    uint16_t fcw, fsw;
+    uint8_t ftw, pad[7];
+    uint8_t fpr[8][10];
+} __attribute__((packed));
+_Static_assert(sizeof(struct vecstate) == @VECTOR_WIRE_SIZE@, "as tests/oracles/vector_state.py packs it");
+
 struct request {
     uint64_t code_len;
     uint8_t code[32];
@@ -59,6 +75,7 @@ struct request {
     uint8_t window[WINDOW_SIZE];
     uint8_t ram[RAM_SIZE];
     uint8_t filler[PAGE];
+    struct vecstate vec;
 };
 
 struct response {
@@ -68,10 +85,17 @@ struct response {
     uint64_t gpr[16];
     uint8_t window[WINDOW_SIZE];
     uint8_t ram[RAM_SIZE];
+    struct vecstate vec;
+    uint64_t xcr0;
 };
 
 /* Shared with the assembly: inputs, host state to return to, outputs. */
 uint64_t g_in_gpr[16], g_in_rflags, g_in_fs, g_in_gs, g_host_fs, g_host_rsp, g_cs, g_ss, g_code, g_seg_err;
+/* XRSTOR before the instruction and XSAVE after it, of the components in g_xmask (x87, SSE, AVX, opmask,
+ * ZMM_Hi256, Hi16_ZMM as far as XCR0 has them), in the standard format at CPUID.0xD offsets. */
+uint64_t g_xmask;
+uint8_t g_xin[4096] __attribute__((aligned(64))), g_xout[4096] __attribute__((aligned(64)));
+static uint32_t xoff[8];
 volatile uint64_t g_status, g_fault_addr, g_si_code, g_out_rip, g_out_rflags, g_out_gpr[16], g_steps;
 volatile uint64_t g_trapno, g_err, g_sel[6];
 
@@ -98,6 +122,7 @@ __asm__(
     "  push qword ptr [rip + g_in_rflags]\n"
     "  push qword ptr [rip + g_cs]\n"
     "  push qword ptr [rip + g_code]\n"
+    "  mov eax, [rip + g_xmask]\n  xor edx, edx\n  xrstor64 [rip + g_xin]\n"
     "  mov rax, [rip + g_in_gpr + 0]\n"
     "  mov rcx, [rip + g_in_gpr + 8]\n"
     "  mov rdx, [rip + g_in_gpr + 16]\n"
@@ -117,6 +142,7 @@ __asm__(
     ".globl run_insn_landing\n"
     "run_insn_landing:\n"
     "  mov rsp, [rip + g_host_rsp]\n"
+    "  mov eax, [rip + g_xmask]\n  xor edx, edx\n  xsave64 [rip + g_xout]\n"
     "  mov eax, 158\n  mov edi, 0x1002\n  mov rsi, [rip + g_host_fs]\n  syscall\n"
     "  mov eax, 158\n  mov edi, 0x1001\n  xor esi, esi\n  syscall\n"
     "  cld\n"
@@ -189,6 +215,53 @@ static void *map_at(uint64_t addr, uint64_t size, int prot) {
     return p;
 }
 
+static void to_xsave(const struct vecstate *v, uint8_t *x) {
+    memset(x, 0, 4096);
+    memcpy(x, &v->fcw, 2);
+    memcpy(x + 2, &v->fsw, 2);
+    x[4] = v->ftw;
+    memcpy(x + 24, &v->mxcsr, 4);
+    int top = v->fsw >> 11 & 7;
+    for (int i = 0; i < 8; i++)
+        memcpy(x + 32 + 16 * i, v->fpr[(top + i) & 7], 10); /* ST(i) = R[(TOP + i) mod 8] */
+    for (int i = 0; i < 16; i++) {
+        memcpy(x + 160 + 16 * i, v->zmm[i], 16);
+        memcpy(x + xoff[2] + 16 * i, v->zmm[i] + 16, 16);
+        memcpy(x + xoff[6] + 32 * i, v->zmm[i] + 32, 32);
+        memcpy(x + xoff[7] + 64 * i, v->zmm[16 + i], 64);
+    }
+    memcpy(x + xoff[5], v->k, 64);
+    memcpy(x + 512, &g_xmask, 8); /* XSTATE_BV */
+}
+
+static void from_xsave(const uint8_t *x, struct vecstate *v) {
+    uint64_t bv;
+    memcpy(&bv, x + 512, 8);
+    memset(v, 0, sizeof *v);
+    v->fcw = 0x37F; /* components not in use are in their initial state */
+    memcpy(&v->mxcsr, x + 24, 4);
+    if (bv & 1) {
+        memcpy(&v->fcw, x, 2);
+        memcpy(&v->fsw, x + 2, 2);
+        v->ftw = x[4];
+        int top = v->fsw >> 11 & 7;
+        for (int i = 0; i < 8; i++)
+            memcpy(v->fpr[(top + i) & 7], x + 32 + 16 * i, 10);
+    }
+    for (int i = 0; i < 16; i++) {
+        if (bv & 2)
+            memcpy(v->zmm[i], x + 160 + 16 * i, 16);
+        if (bv & 4)
+            memcpy(v->zmm[i] + 16, x + xoff[2] + 16 * i, 16);
+        if (bv & 0x40)
+            memcpy(v->zmm[i] + 32, x + xoff[6] + 32 * i, 32);
+        if (bv & 0x80)
+            memcpy(v->zmm[16 + i], x + xoff[7] + 64 * i, 64);
+    }
+    if (bv & 0x20)
+        memcpy(v->k, x + xoff[5], 64);
+}
+
 static struct request req;
 static struct response resp;
 
@@ -216,6 +289,14 @@ int main(void) {
     g_code = CODE;
     if (syscall(SYS_arch_prctl, ARCH_GET_FS, &g_host_fs))
         return 93;
+    uint32_t xlo, xhi, a, b, c, d;
+    __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    g_xmask = ((uint64_t)xhi << 32 | xlo) & 0xE7;
+    for (int i = 2; i < 8; i++) {
+        xoff[i] = 3072; /* absent: a scratch place past every real component (never restored) */
+        if (g_xmask >> i & 1 && __get_cpuid_count(0xD, i, &a, &b, &c, &d))
+            xoff[i] = b;
+    }
     for (;;) {
         int r = io_full(0, &req, sizeof req, 0);
         if (r == 0)
@@ -228,11 +309,13 @@ int main(void) {
         memcpy((void *)CODE, req.code, req.code_len);
         memcpy(g_in_gpr, req.gpr, sizeof g_in_gpr);
         /* Status flags and DF from the case; IF and bit 1 as user mode needs them; TF to trap after. */
-        g_in_rflags = (req.rflags & 0xCD5) | 0x202 | 0x100;
+        g_in_rflags = (req.rflags & 0x40CD5) | 0x202 | 0x100; /* AC too: Linux runs with CR0.AM set */
         g_in_fs = req.fs_base;
         g_in_gs = req.gs_base;
         g_steps = 0;
         g_status = 999;
+        to_xsave(&req.vec, g_xin);
+        memset(g_xout, 0, sizeof g_xout);
         alarm(10);
         run_insn();
         alarm(0);
@@ -250,6 +333,8 @@ int main(void) {
             resp.gpr[i] = g_out_gpr[i];
         memcpy(resp.window, (void *)WINDOW, WINDOW_SIZE);
         memcpy(resp.ram, (void *)RAM, RAM_SIZE);
+        from_xsave(g_xout, &resp.vec);
+        resp.xcr0 = g_xmask;
         if (io_full(1, &resp, sizeof resp, 1) < 0)
             return 95;
     }
@@ -258,6 +343,7 @@ int main(void) {
 
 _REQ_HEAD = struct.Struct("<Q32s16QQQQ")
 _RESP_HEAD = struct.Struct("<QQqQQQQQ6Q16Q")
+_VEC_TAIL = struct.Struct(f"<{VECTOR_WIRE_SIZE}sQ")  # the vector state after, and the XCR0 components saved
 SI_KERNEL = 0x80
 RF_FLAG = 1 << 16
 TF_FLAG = 1 << 8
@@ -298,6 +384,7 @@ def build_runner(directory: Path) -> Path:
         ("PAGE", PAGE),
     ):
         source = source.replace(f"@{name}@", f"{value:X}")
+    source = source.replace("@VECTOR_WIRE_SIZE@", str(VECTOR_WIRE_SIZE))
     src = directory / "runner.c"
     src.write_text(source)
     exe = directory / "runner"
@@ -315,6 +402,7 @@ class NativeRunner:
     def __init__(self, exe: Path) -> None:
         self.exe = exe
         self.proc: subprocess.Popen[bytes] | None = None
+        self.xcr0 = 0  # XCR0 components the runner saves and restores (known after the first case)
 
     def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
         if self.proc is None or self.proc.poll() is not None:
@@ -344,24 +432,27 @@ class NativeRunner:
         stdin, stdout = self._pipes()
         head = _REQ_HEAD.pack(len(case.code), case.code, *case.gprs, case.rflags, case.fs_base, case.gs_base)
         try:
-            stdin.write(head + case.window() + case.ram() + _CODE_PAGE)
+            stdin.write(head + case.window() + case.ram() + _CODE_PAGE + pack_vector(case.vector))
             stdin.flush()
         except BrokenPipeError:
             return _failed(case, self._died())
-        size = _RESP_HEAD.size + WINDOW_SIZE + RAM_SIZE
+        size = _RESP_HEAD.size + WINDOW_SIZE + RAM_SIZE + _VEC_TAIL.size
         data = stdout.read(size)
         if len(data) != size:
             return _failed(case, self._died())
         status, fault_addr, si_code, rip, rflags, _steps, trapno, err, *rest = _RESP_HEAD.unpack_from(data)
         sel, gprs = rest[:6], rest[6:]
         window = data[_RESP_HEAD.size : _RESP_HEAD.size + WINDOW_SIZE]
-        ram = data[_RESP_HEAD.size + WINDOW_SIZE :]
+        ram = data[_RESP_HEAD.size + WINDOW_SIZE : _RESP_HEAD.size + WINDOW_SIZE + RAM_SIZE]
+        vec_raw, self.xcr0 = _VEC_TAIL.unpack_from(data, _RESP_HEAD.size + WINDOW_SIZE + RAM_SIZE)
         error = fault = ""
         error_code = None
         if status == 1000:
             error = f"host kernel refused fs_base {case.fs_base:#x} / gs_base {case.gs_base:#x}"
         elif status == signal.SIGILL:
             fault = "#UD"
+        elif status == signal.SIGFPE:
+            fault = "#DE"
         elif status in (signal.SIGSEGV, signal.SIGBUS) and trapno in _CODED:
             fault, error_code = _CODED[trapno], err & 0xFFFF
         elif status == signal.SIGSEGV:
@@ -385,8 +476,18 @@ class NativeRunner:
             if "null-rpl" in case.tags:
                 for name in ("es", "ds", "fs", "gs"):  # the kernel's IRET to the handler nulled them
                     del state[name]
+        vector = unpack_vector(vec_raw) if case.vector is not None else None
         return Outcome(
-            list(gprs), rip, rflags, window, ram, error=error, fault=fault, error_code=error_code, state=state
+            list(gprs),
+            rip,
+            rflags,
+            window,
+            ram,
+            error=error,
+            fault=fault,
+            error_code=error_code,
+            state=state,
+            vector=vector,
         )
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from oracles.gen import CODE, FLAG_NAMES, PAGE, RAM, STATUS, WINDOW, WINDOW_SIZE, Case
 from vmmio.abi import split_access
 from vmmio.x86.regs import DF, GPR_NAMES
+from vmmio.x86.state import VectorState
 
 __all__ = ["Outcome", "Request", "check_requests", "compare", "disassemble", "failure_message"]
 
@@ -47,6 +48,7 @@ class Outcome:
     # the executor can report; compared key by key where both do.
     state: dict[str, object] = field(default_factory=dict)
     gdt: bytes = b""  # the GDT after the case (gen_ctl environments), where the executor can read it
+    vector: VectorState | None = None  # the vector registers after, where the executor has them
 
 
 def _flag_text(value: int) -> str:
@@ -121,7 +123,8 @@ def check_requests(case: Case, requests: list[Request], iterations: int) -> list
 
     Each planned access that touches the window must appear, in order, as requests of the same
     direction that cover exactly its bytes in ascending address order, each of 1, 2, 4 or 8 bytes and
-    within one page; an access that stays within a page is exactly one request. Nothing else may appear.
+    within one page; an access that stays within a page is exactly the pieces the ABI's split_access gives
+    (one request, two qwords for 16 bytes). Nothing else may appear.
     """
     problems: list[str] = []
     planned = [a for a in case.expected_accesses(iterations) if _in_window(a.addr)]
@@ -146,8 +149,8 @@ def check_requests(case: Case, requests: list[Request], iterations: int) -> list
         for r in pieces:
             if r.size not in (1, 2, 4, 8) or r.gpa // PAGE != (r.gpa + r.size - 1) // PAGE:
                 problems.append(f"{where}: request {_req_text(r)} is not 1/2/4/8 bytes within one page")
-        # Within a page: one request, or for a 6/10-byte access (far pointers, descriptor-table
-        # registers) the naturally aligned pieces the ABI's split_access gives.
+        # Within a page: one request, or for a 6/10/16-byte access (far pointers, descriptor-table
+        # registers, CMPXCHG16B) the naturally aligned pieces the ABI's split_access gives.
         if not crosses and [(r.gpa, r.size) for r in pieces] != [
             (g, n) for _o, g, n in split_access(access.addr, access.size)
         ]:

@@ -27,6 +27,7 @@ from oracles.gen_ctl import (
 )
 from oracles.outcome import Outcome
 from oracles.vmmio_run import SEG_NAMES, VECTORS
+from vmmio.x86.state import VectorState
 
 STUB = 0x38_0000  # IRETQ into the case
 KSTACK = STUB + PAGE  # the IRETQ frame (top of this page)
@@ -49,16 +50,7 @@ class UnicornRunner:
         unicorn: Any = importlib.import_module("unicorn")
         x: Any = importlib.import_module("unicorn.x86_const")
         self._uc_mod = unicorn
-        uc: Any = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
-        uc.mem_map(CODE, PAGE)
-        uc.mem_map(WINDOW, WINDOW_SIZE)
-        uc.mem_map(RAM, RAM_SIZE)
-        uc.mem_map(GDT_BASE & ~(PAGE - 1), PAGE)
-        uc.mem_map(STUB, 2 * PAGE)
-        uc.mem_write(STUB, _IRETQ)
-        self.uc = uc
         self.x = x
-        self._vector: int | None = None
         self.gpr_ids: list[int] = [
             x.UC_X86_REG_RAX,
             x.UC_X86_REG_RCX,
@@ -81,19 +73,41 @@ class UnicornRunner:
         self.rflags_id = x.UC_X86_REG_RFLAGS
         self.fs_id = x.UC_X86_REG_FS_BASE
         self.gs_id = x.UC_X86_REG_GS_BASE
+        # Vector cases: YMM0-15, the x87 registers R0-R7 (physical; UC_X86_REG_MM* do nothing in 64-bit
+        # mode), FSW, the tag word and MXCSR: what the engine has (no AVX-512).
+        self.ymm_ids: list[int] = [getattr(x, f"UC_X86_REG_YMM{n}") for n in range(16)]
+        self.fp_ids: list[int] = [getattr(x, f"UC_X86_REG_FP{n}") for n in range(8)]
+        self.vec_ids = (x.UC_X86_REG_MXCSR, x.UC_X86_REG_FPSW, x.UC_X86_REG_FPTAG)
+        self.vector = -1
+        self.uc = self._engine()
+
+    def _engine(self) -> Any:
+        """A fresh engine with the layout mapped and the hooks installed. An engine stopped while it
+        delivers a CPU exception is not reused: it would count the next exception as a double fault."""
+        unicorn = self._uc_mod
+        uc: Any = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        uc.mem_map(CODE, PAGE)
+        uc.mem_map(WINDOW, WINDOW_SIZE)
+        uc.mem_map(RAM, RAM_SIZE)
         uc.hook_add(unicorn.UC_HOOK_CODE, self._on_code, begin=CODE, end=CODE + PAGE - 1)
-        uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
+        uc.mem_map(GDT_BASE & ~(PAGE - 1), PAGE)
+        uc.mem_map(STUB, 2 * PAGE)
+        uc.mem_write(STUB, _IRETQ)
+        uc.hook_add(unicorn.UC_HOOK_INTR, self._on_exception)
         # The CPU as built (CPL 0): restored before each case, whatever CPL or tables the last one left.
         self._reset = uc.context_save()
-
-    def _on_intr(self, uc: Any, intno: int, user_data: object) -> None:
-        if self._vector is None:
-            self._vector = intno
-        uc.emu_stop()
+        return uc
 
     def _on_code(self, uc: Any, address: int, size: int, user_data: object) -> None:
         if address != CODE:
             uc.emu_stop()
+
+    def _on_exception(self, uc: Any, vector: int, user_data: object) -> None:
+        """A CPU exception the instruction raised (#DE, #GP, ...): record it and stop there (the first one:
+        delivering it through the case's IDT may raise more)."""
+        if self.vector < 0:
+            self.vector = vector
+        uc.emu_stop()
 
     def run(self, case: Case) -> Outcome:
         uc: Any = self.uc
@@ -121,8 +135,10 @@ class UnicornRunner:
         frame = b"".join(v.to_bytes(8, "little") for v in (CODE, cs, case.rflags, case.gprs[4], ss))
         uc.mem_write(KSTACK + PAGE - len(frame), frame)
         uc.reg_write(self.gpr_ids[4], KSTACK + PAGE - len(frame))
-        self._vector = None
+        if case.vector is not None:
+            self._set_vector(case.vector)
         error = fault = ""
+        self.vector = -1
         try:
             uc.emu_start(STUB, CODE + PAGE, timeout=2_000_000)
         except self._uc_mod.UcError as exc:
@@ -130,9 +146,9 @@ class UnicornRunner:
                 fault = "#UD"
             else:
                 error = f"unicorn error {exc} at rip {uc.reg_read(self.rip_id):#x}"
-        if self._vector is not None and not error:
-            fault = VECTORS.get(self._vector, f"vector {self._vector}")
-            if self._vector == 14:
+        if self.vector >= 0 and not error:
+            fault = VECTORS.get(self.vector, f"vector {self.vector}")
+            if self.vector == 14:
                 fault += f" at {uc.reg_read(x.UC_X86_REG_CR2):#x}"
         state: dict[str, object] = {}
         if case.env:
@@ -145,7 +161,7 @@ class UnicornRunner:
             state["ldtr"] = uc.reg_read(x.UC_X86_REG_LDTR)[0]
             state["tr"] = uc.reg_read(x.UC_X86_REG_TR)[0]
             state["cr0"] = uc.reg_read(x.UC_X86_REG_CR0) & 0xFFFF
-        return Outcome(
+        outcome = Outcome(
             gprs=[uc.reg_read(r) for r in self.gpr_ids],
             rip=uc.reg_read(self.rip_id),
             rflags=uc.reg_read(self.rflags_id),
@@ -155,4 +171,31 @@ class UnicornRunner:
             fault=fault,
             state=state,
             gdt=bytes(uc.mem_read(GDT_BASE, GDT_LIMIT + 1)) if case.env else b"",
+            vector=self._get_vector() if case.vector is not None else None,
         )
+        if self.vector >= 0:
+            self.uc = self._engine()
+        return outcome
+
+    def _set_vector(self, vec: VectorState) -> None:
+        uc: Any = self.uc
+        for rid, z in zip(self.ymm_ids, vec.zmm, strict=False):
+            uc.reg_write(rid, z & (1 << 256) - 1)
+        for n, rid in enumerate(self.fp_ids):
+            uc.reg_write(rid, (vec.mm[n], vec.mm_hi[n]))
+        mxcsr, fsw, ftw = self.vec_ids
+        uc.reg_write(mxcsr, vec.mxcsr)
+        uc.reg_write(fsw, vec.fsw)
+        uc.reg_write(ftw, sum(0 if vec.ftw >> n & 1 else 3 << 2 * n for n in range(8)))
+
+    def _get_vector(self) -> VectorState:
+        uc: Any = self.uc
+        vec = VectorState()
+        vec.zmm[:16] = [uc.reg_read(rid) for rid in self.ymm_ids]
+        for n, rid in enumerate(self.fp_ids):
+            vec.mm[n], vec.mm_hi[n] = uc.reg_read(rid)
+        mxcsr, fsw, ftw = self.vec_ids
+        vec.mxcsr, vec.fsw = uc.reg_read(mxcsr), uc.reg_read(fsw)
+        tags = uc.reg_read(ftw)
+        vec.ftw = sum(1 << n for n in range(8) if tags >> 2 * n & 3 != 3)
+        return vec

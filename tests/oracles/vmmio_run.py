@@ -18,7 +18,9 @@ from oracles.gen_ctl import (
     gdt_bytes,
 )
 from oracles.outcome import Outcome, Request, iterations
+from oracles.vector_state import prepare as prepare_vector
 from vmmio.abi import HltExit, MmioExit, VmExit
+from vmmio.x86.cpuid import ALL_FEATURES, CpuidTable
 from vmmio.x86.pagetables import US
 from vmmio.x86.state import Control, Segment, flat_segment
 
@@ -29,7 +31,18 @@ FILLER = b"\x0f\x0b" * 8  # UD2s after the instruction, on every executor
 MAX_REENTRIES = 64
 
 
-VECTORS = {0: "#DE", 6: "#UD", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 17: "#AC"}
+VECTORS = {
+    0: "#DE",
+    6: "#UD",
+    7: "#NM",
+    10: "#TS",
+    11: "#NP",
+    12: "#SS",
+    13: "#GP",
+    14: "#PF",
+    16: "#MF",
+    17: "#AC",
+}
 CODED = frozenset((10, 11, 12, 13, 17))  # vectors whose error code the oracles compare
 
 
@@ -42,9 +55,10 @@ def exception_name(injected: list[tuple[int, int | None, int | None]]) -> str:
     return f"{name} at {cr2:#x}" if vector == 14 and cr2 is not None else name
 
 
-def run_vmmio(case: Case) -> Outcome:
-    """Fault on the case's first MMIO access and let vmmio emulate the instruction to completion."""
-    guest = Guest(b"\xf4", dict(enumerate(case.gprs)), rflags=case.rflags)
+def run_vmmio(case: Case, cpuid: CpuidTable = ALL_FEATURES) -> Outcome:
+    """Fault on the case's first MMIO access and let vmmio emulate the instruction to completion, on a
+    CPU with `cpuid`'s features (every one vmmio knows, unless an oracle's CPU lacks some)."""
+    guest = Guest(b"\xf4", dict(enumerate(case.gprs)), rflags=case.rflags, cpuid=cpuid)
     assert guest.device.size == WINDOW_SIZE
     guest.vm.memory.write(CODE, case.code + FILLER)
     guest.regs.rip = CODE
@@ -54,6 +68,8 @@ def run_vmmio(case: Case) -> Outcome:
     guest.backend.control.segs[5].base = case.gs_base
     guest.device.data[:] = case.window()
     guest.vm.memory.write(RAM, case.ram())
+    if case.vector is not None:
+        prepare_vector(guest, case.vector)
     guest.fault(case.fault_gpa)
     error = ""
     exits: list[VmExit] = []  # of the last entry into the guest
@@ -97,6 +113,7 @@ def run_vmmio(case: Case) -> Outcome:
         error_code=error_code,
         state=control_state(guest.backend.control) if case.env else {},
         gdt=guest.vm.memory.read(GDT_BASE, GDT_LIMIT + 1) if case.env else b"",
+        vector=guest.backend.vector.copy() if case.vector is not None else None,
     )
 
 

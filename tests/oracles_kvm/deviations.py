@@ -29,6 +29,7 @@ from vmmio.x86.regs import DF
 __all__ = [
     "DOCUMENTED",
     "KVM_DEVIATIONS",
+    "NOT_EMULATED_FAMILIES",
     "Documented",
     "KvmDeviation",
     "documented_deviation",
@@ -163,6 +164,87 @@ DOCUMENTED: dict[str, Documented] = {
         "test_regression_movsxd_r16_reads_a_dword); KVM and vmmio now agree",
         "yes: every MOVSXD r16 case; nothing to explain (kept for the record)",
         lambda case, kvm, vmmio: False,
+    ),
+}
+
+
+# --- the rest of the integer instruction set
+
+# Forms Linux's emulator has no handler for: it reports an emulation failure (KvmVcpu: an INST_EMUL exit,
+# NOT_EMULATED), after whatever it read. Whole families of them are not run on KVM at all.
+NOT_EMULATED = frozenset({"popcnt", "cmpxchg16b", "crc32", "adcx", "adox", "andn", "bextr", "blsi"})
+NOT_EMULATED |= {"blsmsk", "blsr", "bzhi", "mulx", "pdep", "pext", "rorx", "sarx", "shlx", "shrx"}
+NOT_EMULATED_FAMILIES = {
+    "crc32": "CRC32 (F2 0F 38 F0/F1): no handler in Linux's emulator",
+    "adx": "ADCX/ADOX (0F 38 F6): no handler in Linux's emulator",
+    "bmi": "the VEX-encoded BMI1/BMI2 forms: Linux's emulator decodes no VEX instruction",
+}
+
+
+def _not_emulated(case: Case, kvm: KvmOutcome, vmmio: Outcome) -> bool:
+    mnemonic = case.form.split()[1] if case.form.startswith("lock ") else _mnemonic(case)
+    return "NOT_EMULATED" in kvm.outcome.error and mnemonic in NOT_EMULATED
+
+
+def _movbe_reads_first(case: Case, kvm: KvmOutcome, vmmio: Outcome) -> bool:
+    """Both raise #UD for MOVBE (the guest's CPUID lacks it); KVM read the operand first."""
+    if _mnemonic(case) != "movbe" or kvm.outcome.fault != "#UD" or vmmio.fault != "#UD":
+        return False
+    extra = _extra(kvm.outcome.requests, vmmio.requests)
+    return _same_state(kvm.outcome, vmmio) and extra is not None and all(not r.write for r in extra)
+
+
+def _upper_half_cleared(kvm: KvmOutcome, vmmio: Outcome) -> bool:
+    """The only difference: KVM cleared the upper half of one register that vmmio left whole."""
+    differ = [n for n in range(16) if kvm.outcome.gprs[n] != vmmio.gprs[n]]
+    if len(differ) != 1 or kvm.outcome.gprs[differ[0]] != vmmio.gprs[differ[0]] & 0xFFFF_FFFF:
+        return False
+    same = replace(kvm.outcome, gprs=vmmio.gprs)
+    return _same_state(same, vmmio) and kvm.outcome.requests == vmmio.requests
+
+
+def _bsf_zero_upper(case: Case, kvm: KvmOutcome, vmmio: Outcome) -> bool:
+    """A 32-bit BSF/BSR with a zero source: the destination register's upper half cleared by KVM only."""
+    in_form = "zero-source" in case.tags and case.form.endswith("r32, r/m32")
+    return in_form and _upper_half_cleared(kvm, vmmio)
+
+
+def _cmpxchg_reg_upper(case: Case, kvm: KvmOutcome, vmmio: Outcome) -> bool:
+    """Register-form CMPXCHG r32 run by the vCPU itself (no exit): the destination's upper half cleared."""
+    in_form = case.form == "cmpxchg r/m32, r32" and "reg-form" in case.tags and not kvm.raw
+    return in_form and _upper_half_cleared(kvm, vmmio)
+
+
+DOCUMENTED |= {
+    "not-emulated": Documented(
+        "POPCNT and CMPXCHG16B (and CRC32, ADCX/ADOX and the VEX BMI forms, whose families are not run on "
+        "KVM): Linux's emulator has no handler (CMPXCHG16B: it reads the 16 bytes, then gives up) and KVM "
+        "reports an emulation failure, an INST_EMUL exit through KvmVcpu. The same for a VEX form with LOCK: "
+        "the CPU's #UD is intercepted by KVM, whose emulator cannot decode VEX",
+        "yes: POPCNT in the bitcount family, CMPXCHG16B in the atomic family, VEX forms in lock_ud",
+        _not_emulated,
+    ),
+    "cmpxchg-reg-upper": Documented(
+        "register-form CMPXCHG r32 whose compare fails, run by the KVM vCPU itself (no MMIO, no exit): the "
+        "vCPU here writes the destination back as a 32-bit register, clearing its upper half, as the SDM's "
+        "pseudo-code reads; the host CPU (Intel) leaves it whole, and vmmio follows the host",
+        "yes: register forms in the atomic family",
+        _cmpxchg_reg_upper,
+    ),
+    "movbe-reads-first": Documented(
+        "MOVBE on a guest whose CPUID lacks it (KVM's supported CPUID here has no MOVBE): both raise #UD, "
+        "but Linux's emulator reads the operand of the load form first (em_movbe checks the CPUID after the "
+        "operand fetch); a CPU without MOVBE, and vmmio, raise #UD before any access",
+        "yes: the load form of MOVBE in the extmove family",
+        _movbe_reads_first,
+    ),
+    "bsf-zero-upper": Documented(
+        "BSF/BSR r32 (or TZCNT/LZCNT, which are BSF/BSR on this guest's CPU) with a zero source: Intel "
+        "leaves the destination undefined, the host CPU and vmmio leave it whole; Linux's emulator here "
+        "sometimes writes it back as a 32-bit register, clearing the upper half, depending on what the vCPU "
+        "executed before (a register-form BSF r64 just before is enough)",
+        "yes: zero sources in the bitscan and bitcount families",
+        _bsf_zero_upper,
     ),
 }
 
@@ -393,3 +475,56 @@ def kvm_deviation(case: Case) -> str | None:
         if dev.trait(case):
             return key
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Vector moves (tests/test_oracle_vector.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def kvm_vector_not_comparable(case: Case) -> str | None:
+    """Why a vector case says nothing on KVM, or None: the KVM oracle's guest runs at CPL 0 (RFLAGS.AC
+    raises no #AC there) and every GPA past the window is an MMIO hole (no #PF)."""
+    if "null-seg-last" in case.tags:
+        return "null-seg-last"  # KVM_DEVIATIONS["null-seg-last"]
+    if case.rflags & 0x40000:
+        return "ac-at-cpl0"
+    if "past-end" in case.tags:
+        return "past-end-is-mmio"
+    return None
+
+
+def kvm_vector_deviation(case: Case, kvm: KvmOutcome, vmmio: Outcome | None = None) -> str | None:
+    """The VECTOR_DOCUMENTED key that explains KVM's difference from vmmio on a vector case, or None."""
+    for key, doc in VECTOR_DOCUMENTED.items():
+        if doc.explains(case, kvm, vmmio if vmmio is not None else kvm.outcome):
+            return key
+    return None
+
+
+def _vector_not_emulated(case: Case, kvm: KvmOutcome, _vmmio: Outcome) -> bool:
+    return "InstEmulExit" in kvm.outcome.error
+
+
+def _fragments(case: Case, kvm: KvmOutcome, vmmio: Outcome) -> bool:
+    """Same state, same bytes in the same order, cut differently: Linux's 8-byte fragments."""
+    wide = any(isinstance(x, KvmMmio) and x.length == 8 and x.gpa % 8 for x in kvm.raw)
+    return wide and _same_state(kvm.outcome, vmmio) and _runs(kvm.outcome.requests) == _runs(vmmio.requests)
+
+
+VECTOR_DOCUMENTED: dict[str, Documented] = {
+    "vector-not-emulated": Documented(
+        "Linux's emulator has no semantics for this vector move (an emulation failure: "
+        "KVM_EXIT_INTERNAL_ERROR, which KvmVcpu reports as InstEmulExit(NOT_EMULATED)); vmmio emulates it",
+        "yes: the forms Linux's emulator lacks, whenever their operand is in the window",
+        _vector_not_emulated,
+    ),
+    "wide-access-fragments": Documented(
+        "Linux's emulator cuts an access wider than 8 bytes into 8-byte fragments from its first byte "
+        "(a misaligned MOVUPS at +0x13: 8 bytes at +0x13, then at +0x1b); vmmio cuts it into naturally "
+        "aligned pieces (1, 4, 8, 2, 1 bytes there). The same bytes in the same order; KvmVcpu presents "
+        "each 8-byte fragment as one request, as vmmio presents any 8-byte access",
+        "yes: misaligned 16-byte operands of the SSE moves Linux emulates",
+        _fragments,
+    ),
+}

@@ -52,6 +52,7 @@ from vmmio.abi import FulfillMmio, HltExit, MmioExit, VmExit
 from vmmio.machine import Image, Layout, default_entry_state
 from vmmio.memory import GuestMemory
 from vmmio.reference.kvm import KvmError, KvmExitError, KvmIo, KvmMmio, KvmVcpu, kvm_usable
+from vmmio.x86.cpuid import CpuidTable
 from vmmio.x86.state import Control, CpuState, Regs, Segment, flat_segment
 
 __all__ = ["KvmOutcome", "KvmRunner", "WindowDevice", "unavailable_reason"]
@@ -176,6 +177,12 @@ class KvmRunner:
         self.vcpu = vcpu
         return vcpu
 
+    @property
+    def cpuid(self) -> CpuidTable:
+        """The guest's CPUID: vmmio is judged on a CPU with the same features (without MOVBE, Linux's
+        emulator raises #UD for it; without BMI1/ABM, F3 0F BC/BD are BSF/BSR; ...)."""
+        return (self.vcpu or self._open()).cpuid
+
     def close(self) -> None:
         if self.vcpu is not None:
             self.vcpu.close()
@@ -208,6 +215,8 @@ class KvmRunner:
         try:
             vcpu.set_control(self._control(case))
             vcpu.set_regs(Regs(list(case.gprs), CODE, case.rflags))
+            if case.vector is not None:
+                vcpu.set_vector(case.vector)  # KVM_SET_XSAVE (see vmmio/reference/kvm.py)
             with deadline(seconds):
                 last = self._run_to_stop(vcpu, CTL_MAX_EXITS if case.env else MAX_EXITS)
         except (KvmError, KvmExitError, TimeoutError) as exc:
@@ -218,6 +227,7 @@ class KvmRunner:
         if last is not None and not isinstance(last, HltExit):
             error = f"KVM stopped with {last!r}"
         regs = vcpu.get_regs() if not error else Regs(list(case.gprs), CODE, case.rflags)
+        vector_state = vcpu.get_vector() if case.vector is not None and not error else None
         gprs, rip, rflags, fault = list(regs.gprs), regs.rip, regs.rflags, ""
         coded: int | None = None
         gdt_after = b""
@@ -267,6 +277,7 @@ class KvmRunner:
             error_code=coded,
             state=self._state(vcpu, frame_cs, frame_ss) if case.env and not error else {},
             gdt=gdt_after,
+            vector=vector_state,
         )
         return KvmOutcome(outcome, raw, seconds)
 

@@ -60,6 +60,7 @@ class StoppedEvent:
     """
 
     stop_at: int | None = None
+    timer: bool = False  # the deadline armed with `Backend.set_timer` passed
 
 
 BackendEvent = NpfEvent | IoEvent | HltEvent | ShutdownEvent | StoppedEvent
@@ -107,6 +108,18 @@ class Backend(Protocol):
 
     def request_stop(self) -> None:
         """Make the current or next run() return StoppedEvent soon; callable from another thread."""
+        ...
+
+    def interruptible(self) -> bool:
+        """Whether an external interrupt may be delivered now: RFLAGS.IF set, no STI/MOV SS shadow."""
+        ...
+
+    def inject_interrupt(self, vector: int) -> None:
+        """Deliver external interrupt `vector` through the IDT before the next instruction."""
+        ...
+
+    def set_timer(self, delay_ns: int | None) -> None:
+        """Make run() stop (StoppedEvent with `timer`) `delay_ns` from now; None disarms it."""
         ...
 
     def stop_at(self, rip: int) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from vmmio.backends.base import BackendEvent, HltEvent, StoppedEvent
 from vmmio.x86.cpuid import ALL_FEATURES, CpuidTable
+from vmmio.x86.regs import IF
 from vmmio.x86.state import DIRTY_RFLAGS, DIRTY_RIP, Control, Regs, VectorState
 
 Injected = tuple[int, int | None, int | None]
@@ -35,6 +36,9 @@ class ScriptedBackend:
         self.injected: list[Injected] = []
         self.runs = 0
         self.stops: list[int] = []  # stop_at() requests, for tests
+        self.interrupts: list[int] = []  # vectors given to inject_interrupt()
+        self.timer: int | None = None  # the last set_timer() delay
+        self.shadow = False  # an STI/MOV SS shadow blocks interrupts
         self.written: list[tuple[int, int, int]] = []  # ram_written() notices: (la, gpa, size)
         self._stop = False
 
@@ -76,6 +80,15 @@ class ScriptedBackend:
 
     def request_stop(self) -> None:
         self._stop = True
+
+    def interruptible(self) -> bool:
+        return bool(self.regs.rflags & IF) and not self.shadow
+
+    def inject_interrupt(self, vector: int) -> None:
+        self.interrupts.append(vector)
+
+    def set_timer(self, delay_ns: int | None) -> None:
+        self.timer = delay_ns
 
     def stop_at(self, rip: int) -> None:
         self.stops.append(rip)

@@ -38,6 +38,12 @@ Where this differs from hardware (all are Unicorn's doing):
 - Delivery: no real mode, no task gates or 16-bit gates, no LDT code selectors, no 32-bit privilege
   change (64-bit: same privilege, CPL change through TSS.RSPn, IST); such a delivery shuts the vCPU
   down with a ShutdownEvent saying why. The accessed bit of the loaded CS descriptor is not set.
+
+Vector state (get_vector/set_vector): YMM0-15, MXCSR, the x87 registers R0-R7 (MMX in their low 64 bits)
+with FSW and the tags as valid/empty; no AVX-512 (ZMM16-31, bits 511:256, opmasks) and no AVX in CPUID.
+XCR0 is not reachable: get_control reports x87|SSE and set_control ignores `xcr0`. The engine's own
+vector deviations (no SSE alignment #GP, no MXCSR reserved-bit #GP, VEX.128 run as SSE, MMX writes
+leaving bits 79:64 alone) are listed with minimal cases in tests/oracles/known.py.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,7 +76,7 @@ from vmmio.x86.delivery import (
 )
 from vmmio.x86.faults import HAS_ERROR_CODE, PFEC_I, PFEC_U, UD, GuestFault
 from vmmio.x86.paging import TranslationError, Walker
-from vmmio.x86.regs import VM
+from vmmio.x86.regs import IF, VM
 from vmmio.x86.state import (
     CR0_PE,
     DIRTY_ALL,
@@ -77,6 +84,8 @@ from vmmio.x86.state import (
     DIRTY_RIP,
     EFER_LMA,
     MXCSR_DEFAULT,
+    XCR0_SSE,
+    XCR0_X87,
     Control,
     Regs,
     Segment,
@@ -106,7 +115,9 @@ CPUID_LEAVES = ((0, 0), (1, 0), (7, 0), (7, 1), (0xD, 0), (0xD, 1), (0x8000_0000
 # form of MOVBE runs instead of raising #UD (a guest told there is no MOVBE gets #UD from both).
 HIDDEN_FEATURES = ("movbe",)
 _VEC_YMM = [getattr(ux, f"UC_X86_REG_YMM{n}") for n in range(16)]
-_VEC_MM = [getattr(ux, f"UC_X86_REG_MM{n}") for n in range(8)]
+# The x87 registers R0-R7 by physical number, 80 bits each: mmN is the low 64 bits of RN. (Unicorn 2.1's
+# UC_X86_REG_MM0-7 read and write nothing in 64-bit mode.)
+_VEC_FP = [getattr(ux, f"UC_X86_REG_FP{n}") for n in range(8)]
 
 
 class _Msr(ctypes.Structure):
@@ -126,6 +137,7 @@ MSR_EFER: Final = 0xC000_0080
 
 # QEMU hflags bits (target/i386/cpu.h).
 _HF_CPL = 3
+_HF_INHIBIT_IRQ = 1 << 3  # the STI / MOV SS interrupt shadow
 _HF_CS32 = 1 << 4
 _HF_SS32 = 1 << 5
 _HF_ADDSEG = 1 << 6
@@ -143,6 +155,10 @@ _SVM_EXIT_INTR = 0x60
 _SVM_EXIT_HLT = 0x78
 _SVM_EXIT_SHUTDOWN = 0x7F
 _INTR_SHUTDOWN = _EXCP_VMEXIT + _SVM_EXIT_SHUTDOWN  # QEMU's triple fault, as an intercepted guest
+# Instruction budgets for timers (set_timer): bounds, and the rate assumed before one is measured.
+MIN_BUDGET = 1_000
+MAX_BUDGET_NS = 50_000_000  # with no deadline, still stop every ~50 ms: request_stop is seen then
+INITIAL_IPS = 20_000_000
 # Translation-cache size: QEMU flushes it whole when full, so this bounds the engine's memory.
 TCG_BUFFER_SIZE = 64 << 20
 _INTR_HLT = _EXCP_VMEXIT + _SVM_EXIT_HLT
@@ -484,6 +500,9 @@ class UnicornBackend:
         self._flush_pending = False  # the kernel wrote RAM that may hold code no alias lets us name
         self.tb_flushes = 0  # whole translation-cache flushes, for tests and benchmarks
         self._cpuid = _engine_cpuid().without(*HIDDEN_FEATURES)
+        # Timers: once a machine arms one, every run has an instruction budget (see set_timer).
+        self._budget: int | None = None
+        self._ips = INITIAL_IPS  # instructions per second, measured on runs that spend their budget
         self._vec_buf = (ctypes.c_ubyte * 64)()
 
         self._install_hooks()
@@ -570,33 +589,43 @@ class UnicornBackend:
     def cpuid(self) -> CpuidTable:
         return self._cpuid
 
-    def get_vector(self) -> VectorState:
-        """YMM0-15 (XMM in their low halves), MMX and MXCSR: what the engine's CPU has."""
-        vec = VectorState()
+    def _vec_read(self, rid: int, nbytes: int) -> int:
         buf = self._vec_buf
-        for n, rid in enumerate(_VEC_YMM):
-            _check(_lib.uc_reg_read(self._h, rid, buf), "YMM read")
-            vec.zmm[n] = int.from_bytes(bytes(buf), "little")
-        for n, rid in enumerate(_VEC_MM):
-            _check(_lib.uc_reg_read(self._h, rid, buf), "MM read")
-            vec.mm[n] = int.from_bytes(bytes(buf)[:8], "little")
-        _check(_lib.uc_reg_read(self._h, ux.UC_X86_REG_MXCSR, buf), "MXCSR read")
-        vec.mxcsr = int.from_bytes(bytes(buf)[:4], "little")
+        _check(_lib.uc_reg_read(self._h, rid, buf), "vector register read")
+        return int.from_bytes(bytes(buf)[:nbytes], "little")
+
+    def _vec_write(self, rid: int, value: int, nbytes: int) -> None:
+        buf = self._vec_buf
+        ctypes.memmove(buf, value.to_bytes(nbytes, "little"), nbytes)
+        _check(_lib.uc_reg_write(self._h, rid, buf), "vector register write")
+
+    def get_vector(self) -> VectorState:
+        """YMM0-15 (XMM in their low halves), MXCSR, the x87 registers (MMX) with FSW and the tags: what
+        the engine's CPU has. The tags come back abridged (valid or empty, as FXSAVE keeps them)."""
+        vec = VectorState()
+        vec.zmm[:16] = [self._vec_read(rid, 32) for rid in _VEC_YMM]
+        for n, rid in enumerate(_VEC_FP):
+            r = self._vec_read(rid, 10)
+            vec.mm[n], vec.mm_hi[n] = r & (1 << 64) - 1, r >> 64
+        vec.mxcsr = self._vec_read(ux.UC_X86_REG_MXCSR, 4)
+        vec.fsw = self._vec_read(ux.UC_X86_REG_FPSW, 2)
+        tags = self._vec_read(ux.UC_X86_REG_FPTAG, 2)
+        vec.ftw = sum(1 << n for n in range(8) if tags >> 2 * n & 3 != 3)
         return vec
 
     def set_vector(self, vec: VectorState) -> None:
-        """Load YMM0-15, MMX and MXCSR; ZMM16-31, the upper ZMM halves and opmasks must be zero."""
+        """Load YMM0-15, MXCSR and the x87 registers, FSW and tags; ZMM16-31, the upper ZMM halves and
+        opmasks must be zero (the engine has no AVX-512)."""
         if any(v >> 256 for v in vec.zmm) or any(vec.zmm[16:]) or any(vec.k):
             raise UnicornBackendError("the engine has no AVX-512 state to load")
-        buf = self._vec_buf
         for n, rid in enumerate(_VEC_YMM):
-            ctypes.memmove(buf, vec.zmm[n].to_bytes(32, "little"), 32)
-            _check(_lib.uc_reg_write(self._h, rid, buf), "YMM write")
-        for n, rid in enumerate(_VEC_MM):
-            ctypes.memmove(buf, vec.mm[n].to_bytes(32, "little"), 32)
-            _check(_lib.uc_reg_write(self._h, rid, buf), "MM write")
-        ctypes.memmove(buf, vec.mxcsr.to_bytes(32, "little"), 32)
-        _check(_lib.uc_reg_write(self._h, ux.UC_X86_REG_MXCSR, buf), "MXCSR write")
+            self._vec_write(rid, vec.zmm[n], 32)
+        for n, rid in enumerate(_VEC_FP):
+            self._vec_write(rid, vec.mm[n] | vec.mm_hi[n] << 64, 10)
+        self._vec_write(ux.UC_X86_REG_MXCSR, vec.mxcsr, 4)
+        self._vec_write(ux.UC_X86_REG_FPSW, vec.fsw, 2)
+        # The engine keeps only "empty or not" per register (its FPTAG write reads 11b as empty).
+        self._vec_write(ux.UC_X86_REG_FPTAG, sum(0 if vec.ftw >> n & 1 else 3 << 2 * n for n in range(8)), 2)
 
     def close(self) -> None:
         """Release the engine; the RAM stays with `memory`."""
@@ -653,6 +682,34 @@ class UnicornBackend:
 
     # -- run ------------------------------------------------------------------------------------------
 
+    def interruptible(self) -> bool:
+        """RFLAGS.IF set and no STI/MOV SS shadow (QEMU's inhibit flag in hflags)."""
+        _lib.uc_reg_read(self._h, ux.UC_X86_REG_RFLAGS, ctypes.byref(self._rip_val))
+        if not self._rip_val.value & IF:
+            return False
+        eng, lay = self._eng, self._layout
+        eng.save()
+        return not struct.unpack_from("<I", eng.ctx_view, lay.hflags)[0] & _HF_INHIBIT_IRQ
+
+    def inject_interrupt(self, vector: int) -> None:
+        """Deliver an external interrupt through the guest's IDT, RIP (the next instruction) as return."""
+        if self._shutdown is not None:
+            return
+        _lib.uc_reg_read(self._h, ux.UC_X86_REG_RIP, ctypes.byref(self._rip_val))
+        self._raise_event(vector, None, 0, self._rip_val.value, None, external=True)
+
+    def set_timer(self, delay_ns: int | None) -> None:
+        """Stop the next run (StoppedEvent with `timer`) after about `delay_ns`, as an instruction budget.
+
+        An asynchronous uc_emu_stop is not safe: Unicorn can stop inside a translation block after an
+        instruction's store and resume at the block's start, so a read-modify-write runs twice (seen
+        with INC/DEC on memory). A budget stops between instructions. Once armed, every run keeps a
+        budget (Unicorn flushes all translations whenever counting is switched on or off); the budget
+        follows the instructions per second measured on runs that spent theirs.
+        """
+        delay = MAX_BUDGET_NS if delay_ns is None else min(max(delay_ns, 0), MAX_BUDGET_NS)
+        self._budget = max(MIN_BUDGET, delay * self._ips // 1_000_000_000)
+
     def stop_at(self, rip: int) -> None:
         """Make the next run() stop (StoppedEvent) when RIP reaches `rip`, through Unicorn's exits."""
         self._stop_at = rip & _MASK64
@@ -682,7 +739,9 @@ class UnicornBackend:
         own request): a caller on another thread repeats it until the run returns (machine.RunControl).
         """
         self._stop_requested = True
-        if self._running:
+        if self._running and self._budget is None:
+            # Without a budget only an asynchronous stop ends a run that never exits; it may repeat the
+            # read-modify-write it lands in (see set_timer), acceptable for a run being abandoned.
             _lib.uc_emu_stop(self._h)
 
     def run(self, *, max_insns: int | None = None, timeout_us: int | None = None) -> BackendEvent:
@@ -694,6 +753,8 @@ class UnicornBackend:
         if self._shutdown is not None:
             return self._shutdown
         count = self.max_insns if max_insns is None else max_insns
+        if self._budget is not None and not count:
+            count = self._budget
         timeout = self.timeout_us if timeout_us is None else timeout_us
         if len(self._mapped) != len(self.memory.ram):
             self._map_new_ram()
@@ -734,6 +795,7 @@ class UnicornBackend:
                 _lib.uc_reg_read(h, ux.UC_X86_REG_RIP, ctypes.byref(rip_val))
                 rip = rip_val.value
             self._running = True
+            started = time.perf_counter()
             err = _lib.uc_emu_start(h, rip, _NO_EXIT, timeout, count)
             self._running = False
             self._rip = None
@@ -771,14 +833,18 @@ class UnicornBackend:
             elif err != ucc.UC_ERR_OK:
                 raise UnicornBackendError(f"uc_emu_start: {_lib.uc_strerror(err).decode()}")
             else:
-                # Nothing of ours stopped it: a budget ran out, or request_stop().
-                self._stop_requested = False
-                return StoppedEvent()
+                # Nothing of ours stopped it: a budget ran out, request_stop(), or the timer.
+                requested, self._stop_requested = self._stop_requested, False
+                if self._budget is not None and count == self._budget and not requested:
+                    spent = time.perf_counter() - started
+                    if spent > 0:  # a full budget: calibrate instructions per second (smoothed)
+                        self._ips = (3 * self._ips + int(count / spent)) // 4
+                return StoppedEvent(timer=self._budget is not None and not requested)
             if self._shutdown is not None:
                 return self._shutdown
             if count or timeout:
                 # Delivery happened inside this budget; give control back rather than start a new one.
-                return StoppedEvent()
+                return StoppedEvent(timer=self._budget is not None)
 
     def _write_rip(self, rip: int) -> None:
         self._rip = self._rip_val.value = rip & _MASK64
@@ -820,8 +886,11 @@ class UnicornBackend:
         eng.save()
         error_code, is_int = struct.unpack_from("<iI", eng.ctx_view, lay.error_code)
         # Delivery is ours, not QEMU's: QEMU must not think this exception is still being delivered, or
-        # it turns the next one into #DF and the one after into a triple fault.
+        # it turns the next one into #DF and the one after into a triple fault. Nor may it keep
+        # `exception_is_int`: Unicorn moves RIP to the stale `exception_next_eip` before calling the
+        # interrupt hook of any later event that sets neither (an intercepted HLT), losing the HLT's RIP.
         struct.pack_into("<i", eng.ctx_view, lay.old_exception, -1)
+        struct.pack_into("<I", eng.ctx_view, lay.error_code + 4, 0)
         eng.restore()
         if is_int:
             # INT n / INT3 / INTO: Unicorn already moved RIP past the instruction (the return address);
@@ -924,6 +993,9 @@ class UnicornBackend:
             idtr=idt,
             tr=_segment(*struct.unpack_from("<I4xQII", v, lay.tr)),
             ldtr=_segment(*struct.unpack_from("<I4xQII", v, lay.segs + 6 * _SEG_SIZE)),
+            # XCR0 is not in the registers the backend reads: report the most the engine can have (it
+            # has no AVX state). VEX/EVEX are #UD on this CPUID whatever XCR0 says.
+            xcr0=XCR0_X87 | XCR0_SSE,
         )
 
     def set_control(self, ctl: Control) -> None:
@@ -1001,7 +1073,14 @@ class UnicornBackend:
         self._raise_event(vector, error_code, 0, self._rip_val.value, cr2)
 
     def _raise_event(
-        self, vector: int, error_code: int | None, soft_len: int, rip: int, cr2: int | None
+        self,
+        vector: int,
+        error_code: int | None,
+        soft_len: int,
+        rip: int,
+        cr2: int | None,
+        *,
+        external: bool = False,
     ) -> None:
         """Deliver an event with x86.delivery and load what it decided (or shut the vCPU down).
 
@@ -1011,7 +1090,14 @@ class UnicornBackend:
         regs.rip = rip
         try:
             outcome = deliver_event(
-                vector, error_code, regs, self.get_control(), self._linear, soft_len=soft_len, cr2=cr2
+                vector,
+                error_code,
+                regs,
+                self.get_control(),
+                self._linear,
+                soft_len=soft_len,
+                cr2=cr2,
+                external=external,
             )
         finally:
             self._ctl = None

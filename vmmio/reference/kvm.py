@@ -60,6 +60,7 @@ import mmap
 import os
 import struct
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -83,7 +84,8 @@ from vmmio.abi import (
     split_access,
 )
 from vmmio.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, HandlerRegion, RamRegion, RangeMap
-from vmmio.x86.state import CR0_PE, Control, CpuState, Regs, Segment
+from vmmio.x86.cpuid import CpuidTable
+from vmmio.x86.state import CR0_PE, Control, CpuState, Regs, Segment, VectorState
 
 __all__ = [
     "KvmEntryError",
@@ -124,6 +126,10 @@ KVM_GET_SREGS: Final = _ioc(_READ, 0x83, 312)
 KVM_SET_SREGS: Final = _ioc(_WRITE, 0x84, 312)
 KVM_TRANSLATE: Final = _ioc(_READ | _WRITE, 0x85, 24)
 KVM_SET_CPUID2: Final = _ioc(_WRITE, 0x90, 8)
+KVM_GET_XSAVE: Final = _ioc(_READ, 0xA4, 4096)
+KVM_SET_XSAVE: Final = _ioc(_WRITE, 0xA5, 4096)
+KVM_GET_XCRS: Final = _ioc(_READ, 0xA6, 392)
+KVM_SET_XCRS: Final = _ioc(_WRITE, 0xA7, 392)
 
 KVM_CAP_USER_MEMORY: Final = 3
 KVM_CAP_EXT_CPUID: Final = 7
@@ -205,6 +211,16 @@ _CPUID_ENTRY_SIZE: Final = 40
 _CPUID_ECX: Final = 20  # function, index, flags, eax, ebx, then ecx
 CPUID1_ECX_X2APIC: Final = 1 << 21
 CPUID1_ECX_TSC_DEADLINE: Final = 1 << 24
+# kvm_xsave: the XSAVE image of the guest's FPU state in the standard (uncompacted) format, 4096 bytes: the
+# legacy area (FCW, FSW, abridged FTW, MXCSR, ST0-7 in stack order, XMM0-15), the header's XSTATE_BV at
+# 512, then the components at the offsets CPUID.(0xD, n).EBX gives: AVX (YMM_Hi128) 2, opmask 5,
+# ZMM_Hi256 6, Hi16_ZMM 7.
+XSAVE_SIZE: Final = 4096
+_XSTATE_BV: Final = 512
+_XSAVE_AVX, _XSAVE_OPMASK, _XSAVE_ZMM_HI256, _XSAVE_HI16_ZMM = 2, 5, 6, 7
+# kvm_xcrs: nr_xcrs u32, flags u32, then kvm_xcr (xcr u32, reserved u32, value u64) x 16, padding.
+_XCRS_HEAD = struct.Struct("<II")
+_XCR = struct.Struct("<IIQ")
 # kvm_translation: linear_address u64 in; physical_address u64, valid, writeable, usermode u8 out.
 _TRANSLATION = struct.Struct("<QQBBB5x")
 # kvm_userspace_memory_region: slot u32, flags u32, guest_phys_addr, memory_size, userspace_addr u64.
@@ -382,6 +398,7 @@ class KvmVcpu:
         self._run: mmap.mmap | None = None
         self._maps: list[mmap.mmap] = []
         self._finalizer = weakref.finalize(self, _release, self._fds, self._maps)
+        self._xsave_offsets: dict[int, int] = {}  # XSAVE component -> offset in the standard format
         try:
             self._open(memory)
             self.set_control(state.control)
@@ -432,15 +449,22 @@ class KvmVcpu:
         # The local APIC is a userspace model here (no KVM irqchip): hide what only an in-kernel APIC
         # gives (x2APIC MSRs, the TSC-deadline timer), as a CPU without them would report.
         count = struct.unpack_from("<I", buf, 0)[0]
+        leaves: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         for n in range(count):
             at = 8 + n * _CPUID_ENTRY_SIZE
-            function = struct.unpack_from("<I", buf, at)[0]
+            function, index = struct.unpack_from("<II", buf, at)
+            if function == 0xD and 2 <= index < 8:
+                self._xsave_offsets[index] = struct.unpack_from("<I", buf, at + 16)[0]  # EBX
             if function == 1:
                 ecx = struct.unpack_from("<I", buf, at + _CPUID_ECX)[0]
                 struct.pack_into(
                     "<I", buf, at + _CPUID_ECX, ecx & ~(CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE)
                 )
+            function, index, _flags, eax, ebx, ecx, edx = struct.unpack_from("<7I", buf, at)
+            leaves[function, index] = (eax, ebx, ecx, edx)
         _ioctl_buf(self._fd, KVM_SET_CPUID2, buf, "KVM_SET_CPUID2")
+        self.cpuid = CpuidTable(leaves)
+        """What CPUID reports to the guest (the leaves KVM supports, less x2APIC and TSC-deadline)."""
 
     # -- state ------------------------------------------------------------------------------------------
 
@@ -484,6 +508,7 @@ class KvmVcpu:
             idtr=(idt[0], idt[1]),
             tr=_unpack_segment(buf, 6 * _SEG.size),
             ldtr=_unpack_segment(buf, 7 * _SEG.size),
+            xcr0=self.get_xcr0(),
         )
         return KvmSregs(ctl, cr8, apic_base)
 
@@ -500,6 +525,7 @@ class KvmVcpu:
 
         CR8 and the APIC base keep KVM's values. The CPL is what KVM derives from the segment caches
         (SS.DPL); `ctl.cpl`, `ctl.pdptes` and `ctl.pkru` are not used: KVM loads the PDPTEs from CR3.
+        `ctl.xcr0` is not loaded either (KVM refuses an XCR0 its CPUID lacks): `set_xcr0` loads it.
         """
         self._check_idle("set_control")
         buf = self._get_sregs_raw()
@@ -513,6 +539,90 @@ class KvmVcpu:
         _cr0, _cr2, _cr3, _cr4, cr8, _efer, apic_base = _CTL.unpack_from(buf, _SREGS_CTL)
         _CTL.pack_into(buf, _SREGS_CTL, ctl.cr0, ctl.cr2, ctl.cr3, ctl.cr4, cr8, ctl.efer, apic_base)
         _ioctl_buf(self._fd, KVM_SET_SREGS, buf, "KVM_SET_SREGS")
+
+    def get_xcr0(self) -> int:
+        """XCR0 as the guest's XSETBV (or `set_xcr0`) left it (KVM_GET_XCRS)."""
+        buf = bytearray(392)
+        _ioctl_buf(self._fd, KVM_GET_XCRS, buf, "KVM_GET_XCRS")
+        count = _XCRS_HEAD.unpack_from(buf)[0]
+        for n in range(count):
+            xcr, _reserved, value = _XCR.unpack_from(buf, _XCRS_HEAD.size + n * _XCR.size)
+            if xcr == 0:
+                return int(value)
+        return 1
+
+    def set_xcr0(self, value: int) -> None:
+        """Load XCR0 (KVM_SET_XCRS); KVM refuses components its CPUID for the guest does not have."""
+        self._check_idle("set_xcr0")
+        buf = bytearray(392)
+        _XCRS_HEAD.pack_into(buf, 0, 1, 0)
+        _XCR.pack_into(buf, _XCRS_HEAD.size, 0, 0, value)
+        _ioctl_buf(self._fd, KVM_SET_XCRS, buf, "KVM_SET_XCRS")
+
+    def get_vector(self) -> VectorState:
+        """The vector registers from KVM_GET_XSAVE: XMM/YMM/ZMM0-31, k0-7, MXCSR, the x87 registers (MMX)
+        with FSW and the abridged tags; what a component not in use (XSTATE_BV) holds is its reset
+        value. Components the guest's CPUID lacks stay zero."""
+        buf = bytearray(XSAVE_SIZE)
+        _ioctl_buf(self._fd, KVM_GET_XSAVE, buf, "KVM_GET_XSAVE")
+        bv = _U64.unpack_from(buf, _XSTATE_BV)[0]
+        vec = VectorState()
+        vec.mxcsr = struct.unpack_from("<I", buf, 24)[0]
+        if bv & 1:
+            vec.fsw, vec.ftw = struct.unpack_from("<HB", buf, 2)
+            top = vec.fsw >> 11 & 7
+            for i in range(8):  # ST(i) is R[(TOP + i) mod 8]
+                r = int.from_bytes(buf[32 + 16 * i : 42 + 16 * i], "little")
+                vec.mm[(top + i) & 7], vec.mm_hi[(top + i) & 7] = r & (1 << 64) - 1, r >> 64
+        parts = self._xsave_parts(bv)
+        for n in range(32):
+            z = 0
+            for at, lo, size in parts(n):
+                z |= int.from_bytes(buf[at : at + size], "little") << lo
+            vec.zmm[n] = z
+        if bv >> _XSAVE_OPMASK & 1 and _XSAVE_OPMASK in self._xsave_offsets:
+            at = self._xsave_offsets[_XSAVE_OPMASK]
+            vec.k = list(struct.unpack_from("<8Q", buf, at))
+        return vec
+
+    def set_vector(self, vec: VectorState) -> None:
+        """Load the vector registers (KVM_SET_XSAVE) as far as the guest's CPUID has them; FCW is reset
+        (0x37F). Everything XCR0 may hold is marked in use, so KVM loads every register given."""
+        self._check_idle("set_vector")
+        buf = bytearray(XSAVE_SIZE)
+        _ioctl_buf(self._fd, KVM_GET_XSAVE, buf, "KVM_GET_XSAVE")
+        struct.pack_into("<HHB", buf, 0, 0x37F, vec.fsw, vec.ftw)
+        struct.pack_into("<I", buf, 24, vec.mxcsr)
+        top = vec.fsw >> 11 & 7
+        for i in range(8):
+            r = (vec.mm[(top + i) & 7] | vec.mm_hi[(top + i) & 7] << 64).to_bytes(16, "little")
+            buf[32 + 16 * i : 48 + 16 * i] = r
+        bv = 3 | sum(1 << c for c in self._xsave_offsets)
+        parts = self._xsave_parts(bv)
+        for n in range(32):
+            for at, lo, size in parts(n):
+                buf[at : at + size] = (vec.zmm[n] >> lo & (1 << 8 * size) - 1).to_bytes(size, "little")
+        if _XSAVE_OPMASK in self._xsave_offsets:
+            struct.pack_into("<8Q", buf, self._xsave_offsets[_XSAVE_OPMASK], *vec.k)
+        _U64.pack_into(buf, _XSTATE_BV, bv)
+        _ioctl_buf(self._fd, KVM_SET_XSAVE, buf, "KVM_SET_XSAVE")
+
+    def _xsave_parts(self, bv: int) -> Callable[[int], list[tuple[int, int, int]]]:
+        """For register n: (offset in the image, low bit in the register, bytes) of each piece the image
+        holds of it among the components in `bv`."""
+        off = self._xsave_offsets
+
+        def parts(n: int) -> list[tuple[int, int, int]]:
+            if n >= 16:
+                c = _XSAVE_HI16_ZMM
+                return [(off[c] + 64 * (n - 16), 0, 64)] if bv >> c & 1 and c in off else []
+            out = [(160 + 16 * n, 0, 16)] if bv & 2 else []
+            for c, lo, size in ((_XSAVE_AVX, 128, 16), (_XSAVE_ZMM_HI256, 256, 32)):
+                if bv >> c & 1 and c in off:
+                    out.append((off[c] + size * n, lo, size))
+            return out
+
+        return parts
 
     def translate(self, linear: int) -> int | None:
         """The GPA the guest's paging maps `linear` to (KVM_TRANSLATE), or None if not mapped."""

@@ -42,6 +42,7 @@ from vmmio.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, HandlerRegion, RamReg
 from vmmio.vmm.abort import EmulationAbort
 from vmmio.vmm.semantics import lookup
 from vmmio.vmm.semantics.context import (
+    NO_AC,
     PORT_CHECK,
     PORT_IN,
     PORT_OUT,
@@ -60,7 +61,7 @@ from vmmio.x86.faults import GP, PFEC_I, PFEC_U, PFEC_W, UD, GuestFault
 from vmmio.x86.insn import MAX_INSN_LEN, DecodeError, DecodeStatus, Insn
 from vmmio.x86.ioperm import check_io
 from vmmio.x86.paging import TranslationError, apply_updates
-from vmmio.x86.regs import AC, MASK, ZF, Gpr, Seg
+from vmmio.x86.regs import AC, IF, MASK, ZF, Gpr, Seg
 from vmmio.x86.segmentation import linear_address
 from vmmio.x86.state import DIRTY_ALL, DIRTY_RIP, EFER_LMA, Control, Regs, VectorState
 
@@ -69,8 +70,9 @@ DECODE_CACHE_LIMIT = 4096  # instructions with their semantics; the GC pause bou
 # Page-fault error-code bits each request kind checks (RMW reads are checked for write).
 _ACCESS_BITS = (0, PFEC_W, PFEC_W, 0, 0, PFEC_W)  # by request kind, READ .. SYS_WRITE
 _WRITES = (False, True, False, False, False, True)
-_CS = int(Seg.CS)
+_CS, _FS = int(Seg.CS), int(Seg.FS)
 _WHOLE = frozenset((1, 2, 4, 8))  # device accesses of these sizes stay one request
+WINDOW_POLL_NS = 1_000_000  # an interrupt pending while IF is clear: look again this soon
 _MAX_BLOCK = 4096  # instructions decoded ahead to find where a fetch fault really is
 _HLT = HltExit()
 _SUSPENDED = SuspendedExit()
@@ -128,6 +130,7 @@ class Vcpu:
         self.rep_budget = rep_budget
         self._linear = LinearMemory(vm.walker, vm.memory)  # implicit supervisor reads (TSS)
         self.shutdown_detail = ""  # what the backend said with the last ShutdownExit
+        self._stop = False  # request_stop() while the kernel itself waits (HLT)
         self._cur: _Inflight | None = None
         self._pending: MmioExit | InoutExit | None = None
         # (instruction bytes, mode) -> (decoded instruction, its semantics or None).
@@ -184,7 +187,9 @@ class Vcpu:
 
         A guest that never exits (a tight loop) is stopped only this way.
         """
+        self._stop = True
         self.backend.request_stop()
+        self.vm.wakeup.set()
 
     def _idle(self, what: str) -> None:
         if self._pending is not None:
@@ -224,11 +229,68 @@ class Vcpu:
 
     def _run_guest(self) -> VmExit:
         handlers = self._event_handlers
+        backend = self.backend
+        interrupts = self.vm.interrupts is not None
         while True:
-            event = self.backend.run()
+            if interrupts:
+                self._interrupt_window()
+                if self._stop:
+                    self._stop = False
+                    return _SUSPENDED
+            event = backend.run()
             ex = handlers[type(event)](self, event)
             if ex is not None:
                 return ex
+
+    # -- interrupts and time ----------------------------------------------------------------------
+
+    def _timers_due(self) -> int | None:
+        """Let timers whose deadline passed raise their interrupts; the next deadline, if any."""
+        vm = self.vm
+        now = vm.clock.now_ns()
+        nearest = None
+        for timer in vm.timers:
+            deadline = timer.next_deadline_ns()
+            if deadline is not None and deadline <= now:
+                timer.update()
+                deadline = timer.next_deadline_ns()
+            if deadline is not None and (nearest is None or deadline < nearest):
+                nearest = deadline
+        return nearest
+
+    def _interrupt_window(self) -> None:
+        """At an instruction boundary: inject what is pending if the guest can take it, and arm the
+        backend to stop at the next deadline, or soon when a pending interrupt waits for IF."""
+        vm = self.vm
+        source = vm.interrupts
+        assert source is not None
+        deadline = self._timers_due()
+        backend = self.backend
+        if source.pending_vector() is not None:
+            if backend.interruptible():
+                backend.inject_interrupt(source.acknowledge())
+            else:
+                soon = vm.clock.now_ns() + WINDOW_POLL_NS
+                deadline = soon if deadline is None else min(deadline, soon)
+        backend.set_timer(None if deadline is None else deadline - vm.clock.now_ns())
+
+    def _wait_for_interrupt(self) -> VmExit | None:
+        """HLT with interrupts enabled: sleep until the next deadline or a kick, then go on."""
+        vm = self.vm
+        source = vm.interrupts
+        if source is None or not self.backend.get_regs().rflags & IF:
+            return _HLT
+        while not self._stop:
+            deadline = self._timers_due()
+            if source.pending_vector() is not None:
+                return None
+            if deadline is None and not vm.timers:
+                return _HLT  # nothing could ever wake it: userspace decides
+            wait = None if deadline is None else max(deadline - vm.clock.now_ns(), 0) / 1e9
+            vm.wakeup.wait(wait)
+            vm.wakeup.clear()
+        self._stop = False
+        return _SUSPENDED
 
     # -- backend events -------------------------------------------------------------------------
 
@@ -275,7 +337,7 @@ class Vcpu:
         return self._emulate(-1, event.port)
 
     def _on_hlt(self, event: BackendEvent) -> VmExit | None:
-        return _HLT
+        return self._wait_for_interrupt()
 
     def _on_shutdown(self, event: BackendEvent) -> VmExit | None:
         assert type(event) is ShutdownEvent
@@ -285,7 +347,10 @@ class Vcpu:
 
     def _on_stopped(self, event: BackendEvent) -> VmExit | None:
         assert type(event) is StoppedEvent
-        return None if event.stop_at is not None else _SUSPENDED  # the kernel's own stop: go on
+        if event.stop_at is not None or event.timer:
+            return None  # the kernel's own stop (a deadline, a fetch fault located): go on
+        self._stop = False
+        return _SUSPENDED
 
     _event_handlers = {
         NpfEvent: _on_npf,
@@ -402,6 +467,8 @@ class Vcpu:
                 value = None
         except GuestFault as fault:
             self._cur = None
+            if cur.x.faulted_vec is not None:  # what the CPU changes even when the instruction faults
+                self.backend.set_vector(cur.x.faulted_vec)
             self._inject(fault)
             return None
         except EmulationAbort as abort:
@@ -483,6 +550,8 @@ class Vcpu:
                 elif kind == PORT_CHECK:
                     self._check_io(cur, a, size)
                     ex = None
+                elif kind & NO_AC:
+                    ex = self._start_access(cur, kind ^ NO_AC, a, b, size, data, False)
                 else:
                     self._check_alignment(cur, a, b, size)
                     ex = None
@@ -495,14 +564,15 @@ class Vcpu:
     # -- memory accesses ------------------------------------------------------------------------
 
     def _start_access(
-        self, cur: _Inflight, kind: int, seg: int, off: int, size: int, data: int
+        self, cur: _Inflight, kind: int, seg: int, off: int, size: int, data: int, check_ac: bool = True
     ) -> VmExit | None:
         ctl = cur.ctl
         access = _ACCESS_BITS[kind]
-        if kind == TOUCH:
-            access = data & PFEC_W  # checked as a read, or as a write
+        if kind == TOUCH and data:
+            access = PFEC_W  # a probe for write permission (masked stores check before they write)
         if kind < SYS_READ:
-            la = linear_address(ctl, cur.mode, seg, off, size, access, cur.x.rflags)
+            rflags = cur.x.rflags if check_ac else cur.x.rflags & ~AC
+            la = linear_address(ctl, cur.mode, seg, off, size, access, rflags)
             if ctl.cpl == 3:
                 access |= PFEC_U
             ac_flag = bool(cur.x.rflags & AC)
@@ -539,9 +609,11 @@ class Vcpu:
                 else:
                     all_ram = False
                     pieces += [(start + o, g2, n2, target) for o, g2, n2 in split_access(g, n)]
-        if not matched and not all_ram:
-            # RAM before the faulting page is fine (ENTER pushes before it reads its display; RAM writes
-            # are deferred to the commit), a device is not: that access would have been the fault.
+        # RAM before the faulting page is fine (ENTER pushes before it reads its display; RAM writes are
+        # deferred to the commit), a device is not: that access would have been the fault. A probe (TOUCH)
+        # transfers nothing: it may come first wherever it is (masked stores probe their last byte before
+        # writing the first; the check at completion still applies).
+        if not matched and kind != TOUCH and not all_ram:
             raise EmulationAbort(InstEmulReason.GPA_MISMATCH, f"access at {gpa:#x} before the faulting page")
         if matched:
             cur.fault_page = -1
@@ -597,9 +669,15 @@ class Vcpu:
         return None
 
     def _check_alignment(self, cur: _Inflight, seg: int, off: int, alignment: int) -> None:
-        """#GP(0) unless the operand's linear address is a multiple of `alignment` (MOVAPS & co)."""
-        la = linear_address(cur.ctl, cur.mode, seg, off, 1, 0, cur.x.rflags)
-        if la & (alignment - 1):
+        """#GP(0) unless the operand's linear address is a multiple of `alignment` (MOVAPS & co).
+
+        It comes before the access's own checks: the host CPU raises #GP(0) for a misaligned MOVAPS at a
+        non-canonical RSP-based address (#SS(0) only when it is aligned). Segment bases are multiples
+        of 16 in 64-bit mode except FS/GS; outside it the base is added as the CPU does.
+        """
+        ctl = cur.ctl
+        base = ctl.segs[seg].base if cur.mode != 64 or seg >= _FS else 0
+        if (base + off) & (alignment - 1):
             raise GuestFault(GP, 0)
 
     # -- port accesses --------------------------------------------------------------------------

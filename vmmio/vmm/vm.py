@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 from vmmio.abi import Device
 from vmmio.backends.base import Backend
+from vmmio.devices.clock import Clock, HostClock, Timer
 from vmmio.memory import GuestMemory, RamRegion, RangeMap
+from vmmio.vmm.interrupts import InterruptSource
 from vmmio.x86.paging import Walker
 from vmmio.x86.state import DIRTY_ALL, CpuState
 
@@ -28,6 +31,11 @@ class Vm:
         self.ports: RangeMap[Device] = RangeMap("port range")
         self.walker = Walker(self.memory, maxphyaddr)
         self.vcpus: list[Vcpu] = []
+        # Interrupts and time (a PC sets these): what INTR/INTA see, the timer devices, their clock.
+        self.interrupts: InterruptSource | None = None
+        self.timers: list[Timer] = []
+        self.clock: Clock = HostClock()
+        self.wakeup = threading.Event()  # set to end a HLT wait early (an interrupt raised elsewhere)
         if ram_size:
             self.add_ram(0, ram_size)
 
@@ -44,6 +52,10 @@ class Vm:
         if port < 0 or port + count > 0x10000:
             raise ValueError(f"ports {port:#x}+{count} are outside 0..0xffff")
         self.ports.add(port, count, device)
+
+    def kick(self) -> None:
+        """Something may now be pending (a line raised from another thread): end HLT waits."""
+        self.wakeup.set()
 
     def create_vcpu(
         self,

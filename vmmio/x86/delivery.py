@@ -144,14 +144,17 @@ def deliver_event(
     *,
     soft_len: int = 0,
     cr2: int | None = None,
+    external: bool = False,
 ) -> Delivered | Shutdown:
     """Deliver `vector`, escalating faults during delivery as the CPU does.
 
     `regs.rip` is the return address: the faulting instruction for a fault, the next instruction for
-    a software interrupt (INT n) of `soft_len` bytes, whose own faults are reported at the INT.
+    a software interrupt (INT n) of `soft_len` bytes, whose own faults are reported at the INT, or for
+    an `external` interrupt (benign: a fault while delivering one is delivered as itself, never #DF).
     `cr2` is the CR2 the event sets (#PF).
     """
     rip = regs.rip
+    benign = external
     while True:
         try:
             done = _deliver(vector, error_code, soft_len > 0, rip, regs, ctl, memory)
@@ -162,12 +165,13 @@ def deliver_event(
                 cr2 = f.cr2
             if vector == DF:
                 return Shutdown(f"triple fault: #{f.vector} while delivering #DF", False)
-            if not soft_len and double_fault(vector, f.vector):
+            if not soft_len and not benign and double_fault(vector, f.vector):
                 vector, error_code = DF, 0
             else:
                 vector, error_code = f.vector, f.error_code
             rip -= soft_len
             soft_len = 0
+            benign = False
         except Unsupported as u:
             return Shutdown(str(u), True)
 

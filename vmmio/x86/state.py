@@ -28,6 +28,7 @@ CR4_PAE = 1 << 5
 CR4_OSFXSR = 1 << 9
 CR4_OSXMMEXCPT = 1 << 10
 CR4_LA57 = 1 << 12
+CR4_OSXSAVE = 1 << 18
 CR4_SMEP = 1 << 20
 CR4_SMAP = 1 << 21
 CR4_PKE = 1 << 22
@@ -35,6 +36,15 @@ EFER_SCE = 1 << 0
 EFER_LME = 1 << 8
 EFER_LMA = 1 << 10
 EFER_NXE = 1 << 11
+
+# XCR0 (XSETBV) state components: VEX needs SSE|AVX enabled, EVEX also the three AVX-512 components.
+XCR0_X87 = 1 << 0
+XCR0_SSE = 1 << 1
+XCR0_AVX = 1 << 2
+XCR0_OPMASK = 1 << 5
+XCR0_ZMM_HI256 = 1 << 6
+XCR0_HI16_ZMM = 1 << 7
+XCR0_AVX512 = XCR0_OPMASK | XCR0_ZMM_HI256 | XCR0_HI16_ZMM
 
 # SSE usable, as firmware leaves the CPU for an OS: CR0.MP|ET|NE, CR4.OSFXSR|OSXMMEXCPT.
 CR0_SSE = CR0_MP | CR0_ET | CR0_NE
@@ -99,6 +109,9 @@ class Control:
     # PAE paging: the four PDPTEs as loaded with CR3 (VMX keeps them in the VMCS); None: read at CR3.
     pdptes: tuple[int, int, int, int] | None = None
     pkru: int = 0  # protection-key rights for user pages (CR4.PKE)
+    # XCR0 as XSETBV set it: what an OS that enabled AVX has (x87, SSE, AVX). It decides VEX/EVEX #UD
+    # together with CR4.OSXSAVE; backends that cannot read it say so (see each backend's get_control).
+    xcr0: int = XCR0_X87 | XCR0_SSE | XCR0_AVX
 
     @property
     def code_size(self) -> int:
@@ -126,6 +139,7 @@ class Control:
             _copy_segment(self.ldtr),
             self.pdptes,
             self.pkru,
+            self.xcr0,
         )
 
 
@@ -191,10 +205,18 @@ class Regs:
 MXCSR_DEFAULT = 0x1F80  # all exceptions masked, round to nearest: the reset value
 
 
+FSW_TOP = 7 << 11  # x87 status word: top-of-stack pointer
+FSW_ES = 1 << 7  # x87 status word: an unmasked exception is pending (#MF on the next MMX/x87 instruction)
+
+
 @dataclass(slots=True)
 class VectorState:
     """The vector registers: ZMM0-31 (whose low 128/256 bits are XMMn/YMMn), opmasks k0-k7, MXCSR, and
     MMX mm0-7 (the x87 registers' mantissas). Registers as unsigned ints, little-endian lanes.
+
+    MMX instructions also touch the x87 state they alias (SDM vol. 1, 9.5): every one sets TOP to 0 and
+    all tags valid, and a write to mmN sets bits 79:64 of the x87 register RN to ones. `fsw`, `ftw` and
+    `mm_hi` hold that much of it, by physical register number (not stack order).
 
     An execution backend holds as much of it as its CPU has; the rest stays zero.
     """
@@ -203,9 +225,22 @@ class VectorState:
     k: list[int] = field(default_factory=lambda: [0] * 8)
     mxcsr: int = MXCSR_DEFAULT
     mm: list[int] = field(default_factory=lambda: [0] * 8)
+    fsw: int = 0  # x87 status word
+    ftw: int = 0  # x87 tag word, abridged as FXSAVE stores it: bit n set when RN is not empty
+    mm_hi: list[int] = field(default_factory=lambda: [0] * 8)  # bits 79:64 (sign, exponent) of RN
 
     def copy(self) -> VectorState:
-        return VectorState(self.zmm[:], self.k[:], self.mxcsr, self.mm[:])
+        return VectorState(self.zmm[:], self.k[:], self.mxcsr, self.mm[:], self.fsw, self.ftw, self.mm_hi[:])
+
+    def __repr__(self) -> str:
+        """The fields that are not 0, in hex (all of them in decimal run to thousands of digits)."""
+        named = [(f"zmm{n}", v) for n, v in enumerate(self.zmm)] + [
+            (f"k{n}", v) for n, v in enumerate(self.k)
+        ]
+        named += [(f"mm{n}", v) for n, v in enumerate(self.mm)]
+        named += [(f"mm_hi{n}", v) for n, v in enumerate(self.mm_hi)]
+        named += [("mxcsr", self.mxcsr), ("fsw", self.fsw), ("ftw", self.ftw)]
+        return "VectorState(" + ", ".join(f"{k}={v:#x}" for k, v in named if v) + ")"
 
 
 @dataclass(slots=True)
@@ -283,6 +318,7 @@ __all__ = [
     "CR4_LA57",
     "CR4_OSFXSR",
     "CR4_OSXMMEXCPT",
+    "CR4_OSXSAVE",
     "CR4_PAE",
     "CR4_PKE",
     "CR4_PSE",
@@ -296,7 +332,16 @@ __all__ = [
     "EFER_LME",
     "EFER_NXE",
     "EFER_SCE",
+    "FSW_ES",
+    "FSW_TOP",
     "MXCSR_DEFAULT",
+    "XCR0_AVX",
+    "XCR0_AVX512",
+    "XCR0_HI16_ZMM",
+    "XCR0_OPMASK",
+    "XCR0_SSE",
+    "XCR0_X87",
+    "XCR0_ZMM_HI256",
     "Control",
     "CpuState",
     "Regs",

@@ -21,14 +21,17 @@ from vmmio.x86.state import Control, VectorState
 READ = 0  # (READ, seg, offset, size, 0)
 WRITE = 1  # (WRITE, seg, offset, size, value)
 RMW_READ = 2  # (RMW_READ, seg, offset, size, 0): a read checked for write permission
-TOUCH = 3  # (TOUCH, seg, offset, size, access): translated and checked, nothing transferred; `access` is
-# 0 to check it as a read, PFEC_W as a write (ENTER's probe of its final stack pointer)
+TOUCH = 3  # (TOUCH, seg, offset, size, w): translated and checked (as a write if w is not 0), nothing
+# transferred (masked stores probe before they write; ENTER probes its final stack pointer, w = PFEC_W)
 SYS_READ = 4  # (SYS_READ, 0, linear, size, 0): implicit supervisor read (descriptor tables, TSS)
 SYS_WRITE = 5  # (SYS_WRITE, 0, linear, size, value): implicit supervisor write (accessed/busy bits)
 PORT_IN = 6  # (PORT_IN, port, 0, size, 0)
 PORT_OUT = 7  # (PORT_OUT, port, 0, size, value)
 PORT_CHECK = 8  # (PORT_CHECK, port, 0, size, 0): I/O permission (IOPL, TSS bitmap), before any access
 ALIGN_CHECK = 9  # (ALIGN_CHECK, seg, offset, alignment, 0): #GP(0) unless the linear address is aligned
+# Flag on READ/WRITE/TOUCH: no alignment check (#AC) for this access. The CPU checks alignment for
+# operands of up to 8 bytes only: not for 16/32/64-byte vector operands nor the pieces of masked ones.
+NO_AC = 16
 
 Request = tuple[int, int, int, int, int]
 Steps = Generator[Request, int, None]
@@ -50,6 +53,7 @@ class Exec:
         "cpuid",
         "ctl",
         "dirty",
+        "faulted_vec",
         "gprs",
         "insn",
         "mode",
@@ -86,6 +90,9 @@ class Exec:
         self.vec: VectorState | None = None
         self.vec_dirty = False
         self.new_ctl: Control | None = None
+        # Vector state the instruction leaves even if it faults from now on: an MMX instruction sets the
+        # x87 TOP to 0 before its memory access (the host CPU does, on #PF, #GP and #AC alike).
+        self.faulted_vec: VectorState | None = None
 
     def require(self, feature: str) -> None:
         """#UD unless the guest's CPUID reports `feature`."""
@@ -183,3 +190,4 @@ class Form:
     # REP with a zero count and 32-bit addressing in 64-bit mode: on Intel CPUs RCX and these pointer
     # registers still get their upper halves cleared (as a 32-bit write would), with no iteration run.
     zero_count_clears: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()  # the instructions the form covers, for the table (VEX/EVEX have no mnemonic)
