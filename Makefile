@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench verify docs fuzz fuzz-atheris corpus guests guests-check clean \
-	kvm-unit-tests c-client fuzz-service
+	kvm-unit-tests c-client fuzz-service linux
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -106,9 +106,15 @@ $(KUT)/x86/emulator.flat:
 	rm -rf $(KUT) && mkdir -p build && tar xJf $(PEER)/kvm-unit-tests-*.tar.xz -C build
 	cd $(KUT) && ./configure --arch=x86_64 > /dev/null && $(MAKE) -s x86/emulator.flat
 
-# Rebuild the shipped guest images from guests/ (needs GNU as and ld), or check they match the sources.
+# Rebuild the shipped guest images and the test guests from guests/ (needs GNU as and ld), or check that
+# the committed ones match the sources.
 guests:
 	$(PYTHON) guests/build.py
+
+# The Linux guest: Debian's cloud kernel and busybox-static (apt-get download into build/cache), an
+# initramfs whose /init exercises the devices and reboots. Then: vmmio run --kernel ... --initrd ...
+linux: $(STAMP)
+	$(BIN)/python guests/linux/linux_guest.py
 
 guests-check:
 	$(PYTHON) guests/build.py --check

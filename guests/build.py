@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Build vmmio's guest images from the sources in this directory, reproducibly.
 
-    python guests/build.py                 # write vmmio/guests/hello.bin and insntest.bin
-    python guests/build.py --out DIR       # write them to DIR instead
-    python guests/build.py --check         # rebuild in a temporary directory, compare with vmmio/guests/
+    python guests/build.py                 # write vmmio/guests/*.bin and the test guests tests/guests/*.bin
+    python guests/build.py --out DIR       # write them all to DIR instead
+    python guests/build.py --check         # rebuild in a temporary directory, compare with what is committed
     python guests/build.py --native DIR    # also DIR/insntest-native, the Linux x86-64 build of insntest
     python guests/build.py --toolchain     # print the binutils in use (exit 2 if there are none)
 
@@ -24,10 +24,21 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 IMAGES = HERE.parent / "vmmio" / "guests"
+TEST_IMAGES = HERE.parent / "tests" / "guests"
 LINKER_SCRIPT = "guest.ld"
 
 # image name -> its source (it .includes its other files from this directory)
 GUESTS = {"hello": "hello.S", "insntest": "insntest.S"}
+# Guests only the test suite runs (each with its own harness), kept out of the package: tests/guests/.
+TEST_GUESTS = {
+    "xchain": "xchain.S",
+    "inst_emul_exit_consistent": "inst_emul_exit_consistent.S",
+    "inst_emul_inout": "inst_emul_inout.S",
+    "inst_emul_imul": "inst_emul_imul.S",
+    "inst_emul_rep_instrs": "inst_emul_rep_instrs.S",
+    "inst_emul_triple_fault": "inst_emul_triple_fault.S",
+}
+SOURCES = {**GUESTS, **TEST_GUESTS}
 NATIVE = "insntest"
 
 AS_FLAGS = ["--64", "-I", "."]
@@ -72,7 +83,7 @@ def build_image(name: str, out: Path, tools: tuple[str, str], native: bool = Fal
     with tempfile.TemporaryDirectory(prefix="vmmio-guest-") as tmp:
         obj = Path(tmp) / f"{name}.o"
         defs = ["--defsym", "NATIVE=1"] if native else []
-        _run([asm, *AS_FLAGS, *defs, "-o", str(obj), GUESTS[name]])
+        _run([asm, *AS_FLAGS, *defs, "-o", str(obj), SOURCES[name]])
         if native:
             target = out / f"{name}-native"
             _run([ld, *LD_FLAGS, "-o", str(target), str(obj)])
@@ -84,8 +95,16 @@ def build_image(name: str, out: Path, tools: tuple[str, str], native: bool = Fal
     return target
 
 
-def build_all(out: Path, tools: tuple[str, str]) -> dict[str, Path]:
-    return {name: build_image(name, out, tools) for name in GUESTS}
+def build_all(out: Path | None, tools: tuple[str, str]) -> dict[str, Path]:
+    """Every image, into `out`, or where it is committed (shipped guests and test guests apart)."""
+    return {
+        name: build_image(name, out if out is not None else committed(name).parent, tools) for name in SOURCES
+    }
+
+
+def committed(name: str) -> Path:
+    """Where the image `name` is committed: vmmio/guests/ for shipped guests, tests/guests/ for the rest."""
+    return (IMAGES if name in GUESTS else TEST_IMAGES) / f"{name}.bin"
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -95,8 +114,8 @@ def _same(a: Path, b: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
-    parser.add_argument("--out", type=Path, default=IMAGES, help="directory for the flat images")
-    parser.add_argument("--check", action="store_true", help="compare a fresh build with vmmio/guests/")
+    parser.add_argument("--out", type=Path, help="one directory for all images (default: where committed)")
+    parser.add_argument("--check", action="store_true", help="compare a fresh build with the committed ones")
     parser.add_argument("--native", type=Path, metavar="DIR", help="also build insntest for Linux into DIR")
     parser.add_argument("--toolchain", action="store_true", help="print the assembler version and exit")
     args = parser.parse_args(argv)
@@ -111,11 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         with tempfile.TemporaryDirectory(prefix="vmmio-guests-") as tmp:
             fresh = build_all(Path(tmp), tools)
-            stale = [name for name, path in fresh.items() if not _same(path, IMAGES / path.name)]
+            stale = [name for name, path in fresh.items() if not _same(path, committed(name))]
         if stale:
-            print(f"build.py: out of date in {IMAGES}: {', '.join(stale)}", file=sys.stderr)
+            print(f"build.py: out of date: {', '.join(map(str, map(committed, stale)))}", file=sys.stderr)
             return 1
-        print("build.py: shipped images match the sources")
+        print("build.py: shipped and test images match the sources")
         return 0
     for name, path in build_all(args.out, tools).items():
         print(f"{name}: {path} ({path.stat().st_size} bytes)")

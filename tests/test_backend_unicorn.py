@@ -444,6 +444,26 @@ def test_hlt_exits_with_rip_past_it(src: str, length: int) -> None:
     assert g.regs().gprs[Gpr.RAX] == 2
 
 
+def test_sti_hlt_leaves_the_guest_interruptible() -> None:
+    # `sti; hlt` is every kernel's idle loop: once HLT has run, the STI shadow is over.
+    g = make_guest(paging=False)
+    g.load("cli\nsti\nhlt\nhlt")
+    assert g.backend.run() == HltEvent()
+    assert g.backend.interruptible()
+
+
+def test_sti_shadow_and_cli_block_interrupts() -> None:
+    g = make_guest(paging=False)
+    g.load("sti\nnop\nhlt")
+    assert g.backend.run(max_insns=1) == StoppedEvent()
+    assert not g.backend.interruptible()  # in the shadow of STI
+    assert g.backend.run(max_insns=1) == StoppedEvent()
+    assert g.backend.interruptible()
+    g.load("cli\nhlt")
+    assert g.backend.run() == HltEvent()
+    assert not g.backend.interruptible()
+
+
 def test_instruction_budget_stops() -> None:
     g = make_guest(paging=False, max_insns=1000)
     g.load("l: inc rax\njmp l")
@@ -566,6 +586,61 @@ def test_hlt_after_a_software_interrupt_exits_past_the_hlt(src: str) -> None:
     assert g.regs().rip == CODE + code.index(bytes([0xF4])) + 1
     assert g.backend.run() == HltEvent()
     assert g.regs().gprs[Gpr.RAX] == 8
+
+
+FAST_SETUP = """
+    mov ecx, 0xC0000080
+    rdmsr
+    or eax, {sce}
+    wrmsr
+    mov ecx, 0xC0000081
+    xor eax, eax
+    mov edx, 0x00180008
+    wrmsr
+    mov ecx, 0xC0000082
+    mov eax, {handler}
+    xor edx, edx
+    wrmsr
+    mov ecx, 0xC0000084
+    mov eax, 0x300
+    wrmsr
+"""
+FAST_RECORD = f"""
+    mov [{OUT}], rcx
+    mov [{OUT + 8}], r11
+    mov ax, cs
+    mov [{OUT + 16}], ax
+    mov ax, ss
+    mov [{OUT + 24}], ax
+    pushfq
+    pop qword ptr [{OUT + 32}]
+"""
+
+
+def test_syscall_enters_the_kernel_and_sysret_leaves_it() -> None:
+    # The engine steps over SYSCALL unless the backend performs it; SYSRET it runs itself.
+    g = make_guest(user=True)
+    handler = CODE + 0x800
+    first = f"cmp qword ptr [{OUT + 40}], 0\njne 1f\ninc qword ptr [{OUT + 40}]\nsysretq\n1: hlt"
+    g.load(FAST_RECORD + first, at=handler, rip=False)
+    user = f"mov ax, cs\nmov [{OUT + 48}], ax\nsyscall\nhlt"
+    code = g.load(FAST_SETUP.format(sce=1, handler=handler) + "sti\nsyscall\n" + user)
+    assert g.backend.run() == HltEvent()
+    back_at = CODE + len(code) - 3  # the second SYSCALL, run at CPL 3 after SYSRET
+    rcx, r11, cs, ss, rflags = (g.memory.read_int(OUT + 8 * i, 8) for i in range(5))
+    assert g.memory.read_int(OUT + 48, 2) == 0x2B  # SYSRET: CS = STAR[63:48] + 16, RPL 3
+    assert (rcx, cs, ss) == (back_at + 2, 0x08, 0x10)
+    assert r11 & 0x202 == 0x202  # the user's RFLAGS, IF set
+    assert not rflags & 0x300  # FMASK cleared IF and TF
+    assert g.backend.get_control().cpl == 0
+
+
+def test_syscall_without_efer_sce_is_ud() -> None:
+    g = make_guest()
+    code = g.load(FAST_SETUP.format(sce=0, handler=CODE) + "syscall\nhlt")
+    assert g.backend.run() == HltEvent()
+    rec = g.record()
+    assert (rec["vector"], rec["f0"]) == (6, CODE + len(code) - 3)
 
 
 def test_software_interrupt_through_a_gate_above_cpl_is_gp() -> None:

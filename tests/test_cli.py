@@ -88,10 +88,15 @@ def test_errors_are_one_line_with_their_status(
     assert out == ""
 
 
-def test_usage_errors_exit_2() -> None:
+def test_usage_errors_exit_2(capfd: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["run"])
+        main(["run", "--no-such-option"])
     assert exc.value.code == 2
+    capfd.readouterr()
+    for argv in (["run"], ["run", "hello", "--kernel", "bzImage"], ["run", "hello", "--initrd", "x"]):
+        assert main(argv) == 2
+        err = capfd.readouterr().err
+        assert err.startswith("vmmio: ") and err.count("\n") == 1, err
 
 
 def test_console_script_help_and_exit_code(image: Path) -> None:

@@ -126,7 +126,13 @@ def test_record_format(tmp_path: Path) -> None:
         "size": len(image),
         "sha256": hashlib.sha256(image).hexdigest(),
     }
-    assert meta["machine"] == {"ram": 16 << 20, "load_addr": 0x100000, "backend": "unicorn"}
+    assert meta["machine"] == {
+        "ram": 16 << 20,
+        "load_addr": 0x100000,
+        "backend": "unicorn",
+        "kind": "simple",
+        "append": None,
+    }
     assert meta["abi"] == 2
     frames = list(frame_offsets(data))
     assert [tag for tag, _, _ in frames] == [1] * 203 + [2]

@@ -154,7 +154,7 @@ class ShutdownReason(IntEnum):
     """Why the vCPU stopped for good."""
 
     TRIPLE_FAULT = 1  # the guest faulted while delivering #DF: what a CPU calls shutdown
-    UNSUPPORTED_DELIVERY = 2  # an event the backend cannot deliver (e.g. a task gate): its limit
+    UNSUPPORTED_DELIVERY = 2  # an event the backend cannot deliver or model (e.g. a task gate): its limit
 
 
 _U64_LIMIT = 1 << 64

@@ -92,6 +92,7 @@ RUN_STATUS = {
     "interrupted": EXIT_INTERRUPTED,
     "terminated": EXIT_INTERRUPTED,
 }
+SIMPLE_RAM, PC_RAM = 32 << 20, 256 << 20
 MIN_RAM, MAX_RAM = 2 << 20, 3 << 30  # the default layout: tables and image below 2 MiB, devices above 3 GiB
 
 
@@ -180,24 +181,51 @@ def _tool_options(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
     )
 
 
-def run_image(args: argparse.Namespace, data: bytes, name: str, shipped: bool = False) -> int:
-    from vmmio.machine import Layout, Machine, RunControl
+def _machine(args: argparse.Namespace) -> Machine:
+    """The machine the options ask for: `vmmio serve`'s, the PC (--machine pc, --kernel), or the default."""
+    from vmmio.machine import Layout, Machine
+
+    machine_kind = getattr(args, "machine", "simple")
+    if args.ram is None:
+        args.ram = PC_RAM if machine_kind == "pc" else SIMPLE_RAM
+    remote = getattr(args, "remote", None)
+    if remote is not None:
+        if machine_kind == "pc":
+            raise CliError("--remote serves the simple machine only (no PC devices over the transport yet)")
+        return _remote_machine(args, remote)
+    if machine_kind == "pc":
+        from vmmio.pc import PcMachine, pc_layout
+
+        return PcMachine(pc_layout(args.ram), uart_sink=_uart_out)
+    return Machine(Layout(ram_size=args.ram), uart_sink=_uart_out)
+
+
+def run_image(
+    args: argparse.Namespace, data: bytes, name: str, shipped: bool = False, initrd: bytes | None = None
+) -> int:
+    from vmmio.machine import RunControl
     from vmmio.record import image_identity
     from vmmio.tools import RunTools
 
-    remote = getattr(args, "remote", None)
-    if remote is not None:
-        machine = _remote_machine(args, remote)
-    else:
-        machine = Machine(Layout(ram_size=args.ram), uart_sink=_uart_out)
+    machine = _machine(args)
+    append = getattr(args, "append", None)
     try:
-        image = machine.load(data, args.load_addr)
+        if getattr(args, "kernel", None):
+            image = machine.load(data, name=name, format="linux", cmdline=append, initrd=initrd)
+        else:
+            image = machine.load(data, args.load_addr, cmdline=append, initrd=initrd)
     except (ValueError, IndexError, struct.error) as err:
         raise CliError(f"cannot load {name}: {err}", EXIT_IMAGE) from None
     meta = {
         "vmmio": _version(),
         "image": image_identity(data, name if shipped else str(Path(name).resolve()), shipped),
-        "machine": {"ram": args.ram, "load_addr": args.load_addr, "backend": args.backend},
+        "machine": {
+            "ram": args.ram,
+            "load_addr": args.load_addr,
+            "backend": args.backend,
+            "kind": getattr(args, "machine", "simple"),
+            "append": append,
+        },
         "limits": {"max_exits": args.max_exits, "timeout": args.timeout},
     }
     options = _tool_options(args, meta)
@@ -275,7 +303,20 @@ def _read_image(image: str) -> tuple[bytes, str, bool]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return run_image(args, *_read_image(args.image))
+    if (args.image is None) == (args.kernel is None):
+        raise CliError("give an image, or --kernel BZIMAGE (not both)", EXIT_USAGE)
+    if args.kernel is None:
+        if args.initrd is not None:
+            raise CliError("--initrd goes with --kernel", EXIT_USAGE)
+        return run_image(args, *_read_image(args.image))
+    from vmmio.pc import LINUX_CMDLINE
+
+    args.machine = "pc"
+    if args.append is None:
+        args.append = LINUX_CMDLINE
+    kernel, name, _ = _read_image(args.kernel)
+    initrd = _read_image(args.initrd)[0] if args.initrd is not None else None
+    return run_image(args, kernel, name, initrd=initrd)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -318,6 +359,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise CliError(f"{args.record_file}: {err}", EXIT_IMAGE) from None
     ident = recording.meta.get("image", {})
     setup = recording.meta.get("machine", {})
+    if setup.get("kind", "simple") != "simple":
+        # A PC's exits depend on when its timers fire: a replay cannot expect the same sequence.
+        raise CliError(f"{args.record_file}: only runs of the simple machine can be replayed", EXIT_IMAGE)
     if args.image is None:
         if not ident.get("name"):
             raise CliError(f"{args.record_file} names no image: give it as IMAGE", EXIT_IMAGE)
@@ -443,7 +487,7 @@ def parser() -> argparse.ArgumentParser:
 
     def run_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--backend", choices=["unicorn", "kvm"], default="unicorn", help="execution backend")
-        sp.add_argument("--ram", type=_ram, default=32 << 20, help="guest RAM size, e.g. 64M (default 32M)")
+        sp.add_argument("--ram", type=_ram, help="guest RAM size, e.g. 64M (default 32M; 256M for the PC)")
         trace_options(sp)
         sp.add_argument("--max-exits", type=_int, default=0, help="stop after this many exits (0: no limit)")
         sp.add_argument(
@@ -467,7 +511,18 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "run", help="run a guest image (flat 64-bit binary, ELF32/64, multiboot, Linux bzImage)"
     )
-    r.add_argument("image", help="path of the image, or the name of a shipped guest (vmmio guests)")
+    r.add_argument("image", nargs="?", help="path of the image, or a shipped guest's name (vmmio guests)")
+    r.add_argument("--kernel", metavar="BZIMAGE", help="boot a Linux kernel on the PC (implies --machine pc)")
+    r.add_argument("--initrd", metavar="FILE", help="initial ramdisk for --kernel (an initramfs cpio)")
+    r.add_argument(
+        "--append", metavar="CMDLINE", help="kernel command line (--kernel default: vmmio.pc.LINUX_CMDLINE)"
+    )
+    r.add_argument(
+        "--machine",
+        choices=["simple", "pc"],
+        default="simple",
+        help="simple: RAM, the UART and test devices (default); pc: 8259, 8254, RTC, i8042, local APIC too",
+    )
     r.add_argument("--load-addr", type=_int, default=0x10_0000, help="load address of a flat image")
     r.add_argument(
         "--remote",

@@ -290,7 +290,7 @@ _STRING_OPS = frozenset((*range(0xA4, 0xA8), *range(0xAA, 0xB0), 0x6C, 0x6D, 0x6
 _STACK_OPS = frozenset(((0xFF, 6), (0x8F, 0)))  # push/pop r/m: memory even with a register operand
 _TRANSFERS = "vmmio.vmm.semantics.control"  # CALL/JMP/RET/IRET: RIP ends at the target
 # Families whose forms reach memory without a memory operand: the stack, descriptor tables (in real mode
-# a segment load or far jump reaches none: performed after an NPF, that is the known cross-kind-exit).
+# a segment load or far jump reaches none: after an NPF it is handed back as GPA_MISMATCH).
 _IMPLICIT_MEMORY = frozenset(
     f"vmmio.vmm.semantics.{name}" for name in ("stack", "control", "segments", "system")
 )

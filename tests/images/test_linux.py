@@ -111,7 +111,7 @@ def test_e820_carves_reserved_ranges_out_of_ram() -> None:
     layout = MemoryLayout(
         ((0, 16 * MIB), (4 * GIB, GIB)), reserved=((0x9F000, 0x61000), (0xFEC0_0000, 0x1000))
     )
-    bp = boot_params(load_linux(bzimage(), layout))
+    bp = boot_params(load_linux(bzimage(pref_address=2 * MIB), layout))
     entries = [struct.unpack_from("<QQI", bp, E820_TABLE + 20 * n) for n in range(bp[E820_ENTRIES])]
     assert entries == [
         (0, 0x9F000, 1),
@@ -147,11 +147,14 @@ def test_initrd_stays_clear_of_the_kernel_init_size_range() -> None:
 def test_relocatable_kernel_moves_when_pref_address_is_taken_and_a_fixed_one_does_not() -> None:
     taken = MemoryLayout.simple(64 * MIB, in_use=((16 * MIB, 0x1000),))
     plan = load_linux(bzimage(), taken)
-    assert plan.entry == 2 * MIB + 0x200, "lowest kernel_alignment-aligned free address from 1 MiB"
+    # Never below pref_address: the decompressor would move itself back up there (head_64.S).
+    assert plan.entry == 18 * MIB + 0x200, "lowest kernel_alignment-aligned free address above pref_address"
     with pytest.raises(ImageError, match="relocatable_kernel 0: only pref_address will do"):
         load_linux(bzimage(relocatable_kernel=0), taken)
     small = load_linux(bzimage(pref_address=0), MemoryLayout.simple(8 * MIB))
     assert small.entry == 2 * MIB + 0x200
+    with pytest.raises(ImageError, match="no free RAM below 4 GiB for the kernel at or above pref_address"):
+        load_linux(bzimage(), MemoryLayout(((0, 16 * MIB), (4 * GIB, GIB))))  # room only above 4 GiB
 
 
 def test_a_signature_after_syssize_is_not_loaded() -> None:
@@ -229,7 +232,7 @@ BAD_LOAD: list[tuple[str, MemoryLayout, dict[str, object], str]] = [
         "kernel needs more RAM",
         MemoryLayout.simple(2 * MIB),
         {},
-        "init_size 0x20000: no free RAM for the kernel",
+        "init_size 0x20000: no free RAM below 4 GiB for the kernel",
     ),
     ("no low RAM for boot_params", NO_LOW_RAM, {}, "no free RAM below 4 GiB for boot_params"),
     (

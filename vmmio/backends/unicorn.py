@@ -38,6 +38,18 @@ Where this differs from hardware (all are Unicorn's doing):
 - Delivery: no real mode, no task gates or 16-bit gates, no LDT code selectors, no 32-bit privilege
   change (64-bit: same privilege, CPL change through TSS.RSPn, IST); such a delivery shuts the vCPU
   down with a ShutdownEvent saying why. The accessed bit of the loaded CS descriptor is not set.
+- An engine event the backend has no model for (an SVM intercept it did not arm, an engine error) shuts
+  the vCPU down the same way (unsupported, with the event in the detail); run() never raises for
+  anything a guest does.
+- Known engine limits, which the backend cannot correct without decoding instructions (each shown by
+  tests/test_engine_deviations.py next to what KVM or the host CPU does): writing bits 63:4 of CR8
+  raises no #GP (QEMU keeps the low 4 bits); a code breakpoint on the instruction after MOV SS/POP SS
+  fires (Intel CPUs suppress it; QEMU's shadow does not say whether STI or MOV SS set it); a
+  non-canonical address through SS raises #GP(0), not #SS(0); MOVBE runs in both forms whatever CPUID
+  says (the engine's CPU model has it; the register form, #UD on every CPU, loads from the address in
+  the register). The interrupt shadow itself is kept: QEMU's flag, cleared here once RIP moved outside
+  the engine (an emulated instruction, a stepped-over HLT, a delivery). CR8 reads back what was
+  written: QEMU keeps it as its SVM v_tpr (hflags2 VINTR), not in an APIC it does not model.
 
 Vector state (get_vector/set_vector): YMM0-15, MXCSR, the x87 registers R0-R7 (MMX in their low 64 bits)
 with FSW and the tags as valid/empty; no AVX-512 (ZMM16-31, bits 511:256, opmasks) and no AVX in CPUID.
@@ -55,6 +67,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 from unicorn import unicorn_const as ucc
@@ -69,11 +82,13 @@ from vmmio.x86.delivery import (
     DESC_L,
     DESC_P,
     DESC_S,
+    Delivered,
     LinearMemory,
     Shutdown,
     Unsupported,
     deliver_event,
 )
+from vmmio.x86.fastcall import ReadMsr, syscall, sysenter
 from vmmio.x86.faults import HAS_ERROR_CODE, PFEC_I, PFEC_U, UD, GuestFault
 from vmmio.x86.paging import TranslationError, Walker
 from vmmio.x86.regs import IF, VM
@@ -108,11 +123,14 @@ _INTR_CB = ctypes.CFUNCTYPE(None, _void_p, ctypes.c_uint32, _void_p)
 _IN_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, _void_p, ctypes.c_uint32, ctypes.c_int, _void_p)
 _OUT_CB = ctypes.CFUNCTYPE(None, _void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, _void_p)
 _CPUID_CB = ctypes.CFUNCTYPE(ctypes.c_int, _void_p, _void_p)  # returns 1: the hook emulated the CPUID
+_SYSCALL_CB = ctypes.CFUNCTYPE(None, _void_p, _void_p)  # SYSCALL and SYSENTER
+FastCall = Callable[[Regs, Control, ReadMsr], Delivered]
 
 # The CPUID leaves the backend reports (subleaves where they matter); others read as zeros.
 CPUID_LEAVES = ((0, 0), (1, 0), (7, 0), (7, 1), (0xD, 0), (0xD, 1), (0x8000_0000, 0), (0x8000_0001, 0))
 # What the engine executes wrongly, hidden from the guest so that it never relies on it: the register
-# form of MOVBE runs instead of raising #UD (a guest told there is no MOVBE gets #UD from both).
+# form of MOVBE runs instead of raising #UD. A guest that checks CPUID leaves MOVBE alone; one that does
+# not gets #UD from the kernel on MMIO but still runs both forms on RAM (a known limit, above).
 HIDDEN_FEATURES = ("movbe",)
 _VEC_YMM = [getattr(ux, f"UC_X86_REG_YMM{n}") for n in range(16)]
 # The x87 registers R0-R7 by physical number, 80 bits each: mmN is the low 64 bits of RN. (Unicorn 2.1's
@@ -145,6 +163,10 @@ _HF_PE = 1 << 7
 _HF_LMA = 1 << 14
 _HF_CS64 = 1 << 15
 _HF_GUEST = 1 << 21
+# QEMU hflags2 bits: with VINTR (virtual interrupt masking, as under SVM) MOV to/from CR8 use the CPU's
+# own v_tpr; without it they go to an APIC model, which Unicorn does not have (CR8 then always reads 0).
+_HF2_GIF = 1 << 0
+_HF2_VINTR = 1 << 3
 _SEG_HFLAGS = _HF_CPL | _HF_CS32 | _HF_SS32 | _HF_ADDSEG | _HF_PE | _HF_LMA | _HF_CS64
 
 # QEMU keeps a segment cache's flags in the descriptor high-dword layout (DESC_* from x86.delivery).
@@ -208,6 +230,7 @@ class _Layout:
     size: int
     eip: int
     hflags: int
+    hflags2: int
     segs: int  # SegmentCache[6]: u32 selector, u64 base, u32 limit, u32 flags; 24 bytes each
     tr: int
     gdt: int
@@ -273,6 +296,7 @@ def _probe_layout() -> _Layout:
                 size=len(blob),
                 eip=base + 128,
                 hflags=base + 176,
+                hflags2=base + 180,
                 segs=base + 184,
                 tr=base + 184 + 7 * _SEG_SIZE,
                 gdt=base + 184 + 8 * _SEG_SIZE,
@@ -297,6 +321,7 @@ def _probe_layout() -> _Layout:
                 len(changed) == 1 and layout.cr + 40 < layout.efer < layout.error_code,
                 struct.unpack_from("<I", blob, layout.hflags)[0] & (_HF_LMA | _HF_CS64 | _HF_PE)
                 == _HF_LMA | _HF_CS64 | _HF_PE,
+                struct.unpack_from("<I", blob, layout.hflags2)[0] & (_HF2_GIF | _HF2_VINTR) == _HF2_GIF,
             )
             if not all(checks):
                 raise UnicornBackendError(
@@ -483,10 +508,12 @@ class UnicornBackend:
         self._write_sets: dict[int, tuple[Any, Any, int, tuple[int, ...], struct.Struct]] = {}
         self._rip_val = _u64()
         self._rip: int | None = None  # RIP as last written through the API, while the engine is idle
+        self._rip_moved = False  # RIP was changed from outside the engine since it last stopped
 
         # Per-run state written by the hooks.
         self._event: BackendEvent | None = None
         self._intr: tuple[int, int] | None = None  # (interrupt number, RIP in the hook)
+        self._fastcall: tuple[FastCall, int] | None = None  # SYSCALL/SYSENTER seen, with its RIP
         self._rolling = False
         self._hook_error: BaseException | None = None
         self._stop_requested = False
@@ -548,6 +575,9 @@ class UnicornBackend:
         add(ucc.UC_HOOK_INSN, _IN_CB(self._guard(self._on_in, 0)), ctypes.c_int(ux.UC_X86_INS_IN))
         add(ucc.UC_HOOK_INSN, _OUT_CB(self._guard(self._on_out, None)), ctypes.c_int(ux.UC_X86_INS_OUT))
         add(ucc.UC_HOOK_INSN, _CPUID_CB(self._guard(self._on_cpuid, 0)), ctypes.c_int(ux.UC_X86_INS_CPUID))
+        for insn, entry in ((ux.UC_X86_INS_SYSCALL, syscall), (ux.UC_X86_INS_SYSENTER, sysenter)):
+            hook = _SYSCALL_CB(self._guard(partial(self._on_fastcall, entry), None))
+            add(ucc.UC_HOOK_INSN, hook, ctypes.c_int(insn))
 
     def _guard(self, fn: Callable[..., Any], default: Any) -> Callable[..., Any]:
         """Wrap a hook: an exception in it stops the engine and is re-raised by run()."""
@@ -564,7 +594,7 @@ class UnicornBackend:
         return hook
 
     def _init_cpu(self) -> None:
-        """Make Unicorn's 64-bit reset state self-consistent and arm the HLT intercept.
+        """Make Unicorn's 64-bit reset state self-consistent, arm the HLT intercept, keep CR8 in the CPU.
 
         Unicorn starts with EFER.LMA and CS64 in hflags but all-zero segment caches; give them flat
         present descriptors so that Control describes what the engine runs (64-bit code, CPL 0).
@@ -580,6 +610,8 @@ class UnicornBackend:
             struct.pack_into("<I", v, lay.segs + i * _SEG_SIZE + 20, _seg_flags(seg))
         hflags = struct.unpack_from("<I", v, lay.hflags)[0]
         struct.pack_into("<I", v, lay.hflags, hflags | _HF_GUEST)
+        hflags2 = struct.unpack_from("<I", v, lay.hflags2)[0]
+        struct.pack_into("<I", v, lay.hflags2, hflags2 | _HF2_VINTR)  # CR8 reads back what was written
         intercept = struct.unpack_from("<Q", v, lay.intercept)[0]
         struct.pack_into("<Q", v, lay.intercept, intercept | 1 << (_SVM_EXIT_HLT - _SVM_EXIT_INTR))
         eng.restore()
@@ -660,6 +692,27 @@ class UnicornBackend:
             eng.reg_write(reg, value)  # a 32-bit result zero-extends into the 64-bit register
         return 1
 
+    def _on_fastcall(self, entry: FastCall, _h: Any, _ud: Any) -> None:
+        """The engine reached SYSCALL/SYSENTER (which it would step over): stop after it and perform
+        the entry then (a register write from inside the hook would be moved on by the engine)."""
+        if self._rolling or self._event is not None or self._intr is not None or self._fastcall is not None:
+            return
+        _lib.uc_reg_read(self._h, ux.UC_X86_REG_RIP, ctypes.byref(self._rip_val))
+        self._fastcall = (entry, self._rip_val.value)
+        _lib.uc_emu_stop(self._h)
+
+    def _fast_system_call(self, entry: FastCall, rip: int) -> None:
+        """Perform SYSCALL/SYSENTER (RIP is already past it), or raise its fault at `rip`."""
+        regs = self.get_regs()
+        try:
+            outcome = entry(regs, self.get_control(), self._eng.msr_read)
+        except GuestFault as fault:
+            self._write_rip(rip)
+            self._raise_event(fault.vector, fault.error_code, 0, rip, None)
+            return
+        self._load_segments(outcome.cs, outcome.ss, outcome.cpl)
+        self.set_regs(outcome.regs, DIRTY_ALL)
+
     def _on_in(self, _h: Any, port: int, size: int, _ud: Any) -> int:
         self._io_exit(port, size, True)
         return 0
@@ -683,13 +736,26 @@ class UnicornBackend:
     # -- run ------------------------------------------------------------------------------------------
 
     def interruptible(self) -> bool:
-        """RFLAGS.IF set and no STI/MOV SS shadow (QEMU's inhibit flag in hflags)."""
+        """RFLAGS.IF set and no STI/MOV SS shadow (QEMU's inhibit flag in hflags).
+
+        QEMU clears the flag once it has run the instruction after STI/MOV SS/POP SS. When that
+        instruction did not run in the engine (the kernel emulated it after an MMIO or I/O exit, an event
+        was delivered), the flag is stale: RIP moved since the engine stopped, so the shadow is over. It
+        is cleared here, when it matters (after HLT, at once: `_end_interrupt_shadow`).
+        """
         _lib.uc_reg_read(self._h, ux.UC_X86_REG_RFLAGS, ctypes.byref(self._rip_val))
         if not self._rip_val.value & IF:
             return False
         eng, lay = self._eng, self._layout
         eng.save()
-        return not struct.unpack_from("<I", eng.ctx_view, lay.hflags)[0] & _HF_INHIBIT_IRQ
+        hflags = struct.unpack_from("<I", eng.ctx_view, lay.hflags)[0]
+        if not hflags & _HF_INHIBIT_IRQ:
+            return True
+        if not self._rip_moved:
+            return False
+        struct.pack_into("<I", eng.ctx_view, lay.hflags, hflags & ~_HF_INHIBIT_IRQ)
+        eng.restore()
+        return True
 
     def inject_interrupt(self, vector: int) -> None:
         """Deliver an external interrupt through the guest's IDT, RIP (the next instruction) as return."""
@@ -788,6 +854,7 @@ class UnicornBackend:
                 return StoppedEvent()
             self._event = None
             self._intr = None
+            self._fastcall = None
             self._hook_error = None
             self._ctl = None
             rip = self._rip
@@ -799,6 +866,7 @@ class UnicornBackend:
             err = _lib.uc_emu_start(h, rip, _NO_EXIT, timeout, count)
             self._running = False
             self._rip = None
+            self._rip_moved = False
             if self._rolling:
                 _check(_lib.uc_context_restore(h, self._snap), "uc_context_restore")
                 for region, _ in self._mapped:
@@ -811,18 +879,21 @@ class UnicornBackend:
             if event is not None:
                 return event
             intr = self._intr
-            if intr is not None:
+            if self._fastcall is not None:
+                self._fast_system_call(*self._fastcall)
+            elif intr is not None:
                 intno, rip = intr
                 if intno == _INTR_HLT:
                     if rip == stop_at:
                         return StoppedEvent(stop_at)  # the engine's exit, not a HLT: RIP stays
                     self._write_rip(rip + self._hlt_length(rip))
+                    self._end_interrupt_shadow()
                     return HltEvent()
                 if intno == _INTR_SHUTDOWN:
                     self._shutdown = ShutdownEvent("triple fault (raised by the engine)")
                     return self._shutdown
                 if intno >= 256:
-                    raise UnicornBackendError(f"unexpected engine event {intno:#x} at {rip:#x}")
+                    return self._engine_failure(f"unexpected engine event {intno:#x} at {rip:#x}")
                 # A guest exception: Unicorn moved RIP to exception_next_eip; the hook saw the right one.
                 self._write_rip(rip)
                 self._engine_exception(intno, rip)
@@ -831,7 +902,9 @@ class UnicornBackend:
                 _lib.uc_reg_read(h, ux.UC_X86_REG_RIP, ctypes.byref(rip_val))
                 self._raise_event(UD, None, 0, rip_val.value, None)
             elif err != ucc.UC_ERR_OK:
-                raise UnicornBackendError(f"uc_emu_start: {_lib.uc_strerror(err).decode()}")
+                _lib.uc_reg_read(h, ux.UC_X86_REG_RIP, ctypes.byref(rip_val))
+                detail = f"uc_emu_start: {_lib.uc_strerror(err).decode()} at {rip_val.value:#x}"
+                return self._engine_failure(detail)
             else:
                 # Nothing of ours stopped it: a budget ran out, request_stop(), or the timer.
                 requested, self._stop_requested = self._stop_requested, False
@@ -846,8 +919,26 @@ class UnicornBackend:
                 # Delivery happened inside this budget; give control back rather than start a new one.
                 return StoppedEvent(timer=self._budget is not None)
 
+    def _engine_failure(self, detail: str) -> ShutdownEvent:
+        """The engine stopped on something the backend has no model for: whatever the guest did, that is
+        the backend's limit, so the vCPU shuts down saying so (never an exception out of run())."""
+        self._shutdown = ShutdownEvent(detail, unsupported=True)
+        return self._shutdown
+
+    def _end_interrupt_shadow(self) -> None:
+        """HLT completed: an STI just before it no longer blocks interrupts. QEMU clears its inhibit
+        flag in the HLT helper, after the intercept that reports HLT to us, so `sti; hlt` (the idle
+        loop) would otherwise look uninterruptible forever."""
+        eng, lay = self._eng, self._layout
+        eng.save()
+        hflags = struct.unpack_from("<I", eng.ctx_view, lay.hflags)[0]
+        if hflags & _HF_INHIBIT_IRQ:
+            struct.pack_into("<I", eng.ctx_view, lay.hflags, hflags & ~_HF_INHIBIT_IRQ)
+            eng.restore()
+
     def _write_rip(self, rip: int) -> None:
         self._rip = self._rip_val.value = rip & _MASK64
+        self._rip_moved = True
         _lib.uc_reg_write(self._h, ux.UC_X86_REG_RIP, ctypes.byref(self._rip_val))
 
     def _hlt_length(self, rip: int) -> int:
@@ -945,6 +1036,7 @@ class UnicornBackend:
         _lib.uc_reg_write_batch(self._h, ids, ptrs, n)
         if dirty & DIRTY_RIP:
             self._rip = regs.rip & _MASK64
+            self._rip_moved = True
 
     # -- control state --------------------------------------------------------------------------------
 

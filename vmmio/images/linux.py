@@ -200,6 +200,9 @@ def parse_setup_header(data: bytes) -> SetupHeader:
     return hdr
 
 
+FOUR_GIB = 1 << 32
+
+
 def kernel_payload(data: bytes, hdr: SetupHeader) -> memoryview:
     """The protected-mode kernel: syssize paragraphs after the setup code (a trailing signature is not)."""
     return memoryview(data)[hdr.setup_size : hdr.setup_size + hdr.syssize * 16]
@@ -207,21 +210,25 @@ def kernel_payload(data: bytes, hdr: SetupHeader) -> memoryview:
 
 def _place_kernel(hdr: SetupHeader, layout: MemoryLayout) -> int:
     """pref_address when [it, + init_size) is free; else, if relocatable, the lowest aligned free address
-    from 1 MiB. A non-relocatable kernel moves itself to pref_address, so it gets that or nothing."""
+    above it. Never lower: a 64-bit kernel loaded below pref_address (LOAD_PHYSICAL_ADDR) decompresses
+    itself to [pref_address, + init_size) anyway (arch/x86/boot/compressed/head_64.S), so that memory
+    must be RAM. Below 4 GiB: code32_start is a 32-bit field. A non-relocatable kernel gets pref_address
+    or nothing."""
     free = layout.free()
     pref = max(hdr.pref_address, KERNEL_MIN_ADDR)
     aligned = pref % hdr.kernel_alignment == 0 or not hdr.relocatable_kernel
-    if aligned and find_free(free, hdr.init_size, 1, lo=pref, hi=pref + hdr.init_size) == pref:
+    fits = pref + hdr.init_size <= FOUR_GIB
+    if aligned and fits and find_free(free, hdr.init_size, 1, lo=pref, hi=pref + hdr.init_size) == pref:
         return pref
     if hdr.relocatable_kernel:
-        addr = find_free(free, hdr.init_size, hdr.kernel_alignment, lo=KERNEL_MIN_ADDR)
+        addr = find_free(free, hdr.init_size, hdr.kernel_alignment, lo=pref, hi=FOUR_GIB)
         if addr is not None:
             return addr
     why = "" if hdr.relocatable_kernel else " (relocatable_kernel 0: only pref_address will do)"
     raise ImageError(
-        f"Linux setup header init_size {hdr.init_size:#x}: no free RAM for the kernel at pref_address "
-        f"{hdr.pref_address:#x} aligned to kernel_alignment {hdr.kernel_alignment:#x}{why}; "
-        f"{layout.describe()}"
+        f"Linux setup header init_size {hdr.init_size:#x}: no free RAM below 4 GiB for the kernel at or "
+        f"above pref_address {hdr.pref_address:#x} aligned to kernel_alignment {hdr.kernel_alignment:#x}"
+        f"{why}; {layout.describe()}"
     )
 
 

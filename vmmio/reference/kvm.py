@@ -35,7 +35,8 @@ request is pending raises `KvmEntryError` (an `EntryError`) and changes nothing.
 - exit_consistent: KVM's documented way is KVM_RUN with kvm_run.immediate_exit = 1, which completes the
   pending operation and returns before running more guest code. If the instruction needs another device
   access first (the write of a read-modify-write, the next element of a REP string instruction, which
-  Linux keeps emulating), that arrives as a normal exit; once KVM stops, `run` returns `SuspendedExit`.
+  Linux keeps emulating), that arrives as a normal exit, and the request holds for the entries that
+  answer it (as in vmmio's kernel, it need not be repeated); once KVM stops, `run` returns `SuspendedExit`.
   `Default(exit_consistent=True)` with nothing pending returns `SuspendedExit` without entering KVM.
 - Discard: not possible. Linux's emulator holds the instruction's progress in the kernel and completes
   it on the next KVM_RUN whatever userspace does (for a write the exit is only reported once the
@@ -394,6 +395,7 @@ class KvmVcpu:
         self._next = 0
         self._pending: MmioExit | InoutExit | None = None
         self._stop_requested = False
+        self._consistent = False  # an entry asked for exit_consistent: it holds until KVM has stopped
         self._fds: list[int] = []
         self._run: mmap.mmap | None = None
         self._maps: list[mmap.mmap] = []
@@ -666,10 +668,14 @@ class KvmVcpu:
         if offset >= 0:  # a read: its data goes where KVM takes it from (kvm_run.mmio.data, PIO page)
             run[offset : offset + pending.size] = data.to_bytes(pending.size, "little")
         self._pending = None
+        self._consistent = self._consistent or entry.exit_consistent
         if self._next < len(self._parts):
             return self._hand_out()
         self._parts = []
-        return self._enter(entry.exit_consistent)
+        ex = self._enter(self._consistent)
+        if not isinstance(ex, MmioExit | InoutExit):
+            self._consistent = False
+        return ex
 
     def request_stop(self) -> None:
         """Make the next KVM_RUN return at once (SuspendedExit). A KVM_RUN already under way returns

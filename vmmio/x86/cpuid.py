@@ -53,6 +53,12 @@ FEATURES: dict[str, tuple[int, int, int, int]] = {
 }
 
 
+# The leaves whose output depends on ECX (the subleaf): SDM vol. 2, CPUID, and AMD APM vol. 3. Every
+# other leaf ignores ECX, whatever the guest left in it.
+SUBLEAF_LEAVES = frozenset({4, 7, 0xB, 0xD, 0xF, 0x10, 0x12, 0x14, 0x17, 0x18, 0x1B, 0x1D, 0x1E, 0x1F})
+SUBLEAF_LEAVES |= {0x20, 0x23, 0x24, 0x8000_001D, 0x8000_0020, 0x8000_0026}
+
+
 @dataclass(frozen=True)
 class CpuidTable:
     """(leaf, subleaf) -> (EAX, EBX, ECX, EDX); leaves whose subleaf does not matter use subleaf 0."""
@@ -60,6 +66,9 @@ class CpuidTable:
     leaves: Mapping[tuple[int, int], Leaf] = field(default_factory=dict)
 
     def query(self, leaf: int, subleaf: int = 0) -> Leaf:
+        """What CPUID returns for EAX = `leaf`, ECX = `subleaf` (ignored where the leaf has no subleaves)."""
+        if leaf not in SUBLEAF_LEAVES:
+            subleaf = 0
         return self.leaves.get((leaf, subleaf), (0, 0, 0, 0))
 
     def has(self, feature: str) -> bool:

@@ -191,3 +191,4 @@ class Form:
     # registers still get their upper halves cleared (as a 32-bit write would), with no iteration run.
     zero_count_clears: tuple[int, ...] = ()
     names: tuple[str, ...] = ()  # the instructions the form covers, for the table (VEX/EVEX have no mnemonic)
+    port: bool = False  # does port I/O: the only forms an I/O exit can come from
