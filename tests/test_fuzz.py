@@ -232,3 +232,11 @@ def test_fixed_bugs_stay_fixed() -> None:
 def test_a_rendered_case_is_the_case() -> None:
     case = insns.Case("real", 0, 0, 0, 0x1000, b"\x8b\x47", (1, 0x1234), event=insns.Event("npf", 0xA_0000))
     assert eval(render(case), {"t": insns}) == case
+
+
+def test_implicit_stores_may_cause_an_npf() -> None:
+    """MASKMOVQ stores to DS:rDI with a register-only ModRM; even with an all-zero mask it may fault."""
+    event = insns.Event("npf", 0xA_0000)
+    TARGETS["insns"].replay(
+        insns.Case("pm16-pae", 3, 0, 0, 0x1052, b"\x0f\xf7\xe8", (), 0x280C56, (0, 0, 0xA0000), event=event)
+    )

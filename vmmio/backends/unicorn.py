@@ -75,7 +75,7 @@ from unicorn import x86_const as ux
 
 from vmmio.backends.base import BackendEvent, HltEvent, IoEvent, NpfEvent, ShutdownEvent, StoppedEvent
 from vmmio.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, RamRegion
-from vmmio.x86.cpuid import CpuidTable
+from vmmio.x86.cpuid import SUBLEAF_LEAVES, CpuidTable
 from vmmio.x86.delivery import (
     DESC_B,
     DESC_G,
@@ -126,8 +126,11 @@ _CPUID_CB = ctypes.CFUNCTYPE(ctypes.c_int, _void_p, _void_p)  # returns 1: the h
 _SYSCALL_CB = ctypes.CFUNCTYPE(None, _void_p, _void_p)  # SYSCALL and SYSENTER
 FastCall = Callable[[Regs, Control, ReadMsr], Delivered]
 
-# The CPUID leaves the backend reports (subleaves where they matter); others read as zeros.
-CPUID_LEAVES = ((0, 0), (1, 0), (7, 0), (7, 1), (0xD, 0), (0xD, 1), (0x8000_0000, 0), (0x8000_0001, 0))
+# The CPUID leaves the backend reports: every basic and extended leaf up to the engine's maximum (a
+# guest sizes itself from them: Linux takes its physical-address width from 0x8000_0008), subleaves
+# 0..CPUID_SUBLEAVES-1 of the leaves that have them.
+CPUID_RANGES = (0, 0x8000_0000)
+CPUID_SUBLEAVES = 64
 # What the engine executes wrongly, hidden from the guest so that it never relies on it: the register
 # form of MOVBE runs instead of raising #UD. A guest that checks CPUID leaves MOVBE alone; one that does
 # not gets #UD from the kernel on MMIO but still runs both forms on RAM (a known limit, above).
@@ -445,13 +448,22 @@ def _engine_cpuid() -> CpuidTable:
             _check(_lib.uc_mem_map(eng.h, 0, 0x1000, ucc.UC_PROT_ALL), "uc_mem_map")
             code = (ctypes.c_char * 2).from_buffer_copy(b"\x0f\xa2")  # cpuid
             _check(_lib.uc_mem_write(eng.h, _u64(0), code, _u64(2)), "uc_mem_write")
-            leaves: dict[tuple[int, int], tuple[int, int, int, int]] = {}
-            for leaf, sub in CPUID_LEAVES:
+
+            def run(leaf: int, sub: int) -> tuple[int, int, int, int]:
                 eng.reg_write(ux.UC_X86_REG_RAX, leaf)
                 eng.reg_write(ux.UC_X86_REG_RCX, sub)
                 _check(_lib.uc_emu_start(eng.h, _u64(0), _u64(2), _u64(0), ctypes.c_size_t(0)), "cpuid")
                 a, b, c, d = (eng.reg_read(r) & 0xFFFF_FFFF for r in _CPUID_OUT)
-                leaves[leaf, sub] = (a, b, c, d)
+                return a, b, c, d
+
+            leaves: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+            for first in CPUID_RANGES:
+                top = run(first, 0)[0]
+                for leaf in range(first, min(top, first + 0xFF) + 1):
+                    for sub in range(CPUID_SUBLEAVES if leaf in SUBLEAF_LEAVES else 1):
+                        values = run(leaf, sub)
+                        if sub == 0 or any(values):
+                            leaves[leaf, sub] = values
             _cpuid_cache = CpuidTable(leaves)
             return _cpuid_cache
         finally:
