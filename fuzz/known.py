@@ -21,19 +21,7 @@ class KnownBug:
     matches: Callable[[object], bool] | None = None
 
 
-KNOWN: tuple[KnownBug, ...] = (
-    KnownBug(
-        "npf-register-form",
-        "insns",
-        ("npf-without-memory-access",),
-        "After an NPF the kernel performs an instruction that makes no access at all (a register-only "
-        "form) instead of handing it back as GPA_MISMATCH; Vcpu._complete checks the faulting page only "
-        "when the instruction made accesses. Left so on purpose for now: tests/test_forms_integer.py, "
-        "tests/test_forms_vector.py and the four oracles run register forms through an NPF (KVM's "
-        "emulator, too, performs whatever is at RIP), and making it GPA_MISMATCH failed 86 of them. "
-        "Fixing it needs another way for those tests to run register forms.",
-    ),
-)
+KNOWN: tuple[KnownBug, ...] = ()
 
 
 def classify(target: str, sig: str, case: object) -> KnownBug | None:

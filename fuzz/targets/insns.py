@@ -290,8 +290,7 @@ _STRING_OPS = frozenset((*range(0xA4, 0xA8), *range(0xAA, 0xB0), 0x6C, 0x6D, 0x6
 _STACK_OPS = frozenset(((0xFF, 6), (0x8F, 0)))  # push/pop r/m: memory even with a register operand
 _TRANSFERS = "vmmio.vmm.semantics.control"  # CALL/JMP/RET/IRET: RIP ends at the target
 # Families whose forms reach memory without a memory operand: the stack, descriptor tables (in real mode
-# a segment load or far jump reaches none: performed after an NPF, as any form that makes no access is,
-# fuzz/known.py's npf-register-form).
+# a segment load or far jump reaches none: performed after an NPF, as any form that makes no access is).
 _IMPLICIT_MEMORY = frozenset(
     f"vmmio.vmm.semantics.{name}" for name in ("stack", "control", "segments", "system")
 )
@@ -312,10 +311,10 @@ def _check_exit_kind(case: Case, insn: Insn, module: str) -> None:
         or (one and (insn.opcode in _STRING_OPS or (insn.opcode, insn.reg & 7) in _STACK_OPS))
         or (insn.opmap, insn.opcode) in _IMPLICIT_STORES
     )
-    if case.event.kind == "npf" and not memory:
-        raise Violation(
-            "npf-without-memory-access", f"{insn.mnemonic} performed after an NPF at {case.event.gpa:#x}"
-        )
+    # A form that makes no access at all cannot contradict an NPF and is performed (vcpu._complete);
+    # port I/O without a memory operand can (IN/OUT are refused as GPA_MISMATCH).
+    if case.event.kind == "npf" and ports and not memory:
+        raise Violation("npf-from-port-io", f"{insn.mnemonic} performed after an NPF at {case.event.gpa:#x}")
     if case.event.kind == "io" and not ports:
         raise Violation(
             "io-exit-without-port",

@@ -501,9 +501,8 @@ class Vcpu:
         self._cur = None
         if cur.fault_page >= 0 and cur.accesses:
             # It made accesses but never touched the faulting page: the code or tables changed under us.
-            # One that made none (a register form) is performed, as KVM's emulator performs whatever is
-            # at RIP: the form rows and the oracles run register forms this way (fuzz/known.py:
-            # npf-register-form).
+            # One that made none (a register form) cannot contradict the exit and is performed, as KVM's
+            # emulator performs whatever is at RIP (the form rows and the oracles run register forms so).
             return InstEmulExit(cur.rip, cur.insn.raw, InstEmulReason.GPA_MISMATCH)
         self._commit(cur, rip=True)
         return None
