@@ -21,29 +21,7 @@ class KnownBug:
     matches: Callable[[object], bool] | None = None
 
 
-KNOWN: tuple[KnownBug, ...] = (
-    KnownBug(
-        "decoder-byte-16",
-        "decoder",
-        ("beyond-15",),
-        "decode() lets the 16th byte decide: after 14 prefix bytes, a C4/C5/62/8F opcode at byte 15 is "
-        "judged (UNDEFINED or BAD_LOCK, length 15) from its VEX/EVEX/XOP payload at byte 16, while the "
-        "same 15 bytes alone give TOO_LONG; _special returns length i after reading code[i]. The vCPU "
-        "fetches at most 15 bytes, so guests see #GP(0) as they should; decode() callers with longer "
-        "buffers (vmmio decode, tools) get #UD's status instead.",
-    ),
-    KnownBug(
-        "cross-kind-exit",
-        "insns",
-        ("npf-without-memory-access", "io-exit-without-port"),
-        "GPA_MISMATCH (docs/abi.md: no decoded memory operand translates to the GPA the hardware "
-        "reported, i.e. the code changed under the exit) is only checked within one kind of exit: after "
-        "an NPF the kernel performs an instruction with no memory operand at all (a register-only ALU "
-        "form, or OUT as an InoutExit), and after an I/O exit one that does no port I/O (MMIO requests, "
-        "RAM writes); _complete skips the check when the instruction made no access "
-        "(cur.accesses == 0), and a fault_port/fault_page of the other kind is never compared.",
-    ),
-)
+KNOWN: tuple[KnownBug, ...] = ()
 
 
 def classify(target: str, sig: str, case: object) -> KnownBug | None:

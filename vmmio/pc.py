@@ -9,6 +9,7 @@ port at 0xF4). Time comes from one clock (`HostClock` by default, a `VirtualCloc
     port 0x40-0x43, 0x61                     PIT and system control port B          kernel
     port 0x70-0x71                           RTC and CMOS (memory size filled in)   kernel
     MMIO 0xFEE00000, 4 KiB                   local APIC                             kernel
+    RAM 0xF0000                              ACPI RSDP, RSDT, MADT (the 640 KiB-1 MiB hole is reserved)
     port 0x3F8-0x3FF                         16550A UART on IRQ 4                   userspace
     port 0x60, 0x64, 0x92                    i8042 (IRQ 1, 12), fast reset          userspace
     port 0x510-0x511                         fw_cfg (signature, RAM size, CPUs)     userspace
@@ -23,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vmmio import images
 from vmmio.devices import (
     I8042,
     Clock,
@@ -47,16 +49,17 @@ from vmmio.devices.pc_testdev import (
     LATCH_PORT,
     LATCH_SPAN,
 )
+from vmmio.images.acpi import build_tables
 from vmmio.machine import Layout, Machine
 from vmmio.vmm.interrupts import PcInterrupts
 
 LAPIC_BASE = 0xFEE0_0000
+BIOS_HOLE = (0xA_0000, 0x6_0000)  # VGA and BIOS: reserved in the memory map, never loaded into
+ACPI_BASE = 0xF_0000  # in the BIOS area, where an RSDP scan finds it
 # What Linux is told about this PC by default: its console and early output on the 16550; the 8259 and
 # the PIT for interrupts and time (no I/O APIC; the local APIC stays off); no ACPI tables; one CPU; and
 # no crypto self-tests at boot (under Unicorn's TCG they alone take ~8 s of a ~22 s boot).
-LINUX_CMDLINE = (
-    "console=ttyS0 earlyprintk=serial,ttyS0,115200 noapic nolapic acpi=off nosmp panic=-1 cryptomgr.notests"
-)
+LINUX_CMDLINE = "console=ttyS0 earlyprintk=serial,ttyS0,115200 noapic nosmp panic=-1 cryptomgr.notests"
 FW_CFG_PORT = 0x510
 IRQ_PIT, IRQ_KBD, IRQ_COM1, IRQ_RTC, IRQ_AUX = 0, 1, 4, 8, 12
 
@@ -139,6 +142,15 @@ class PcMachine(Machine):
         vm.timers = [pit, rtc, lapic]
         vm.clock = clock
         self.pc = PcDevices(clock, pic, pit, rtc, lapic, kbd, port92, fw_cfg, testdev)
+        if layout.ram_size >= sum(BIOS_HOLE):
+            vm.memory.write(ACPI_BASE, build_tables(ACPI_BASE, LAPIC_BASE, cpus))
+
+    def memory_layout(self) -> images.MemoryLayout:
+        """`Machine`'s, with the PC's 640 KiB-1 MiB hole (where the ACPI tables are) reserved."""
+        base = super().memory_layout()
+        if self.layout.ram_size < sum(BIOS_HOLE):
+            return base  # RAM ends below 1 MiB: no hole to keep
+        return images.MemoryLayout(base.ram, (*base.reserved, BIOS_HOLE), base.in_use)
 
 
 __all__ = ["LAPIC_BASE", "LINUX_CMDLINE", "PcDevices", "PcMachine", "pc_layout"]

@@ -148,8 +148,8 @@ class I8042:
         self.buffer: tuple[int, bool] | None = None  # the output buffer
         self.last_read = 0
         self._levels = (False, False)
-        self.data = _Port(self._read_data, self._write_data)
-        self.command = _Port(self._read_status, self._write_command)
+        self.data = I8042Port(self._read_data, self._write_data)
+        self.command = I8042Port(self._read_status, self._write_command)
         self._commands: dict[int, Callable[[], None]] = {
             CMD_AUX_DISABLE: lambda: self._set_ccb(self.ccb | CCB_AUX_DISABLED),
             CMD_AUX_ENABLE: lambda: self._set_ccb(self.ccb & ~CCB_AUX_DISABLED),
@@ -307,7 +307,7 @@ def _answer(device: Ps2Device, value: int, argument_of: int | None) -> tuple[tup
     return device.replies.get(value, (RESEND,)), None
 
 
-class _Port:
+class I8042Port:
     """One byte-wide port of the controller."""
 
     def __init__(self, read: Callable[[], int], write: Callable[[int], None]) -> None:

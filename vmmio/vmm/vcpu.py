@@ -48,7 +48,6 @@ from vmmio.vmm.semantics.context import (
     PORT_CHECK,
     PORT_IN,
     PORT_OUT,
-    READ,
     SYS_READ,
     SYS_WRITE,
     TOUCH,
@@ -73,7 +72,6 @@ DECODE_CACHE_LIMIT = 4096  # instructions with their semantics; the GC pause bou
 # Page-fault error-code bits each request kind checks (RMW reads are checked for write).
 _ACCESS_BITS = (0, PFEC_W, PFEC_W, 0, 0, PFEC_W)  # by request kind, READ .. SYS_WRITE
 _WRITES = (False, True, False, False, False, True)
-_PLAIN_READS = (READ, SYS_READ)  # may read RAM before the faulting access: nothing is changed yet
 _CS, _FS = int(Seg.CS), int(Seg.FS)
 _WHOLE = frozenset((1, 2, 4, 8))  # device accesses of these sizes stay one request
 _MAX_BLOCK = 4096  # instructions decoded ahead to find where a fetch fault really is
@@ -352,6 +350,10 @@ class Vcpu:
                 linear_address(ctl, mode, _CS, regs.rip, insn.length, PFEC_I, regs.rflags)  # CS limit
             if form is None:
                 return InstEmulExit(regs.rip, insn.raw, InstEmulReason.NOT_EMULATED)
+            if form.port != (fault_port >= 0) and not (form.string and fault_page >= 0):
+                # An I/O exit from an instruction without port I/O, or an NPF from IN/OUT: the code
+                # changed under the exit (INS/OUTS may also fault on their memory operand).
+                return InstEmulExit(regs.rip, insn.raw, InstEmulReason.GPA_MISMATCH)
             stack = 8 if mode == 64 else (4 if ctl.segs[Seg.SS].db else 2)
             # The backend handed us a private copy of the registers: stage on it directly.
             next_rip = (regs.rip + insn.length) & (MASK[8] if mode == 64 else 0xFFFF_FFFF)
@@ -371,6 +373,7 @@ class Vcpu:
             if insn.addr_size == 4 and mode == 64:
                 for reg in (Gpr.RCX, *form.zero_count_clears):
                     x.set(reg, 4, x.gprs[reg])
+            cur.fault_page = -1  # completed whatever the exit said, as KVM's emulator does
             return self._complete(cur)
         return self._advance(cur, None)
 
@@ -469,7 +472,9 @@ class Vcpu:
     def _complete(self, cur: _Inflight) -> VmExit | None:
         self._cur = None
         if cur.fault_page >= 0 and cur.accesses:
-            # It read RAM but never touched the faulting page: the code or tables changed under us.
+            # It made accesses but never touched the faulting page: the code or tables changed under us.
+            # One that made none (a register form) cannot contradict the exit and is performed, as KVM's
+            # emulator performs whatever is at RIP (the form rows and the oracles run register forms so).
             return InstEmulExit(cur.rip, cur.insn.raw, InstEmulReason.GPA_MISMATCH)
         self._commit(cur, rip=True)
         return None
@@ -583,9 +588,11 @@ class Vcpu:
                 else:
                     all_ram = False
                     pieces += [(start + o, g2, n2, target) for o, g2, n2 in split_access(g, n)]
-        # A probe (TOUCH) transfers nothing: it may come first wherever it is (masked stores probe their
-        # last byte before writing the first; the check at completion still applies).
-        if not matched and kind != TOUCH and (kind not in _PLAIN_READS or not all_ram):
+        # RAM before the faulting page is fine (ENTER pushes before it reads its display; RAM writes are
+        # deferred to the commit), a device is not: that access would have been the fault. A probe (TOUCH)
+        # transfers nothing: it may come first wherever it is (masked stores probe their last byte before
+        # writing the first; the check at completion still applies).
+        if not matched and kind != TOUCH and not all_ram:
             raise EmulationAbort(InstEmulReason.GPA_MISMATCH, f"access at {gpa:#x} before the faulting page")
         if matched:
             cur.fault_page = -1

@@ -495,6 +495,9 @@ def _special(
     Returns (index after the opcode, opcode, entry, ModRM table row, operand-size index, encoding,
     vector length, what `_vector_mem` needs or None when the memory operand is an ordinary one).
     """
+    if i >= MAX_INSN_LEN:
+        # Every form needs the byte after the opcode (VEX payload or ModRM): that is byte 16.
+        return _err(_TOO_LONG, MAX_INSN_LEN, "instruction longer than 15 bytes")
     first = code[i - 1]
     b1 = code[i]
     if (b1 & 0x1F < 8) if first == 0x8F else (mode != 64 and b1 < 0xC0):

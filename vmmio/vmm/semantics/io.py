@@ -15,14 +15,14 @@ def _port_and_width(x: Exec, i: Insn) -> tuple[int, int]:
     return port, i.width
 
 
-@emulates(OpMap.ONE, (0xE4, 0xE5, 0xEC, 0xED))
+@emulates(OpMap.ONE, (0xE4, 0xE5, 0xEC, 0xED), port=True)
 def port_in(x: Exec, i: Insn) -> Steps:
     port, w = _port_and_width(x, i)
     yield (PORT_CHECK, port, 0, w, 0)
     x.set(Gpr.RAX, w, (yield (PORT_IN, port, 0, w, 0)))
 
 
-@emulates(OpMap.ONE, (0xE6, 0xE7, 0xEE, 0xEF))
+@emulates(OpMap.ONE, (0xE6, 0xE7, 0xEE, 0xEF), port=True)
 def port_out(x: Exec, i: Insn) -> Steps:
     port, w = _port_and_width(x, i)
     yield (PORT_CHECK, port, 0, w, 0)

@@ -34,13 +34,21 @@ def emulates(
     mnemonics: Iterable[str] = (),
     zero_count_clears: Iterable[int] = (),
     names: Iterable[str] = (),
+    port: bool = False,
 ) -> Callable[[Semantic], Semantic]:
     """Register a semantic for opcodes of `opmap` under `encoding` (and, for groups, the ModRM.reg
     values `regs`). `names` lists the instructions covered, for the table, where no mnemonic does."""
 
     def register(fn: Semantic) -> Semantic:
         form = Form(
-            fn, string, rep_zf, mem_only, frozenset(mnemonics), tuple(zero_count_clears), tuple(names)
+            fn,
+            string,
+            rep_zf,
+            mem_only,
+            frozenset(mnemonics),
+            tuple(zero_count_clears),
+            tuple(names),
+            port,
         )
         for op in opcodes:
             for reg in regs:

@@ -72,7 +72,7 @@ def scas(x: Exec, i: Insn) -> Steps:
     _step(x, Gpr.RDI, w)
 
 
-@emulates(OpMap.ONE, (0x6C, 0x6D), string=True)
+@emulates(OpMap.ONE, (0x6C, 0x6D), string=True, port=True)
 def ins(x: Exec, i: Insn) -> Steps:
     w = i.width
     port = x.get(Gpr.RDX, 2)
@@ -82,7 +82,7 @@ def ins(x: Exec, i: Insn) -> Steps:
     _step(x, Gpr.RDI, w)
 
 
-@emulates(OpMap.ONE, (0x6E, 0x6F), string=True)
+@emulates(OpMap.ONE, (0x6E, 0x6F), string=True, port=True)
 def outs(x: Exec, i: Insn) -> Steps:
     w = i.width
     port = x.get(Gpr.RDX, 2)
