@@ -225,6 +225,7 @@ _start:
     call puts
     call run_cases
     call run_xtests
+    call run_ctl_xtests
     call run_int_xtests
     call run_vxtests
     lea rsi, [rip + s_sum1]
@@ -1221,6 +1222,7 @@ xok\@:
 
     .include "insntest_xcases.inc"
     .include "insntest_vxcases.inc"
+    .include "insntest_ctlx.inc"
 
 /* --- data ---------------------------------------------------------------------------------------------- */
 
@@ -1266,6 +1268,7 @@ gdt:
     .quad 0x00CF9A000000FFFF        /* 0x18: 32-bit code */
     .quad 0x0000892510000067        /* 0x20: 64-bit TSS at 0x251000, limit 0x67 (16 bytes) */
     .quad 0
+    .quad 0x00CF12000000FFFF        /* 0x30: data, not present (insntest_ctlx.inc) */
 gdt_end:
 gdtr:
     .word gdt_end - gdt - 1
@@ -1299,6 +1302,8 @@ cases_start:
     .include "insntest_vcases.inc"
     .section .data.cases, "aw"
     .include "insntest_int.inc"
+    .section .data.cases, "aw"
+    .include "insntest_ctl.inc"
     .section .data.cases, "aw"
 cases_end:
 

@@ -50,7 +50,19 @@ from vmmio.machine import (
     Machine,
 )
 from vmmio.memory import RangeMap
-from vmmio.reference.kvm import KvmEntryError, KvmError, KvmIo, KvmMmio, KvmVcpu, kvm_usable
+from vmmio.reference.kvm import (
+    CPUID1_ECX_TSC_DEADLINE,
+    HIDDEN_CPUID,
+    KVM_CPUID_FEATURES,
+    KvmEntryError,
+    KvmError,
+    KvmIo,
+    KvmMmio,
+    KvmVcpu,
+    cmpxchg16b_runs,
+    kvm_usable,
+)
+from vmmio.x86.cpuid import EAX, ECX
 from vmmio.x86.regs import Gpr
 
 if platform.machine() != "x86_64":
@@ -179,6 +191,35 @@ def test_set_regs_and_control_between_exits(machine: Machine) -> None:
     vcpu.set_control(ctl)
     assert vcpu.get_control() == ctl
     assert vcpu.run() == MmioExit(DEV + 0x10, 4, False, 0)
+    vcpu.close()
+
+
+def test_cpuid_hides_what_only_an_in_kernel_local_apic_backs(machine: Machine) -> None:
+    """No KVM irqchip: no x2APIC, no TSC-deadline timer, none of KVM's paravirtual features that KVM
+    serves only with its own local APIC (their MSRs would be refused: Linux complains at boot)."""
+    with kvm_vcpu(machine, b"\xf4") as vcpu:
+        assert not vcpu.cpuid.has("x2apic")
+        assert not vcpu.cpuid.query(1)[ECX] & CPUID1_ECX_TSC_DEADLINE
+        assert not vcpu.cpuid.query(KVM_CPUID_FEATURES)[EAX] & HIDDEN_CPUID[KVM_CPUID_FEATURES, 12]
+
+
+@needs_as
+def test_the_guest_reads_the_kvm_features_it_was_given(machine: Machine) -> None:
+    vcpu = kvm_vcpu(machine, assemble(f"mov eax, {KVM_CPUID_FEATURES}\n cpuid\n hlt"))
+    assert isinstance(vcpu.run(), HltExit)
+    assert vcpu.get_regs().rax == vcpu.cpuid.query(KVM_CPUID_FEATURES)[EAX]
+    vcpu.close()
+
+
+@needs_as
+def test_cx16_is_reported_only_where_the_guest_can_run_cmpxchg16b(machine: Machine) -> None:
+    """Where KVM takes CMPXCHG16B into its emulator (PVM), which has none, the guest is not told CX16."""
+    src = "xor eax, eax\n xor edx, edx\n mov ebx, 1\n xor ecx, ecx\n cmpxchg16b [0x200000]\n hlt"
+    vcpu = kvm_vcpu(machine, assemble(src))
+    ex = vcpu.run()
+    assert cmpxchg16b_runs() == isinstance(ex, HltExit), ex
+    if vcpu.cpuid.has("cx16"):  # a guest told it has CX16 can use it
+        assert isinstance(ex, HltExit) and machine.vm.memory.read_int(RAM_BUF, 8) == 1
     vcpu.close()
 
 

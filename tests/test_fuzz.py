@@ -208,13 +208,14 @@ def test_known_bug(bug: KnownBug) -> None:
 def test_fixed_bugs_stay_fixed() -> None:
     """Rows once in fuzz/known.py, kept as cases: eip-wrap (an emulated OUT ending at 4 GiB wraps EIP),
     linux-above-4g (a kernel with room only above 4 GiB is an ImageError), decoder-byte-16 (a VEX prefix
-    at byte 15 is TOO_LONG whatever follows), cross-kind-exit (an NPF from a register-only form, or an
-    I/O exit from an MMIO form, is GPA_MISMATCH)."""
+    at byte 15 is TOO_LONG whatever follows), cross-kind-exit (an NPF from IN/OUT, or an I/O exit from an
+    MMIO form, is GPA_MISMATCH). A register-only form after an NPF is performed, as KVM's emulator does:
+    it makes no access that could contradict the exit."""
     TARGETS["decoder"].replay(decoder.Case(bytes.fromhex("66" * 14 + "c5"), 64, b"\xf8\x77"))
     for code, event in (
-        (b"\x29\xd2", insns.Event("npf", 0xA_0000)),
         (b"\xe6\x80", insns.Event("npf", 0xA_0000)),
         (b"\x89\x03", insns.Event("io", port=0x80)),
+        (b"\x29\xd2", insns.Event("npf", 0xA_0000)),
     ):
         TARGETS["insns"].replay(insns.Case("long64", 0, 0, 0, 0x1000, code, event=event))
     TARGETS["images"].replay(images.Case(bzimage(init_size=0x400_0000), layout=1))
@@ -226,3 +227,11 @@ def test_fixed_bugs_stay_fixed() -> None:
 def test_a_rendered_case_is_the_case() -> None:
     case = insns.Case("real", 0, 0, 0, 0x1000, b"\x8b\x47", (1, 0x1234), event=insns.Event("npf", 0xA_0000))
     assert eval(render(case), {"t": insns}) == case
+
+
+def test_implicit_stores_may_cause_an_npf() -> None:
+    """MASKMOVQ stores to DS:rDI with a register-only ModRM; even with an all-zero mask it may fault."""
+    event = insns.Event("npf", 0xA_0000)
+    TARGETS["insns"].replay(
+        insns.Case("pm16-pae", 3, 0, 0, 0x1052, b"\x0f\xf7\xe8", (), 0x280C56, (0, 0, 0xA0000), event=event)
+    )

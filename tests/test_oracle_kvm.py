@@ -136,7 +136,15 @@ def test_vmmio_matches_kvm(family: str, kvm_runner: KvmRunner, referee: Referee,
 def test_kvm_deviations_still_reproduce(key: str, kvm_runner: KvmRunner) -> None:
     """Each tabled deviation still makes KVM disagree with vmmio on its minimal case; when this fails,
     Linux was fixed: drop the entry."""
-    case = KVM_DEVIATIONS[key].case
+    dev = KVM_DEVIATIONS[key]
+    case = dev.case
+    if not dev.runnable:
+        # KVM spins on it without an exit: it still does if it has not finished within a second.
+        outcome = kvm_runner.run(case, seconds=1.0).outcome
+        assert "TimeoutError" in outcome.error or "MMIO exits" in outcome.error, (
+            f"KVM now finishes {case.form} ({case.code.hex()}): {outcome}; make {key!r} runnable or drop it"
+        )
+        return
     verdict = judge(case, kvm_runner)
     assert verdict.kind == "kvm-deviation" and verdict.key == key, (
         f"KVM now agrees with vmmio on {case.form} ({case.code.hex()}): drop {key!r}\n{verdict.message}"
@@ -147,12 +155,17 @@ def test_kvm_deviations_still_reproduce(key: str, kvm_runner: KvmRunner) -> None
 def test_host_cpu_referees_kvm_deviations(key: str, kvm_runner: KvmRunner, referee: Referee) -> None:
     """On each tabled deviation's case the host CPU agrees with vmmio and not with KVM: the CPU wins."""
     case = KVM_DEVIATIONS[key].case
+    if case.env == "kernel":
+        pytest.skip("a privileged form: the host CPU runs at CPL 3 (the reason cites the SDM)")
     native = referee.run(case)
     if native is None:
         pytest.skip(f"host CPU oracle unavailable: {referee.why_not}")
     assert not native.error, native.error
     assert compare(case, native, run_vmmio(case), "host CPU", "vmmio") == []
-    assert compare(case, native, kvm_runner.run(case).outcome, "host CPU", "KVM") != []
+    if KVM_DEVIATIONS[key].requests_only:  # the host shows no requests: it agrees with both
+        assert compare(case, native, kvm_runner.run(case).outcome, "host CPU", "KVM") == []
+    else:
+        assert compare(case, native, kvm_runner.run(case).outcome, "host CPU", "KVM") != []
 
 
 def test_documented_behaviours_say_whether_the_cases_reach_them() -> None:

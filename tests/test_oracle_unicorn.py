@@ -147,6 +147,20 @@ def test_every_registered_memory_form_has_a_generator() -> None:
             covered.add(form.fn)
 
     sample()
+    from oracles.gen_ctl import CTL_SPECS, ctl_case_for  # the stack, control, segment and system forms
+
+    @settings(max_examples=6, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def sample_ctl(data: st.DataObject) -> None:
+        for spec in CTL_SPECS:
+            case = data.draw(ctl_case_for(spec))
+            insn = decode(case.code + bytes(15), 64)
+            assert isinstance(insn, Insn), f"vmmio cannot decode {case.code.hex()} ({case.form}): {insn}"
+            form = lookup(insn)
+            assert form is not None, f"vmmio has no form for {case.code.hex()} ({case.form})"
+            covered.add(form.fn)
+
+    sample_ctl()
     out_of_scope = {"port_in", "port_out", "ins", "outs", "flush_line"}
     out_of_scope |= {"sse_move", "vex_move", "evex_move"}  # tests/oracles/gen_vector.py, checked there
     missing = {f.fn.__name__ for f in FORMS.values() if f.fn not in covered} - out_of_scope

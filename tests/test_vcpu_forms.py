@@ -516,4 +516,10 @@ def test_rows_cover_every_registered_form() -> None:
         form = lookup(insn)
         assert form is not None, case.name
         covered.add(form.fn)
+    from test_forms_control import MODE_BITS, ROWS  # the stack, control, segment and system forms
+
+    for row in ROWS:
+        insn = decode(bytes.fromhex(row.code), MODE_BITS[row.mode])
+        if isinstance(insn, Insn) and (form := lookup(insn)) is not None:
+            covered.add(form.fn)
     assert {f.fn for f in FORMS.values()} - covered == set()

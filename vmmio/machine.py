@@ -378,7 +378,7 @@ class Machine:
         if backend == "kvm":
             from vmmio.reference.kvm import KvmVcpu
 
-            return KvmVcpu(self.vm.memory, state, ports=self.vm.ports)
+            return KvmVcpu(self.vm.memory, state, ports=self.vm.ports, chipset=self.vm)
         return self.vm.create_vcpu(backend, state=state)
 
     def service(self, ex: MmioExit | InoutExit) -> FulfillMmio | FulfillInout:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from oracles.gen import CODE, WINDOW, Access, Case
+from oracles.gen_ctl import q4, q8, simple_case
 from oracles.vector_state import UNICORN, Scope
 from vmmio.x86.state import VectorState
 
@@ -138,8 +139,130 @@ UNICORN_BUGS: dict[str, UnicornBug] = {
 }
 
 
+_TARGET = 0x30_0040  # in the code page (gen.CODE + 0x40)
+_c = simple_case
+
+# The stack, control-transfer, segment and system families (oracles/gen_ctl.py); the host CPU referees
+# each minimal case (the LGDT and LTR ones run at CPL 0 only: the SDM referees them).
+UNICORN_BUGS.update(
+    {
+        "near-66": UnicornBug(
+            "QEMU gives near CALL/JMP/RET a 16-bit operand size with 66 in 64-bit mode (AMD's rule); Intel "
+            "ignores 66 there, and the host CPU keeps the 64-bit target and return address",
+            replace(_c("ret (66)", "branch", "66c3", q8(_TARGET), "R8@0", "near-66"), next_rip=_TARGET),
+        ),
+        "imm16-high": UnicornBug(
+            "QEMU sign-extends the imm16 of RET/RETF imm16 (ret 0xf9f0 moves RSP down); it is unsigned, and "
+            "the host CPU adds 0xf9f0",
+            replace(_c("ret imm16", "branch", "c2f0f9", q8(_TARGET), "R8@0", "imm16-high"), next_rip=_TARGET),
+        ),
+        "far-load-rex.w": UnicornBug(
+            "QEMU reads m16:32 for LSS/LFS/LGS with REX.W (AMD's rule); Intel reads m16:64, as the host CPU "
+            "does, so QEMU takes bytes 4-5 of the offset for the selector",
+            _c(
+                "lfs rax, m16:64", "sreg", "480fb403", q8(0x1234) + b"\x2b\x00", "R8@0 R2@8", "far-load-rex.w"
+            ),
+        ),
+        "enter16": UnicornBug(
+            "QEMU's 16-bit ENTER writes the whole 64-bit frame pointer into RBP; the CPU writes BP only "
+            "(SDM: BP <- FrameTemp[15:0]; the host keeps RBP's upper bits)",
+            replace(
+                _c("enter 0, 0 (16-bit)", "enter_leave", "66c8000000", b"", "W2@-2", "enter16"),
+                gprs=(0, 0, 0, 0, WINDOW + 0x100, 0x12_3456_0000, *[0] * 10),
+            ),
+        ),
+        "iret-vm": UnicornBug(
+            "QEMU's IRETD (32-bit operand size) in IA-32e mode returns to virtual-8086 mode when the EFLAGS "
+            "image has VM; IA-32e mode ignores VM there (the host CPU returns to the code segment named)",
+            replace(
+                _c(
+                    "iretd",
+                    "far",
+                    "cf",
+                    q4(_TARGET, 0x33, 0x20202, WINDOW, 0x2B),
+                    "R4@0 R4@4 R4@8 R4@12 R4@16",
+                    "iret-vm",
+                ),
+                next_rip=_TARGET,
+                extra_flags=0x27_7300,
+            ),
+        ),
+        "lgdt-66": UnicornBug(
+            "QEMU loads a 24-bit base for LGDT/LIDT with 66 in 64-bit mode; the SDM fixes their operand at "
+            "8+2 bytes there (66 has no effect). Privileged: no host CPU referee, the SDM decides",
+            _c(
+                "lgdt m (66)",
+                "system",
+                "660f0113",
+                b"\x27\x00" + q8(0x12_3456_789A),
+                "R2@0 R8@2",
+                "lgdt-66",
+                "kernel",
+            ),
+        ),
+        "noncanonical": UnicornBug(
+            "QEMU (Unicorn's 64-bit mode) branches to a non-canonical address and faults fetching there; the "
+            "CPU raises #GP(0) at the branch (the host: at the JMP, RSP and RIP as before)",
+            replace(
+                _c("jmp m64", "branch", "ff23", q8(0x8000_0000_0000), "R8@0", "noncanonical"), expect="#GP"
+            ),
+        ),
+        "compat-rsp": UnicornBug(
+            "QEMU keeps RSP[63:32] on a far JMP from 64-bit code into compatibility mode; the SDM leaves the "
+            "upper halves undefined after such a switch, and the host CPU (Intel) clears RSP's (vmmio too)",
+            replace(
+                _c("jmp far m16:32", "far", "ff2b", q4(_TARGET) + b"\x23\0", "R4@0 R2@4", "compat-rsp"),
+                gprs=(0, 0, 0, WINDOW + 0x100, 0x1234_5678_0000_1000, *[0] * 11),
+                next_rip=_TARGET,
+            ),
+        ),
+        "lgdt-noncanonical": UnicornBug(
+            "QEMU's LGDT/LIDT in 64-bit mode load a non-canonical base; the SDM says #GP(0). Privileged: no "
+            "host CPU referee",
+            replace(
+                _c(
+                    "lgdt m",
+                    "system",
+                    "0f0113",
+                    b"\x27\0" + q8(1 << 47),
+                    "R2@0 R8@2",
+                    "lgdt-noncanonical",
+                    "kernel",
+                ),
+                expect="#GP",
+            ),
+        ),
+        "ltr-null": UnicornBug(
+            "QEMU's LTR loads a null selector into TR; the SDM says #GP(0) (KVM agrees with vmmio). "
+            "Privileged: no host CPU referee",
+            replace(_c("ltr m16", "system", "0f001b", b"\0\0", "R2@0", "ltr-null", "kernel"), expect="#GP"),
+        ),
+    }
+)
+
+# gen_ctl tags a case with the key of the Unicorn bug it can show.
+_TAGGED_BUGS = frozenset(
+    (
+        "near-66",
+        "imm16-high",
+        "far-load-rex.w",
+        "enter16",
+        "iret-vm",
+        "lgdt-66",
+        "noncanonical",
+        "ltr-null",
+        "compat-rsp",
+        "lgdt-noncanonical",
+    )
+)
+
+
 def unicorn_known_wrong(case: Case) -> str | None:
     """The UNICORN_BUGS key that makes Unicorn unusable as an oracle for this case, or None."""
+    for key in sorted(_TAGGED_BUGS & case.tags):
+        return key
+    if case.env:
+        return "null-seg-last" if "null-seg-last" in case.tags else None
     if case.expect == "#UD":
         return "lock-ud"
     if "null-seg-last" in case.tags:

@@ -80,7 +80,8 @@ struct request {
 
 struct response {
     uint64_t status; /* 0 completed, else the signal; 1000 FS/GS base refused */
-    uint64_t fault_addr, si_code, rip, rflags, steps;
+    uint64_t fault_addr, si_code, rip, rflags, steps, trapno, err;
+    uint64_t sel[6]; /* ES CS SS DS FS GS after the instruction */
     uint64_t gpr[16];
     uint8_t window[WINDOW_SIZE];
     uint8_t ram[RAM_SIZE];
@@ -96,6 +97,7 @@ uint64_t g_xmask;
 uint8_t g_xin[4096] __attribute__((aligned(64))), g_xout[4096] __attribute__((aligned(64)));
 static uint32_t xoff[8];
 volatile uint64_t g_status, g_fault_addr, g_si_code, g_out_rip, g_out_rflags, g_out_gpr[16], g_steps;
+volatile uint64_t g_trapno, g_err, g_sel[6];
 
 void run_insn(void);
 void run_insn_landing(void);
@@ -107,6 +109,10 @@ __asm__(
     "run_insn:\n"
     "  push rbx\n  push rbp\n  push r12\n  push r13\n  push r14\n  push r15\n"
     "  mov [rip + g_host_rsp], rsp\n"
+    /* A case's POPF/IRET may have set NT, which sigreturn keeps and the IRETQ below would #GP on. */
+    "  push 2\n  popfq\n"
+    /* Null DS/ES/FS/GS, as a Linux process has them, whatever the last case loaded (FS/GS bases next). */
+    "  xor eax, eax\n  mov ds, eax\n  mov es, eax\n  mov fs, eax\n  mov gs, eax\n"
     "  mov eax, 158\n  mov edi, 0x1002\n  mov rsi, [rip + g_in_fs]\n  syscall\n"
     "  mov [rip + g_seg_err], rax\n"
     "  mov eax, 158\n  mov edi, 0x1001\n  mov rsi, [rip + g_in_gs]\n  syscall\n"
@@ -171,6 +177,20 @@ static void on_signal(int sig, siginfo_t *si, void *ctx) {
     g_out_gpr[13] = g[REG_R13];
     g_out_gpr[14] = g[REG_R14];
     g_out_gpr[15] = g[REG_R15];
+    g_trapno = g[REG_TRAPNO];
+    g_err = g[REG_ERR];
+    uint16_t ds, es, fs, gs;
+    __asm__("mov %%ds, %0\n mov %%es, %1\n mov %%fs, %2\n mov %%gs, %3"
+            : "=r"(ds), "=r"(es), "=r"(fs), "=r"(gs));
+    uint64_t csgsfs = (uint64_t)g[REG_CSGSFS];
+    g_sel[0] = es;
+    g_sel[1] = csgsfs & 0xFFFF;
+    g_sel[2] = (uc->uc_flags & 2) ? (csgsfs >> 48) & 0xFFFF : 0xFFFFFFFF; /* UC_SIGCONTEXT_SS */
+    g_sel[3] = ds;
+    g_sel[4] = fs;
+    g_sel[5] = gs;
+    /* Back to the runner's 64-bit code and stack segment, whatever far transfer the case made. */
+    g[REG_CSGSFS] = (greg_t)((csgsfs & 0x0000FFFFFFFF0000ULL) | g_cs | (uint64_t)g_ss << 48);
     g[REG_RIP] = (greg_t)run_insn_landing;
     g[REG_RSP] = (greg_t)g_host_rsp;
     g[REG_EFL] = 0x202;
@@ -305,6 +325,10 @@ int main(void) {
         resp.rip = g_out_rip;
         resp.rflags = g_out_rflags;
         resp.steps = g_steps;
+        resp.trapno = g_trapno;
+        resp.err = g_err;
+        for (int i = 0; i < 6; i++)
+            resp.sel[i] = g_sel[i];
         for (int i = 0; i < 16; i++)
             resp.gpr[i] = g_out_gpr[i];
         memcpy(resp.window, (void *)WINDOW, WINDOW_SIZE);
@@ -318,9 +342,13 @@ int main(void) {
 """
 
 _REQ_HEAD = struct.Struct("<Q32s16QQQQ")
-_RESP_HEAD = struct.Struct("<QQqQQQ16Q")
+_RESP_HEAD = struct.Struct("<QQqQQQQQ6Q16Q")
 _VEC_TAIL = struct.Struct(f"<{VECTOR_WIRE_SIZE}sQ")  # the vector state after, and the XCR0 components saved
 SI_KERNEL = 0x80
+RF_FLAG = 1 << 16
+TF_FLAG = 1 << 8
+# Vectors named (with their error code) from the signal context's trap number.
+_CODED = {10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 17: "#AC"}
 BUS_ADRALN = 1
 _CODE_PAGE = (FILLER * (PAGE // len(FILLER)))[:PAGE]
 _EXIT_CODES = {
@@ -412,25 +440,55 @@ class NativeRunner:
         data = stdout.read(size)
         if len(data) != size:
             return _failed(case, self._died())
-        status, fault_addr, si_code, rip, rflags, _steps, *gprs = _RESP_HEAD.unpack_from(data)
+        status, fault_addr, si_code, rip, rflags, _steps, trapno, err, *rest = _RESP_HEAD.unpack_from(data)
+        sel, gprs = rest[:6], rest[6:]
         window = data[_RESP_HEAD.size : _RESP_HEAD.size + WINDOW_SIZE]
         ram = data[_RESP_HEAD.size + WINDOW_SIZE : _RESP_HEAD.size + WINDOW_SIZE + RAM_SIZE]
         vec_raw, self.xcr0 = _VEC_TAIL.unpack_from(data, _RESP_HEAD.size + WINDOW_SIZE + RAM_SIZE)
         error = fault = ""
+        error_code = None
         if status == 1000:
             error = f"host kernel refused fs_base {case.fs_base:#x} / gs_base {case.gs_base:#x}"
         elif status == signal.SIGILL:
             fault = "#UD"
         elif status == signal.SIGFPE:
             fault = "#DE"
+        elif status in (signal.SIGSEGV, signal.SIGBUS) and trapno in _CODED:
+            fault, error_code = _CODED[trapno], err & 0xFFFF
         elif status == signal.SIGSEGV:
             fault = "#GP" if si_code == SI_KERNEL else f"#PF at {fault_addr:#x}"
         elif status == signal.SIGBUS:
             fault = "#AC" if si_code == BUS_ADRALN else "#SS"
         elif status:
             error = f"host CPU raised {signal.Signals(status).name} at rip {rip:#x} (address {fault_addr:#x})"
+        if fault and "ss-shadow" in case.tags and rip == CODE + len(case.code):
+            # MOV SS held the single-step trap off for one instruction: the filler's UD2 after it faulted
+            # instead (#UD, or #GP(0) on this host with the trap pending), with the state the instruction
+            # left (RF set, as in any fault's image).
+            fault, rflags, error_code = "", rflags & ~RF_FLAG, None
+        if "pushf" in case.tags and not fault:
+            window, ram = _untrace(case, window, ram)
+        state: dict[str, object] = {}
+        if case.env:
+            state = dict(zip(("es", "cs", "ss", "ds", "fs", "gs"), sel, strict=True))
+            if state["ss"] == 0xFFFFFFFF:
+                del state["ss"]  # this kernel does not save SS in the signal context
+            if "null-rpl" in case.tags:
+                for name in ("es", "ds", "fs", "gs"):  # the kernel's IRET to the handler nulled them
+                    del state[name]
         vector = unpack_vector(vec_raw) if case.vector is not None else None
-        return Outcome(list(gprs), rip, rflags, window, ram, error=error, fault=fault, vector=vector)
+        return Outcome(
+            list(gprs),
+            rip,
+            rflags,
+            window,
+            ram,
+            error=error,
+            fault=fault,
+            error_code=error_code,
+            state=state,
+            vector=vector,
+        )
 
     def close(self) -> None:
         if self.proc is not None:
@@ -438,6 +496,19 @@ class NativeRunner:
             self.proc.stdin.close()
             self.proc.wait(timeout=10)
             self.proc = None
+
+
+def _untrace(case: Case, window: bytes, ram: bytes) -> tuple[bytes, bytes]:
+    """PUSHF pushed the runner's TF (it single-steps the instruction): clear it in the pushed image."""
+    slot = next(a for a in case.accesses if a.write)
+    out = []
+    for base, data in ((WINDOW, window), (RAM, ram)):
+        buf = bytearray(data)
+        at = slot.addr + 1 - base  # TF is bit 0 of the image's second byte
+        if 0 <= at < len(buf):
+            buf[at] &= ~(TF_FLAG >> 8)
+        out.append(bytes(buf))
+    return out[0], out[1]
 
 
 def _failed(case: Case, why: str) -> Outcome:

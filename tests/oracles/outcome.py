@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from oracles.gen import CODE, FLAG_NAMES, PAGE, RAM, STATUS, WINDOW, WINDOW_SIZE, Case
+from vmmio.abi import split_access
 from vmmio.x86.regs import DF, GPR_NAMES
 from vmmio.x86.state import VectorState
 
@@ -42,11 +43,18 @@ class Outcome:
     error: str = ""
     fault: str = ""
     requests: list[Request] = field(default_factory=list)
+    error_code: int | None = None  # of the fault, where the executor can tell (#GP/#SS/#NP/#TS)
+    # Selectors ("cs", ...), "gdtr"/"idtr" (base, limit), "ldtr"/"tr" selectors, "cr0" (bits 15:0): what
+    # the executor can report; compared key by key where both do.
+    state: dict[str, object] = field(default_factory=dict)
+    gdt: bytes = b""  # the GDT after the case (gen_ctl environments), where the executor can read it
     vector: VectorState | None = None  # the vector registers after, where the executor has them
 
 
 def _flag_text(value: int) -> str:
-    return " ".join(name for name, bit in FLAG_NAMES.items() if value & bit) or "-"
+    names = " ".join(name for name, bit in FLAG_NAMES.items() if value & bit)
+    others = value & ~sum(FLAG_NAMES.values()) & ~0x2
+    return (names + (f" +{others:#x}" if others else "")).strip() or "-"
 
 
 def _byte_diffs(base: int, a: bytes, b: bytes, a_name: str, b_name: str) -> list[str]:
@@ -78,12 +86,19 @@ def compare(case: Case, want: Outcome, got: Outcome, want_name: str, got_name: s
     diffs: list[str] = []
     if want.fault != got.fault:
         diffs.append(f"{want_name}: {want.fault or 'completed'}; {got_name}: {got.fault or 'completed'}")
+    elif None not in (want.error_code, got.error_code) and want.error_code != got.error_code:
+        diffs.append(f"error code: {want_name} {want.error_code:#x} {got_name} {got.error_code:#x}")
+    for key in sorted(want.state.keys() & got.state.keys()):
+        if want.state[key] != got.state[key]:
+            diffs.append(f"{key}: {want_name} {_text(want.state[key])} {got_name} {_text(got.state[key])}")
+    if want.gdt and got.gdt and want.gdt != got.gdt:
+        diffs += _byte_diffs(0, want.gdt, got.gdt, f"{want_name} GDT", f"{got_name} GDT")
     for n in range(16):
         if want.gprs[n] != got.gprs[n]:
             diffs.append(f"{GPR_NAMES[8][n]}: {want_name} {want.gprs[n]:#x} {got_name} {got.gprs[n]:#x}")
     if want.rip != got.rip:
         diffs.append(f"rip: {want_name} {want.rip:#x} {got_name} {got.rip:#x}")
-    checked = (STATUS & ~case.undefined) | DF
+    checked = (STATUS & ~case.undefined) | DF | case.extra_flags
     if (want.rflags ^ got.rflags) & checked:
         masked = f" (not compared: {_flag_text(case.undefined)})" if case.undefined else ""
         mine, theirs = _flag_text(want.rflags & checked), _flag_text(got.rflags & checked)
@@ -91,6 +106,12 @@ def compare(case: Case, want: Outcome, got: Outcome, want_name: str, got_name: s
     diffs += _byte_diffs(WINDOW, want.window, got.window, want_name, got_name)
     diffs += _byte_diffs(RAM, want.ram, got.ram, want_name, got_name)
     return diffs
+
+
+def _text(value: object) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(hex(v) for v in value) + ")"
+    return hex(value) if isinstance(value, int) else str(value)
 
 
 def _in_window(addr: int) -> bool:
@@ -102,8 +123,8 @@ def check_requests(case: Case, requests: list[Request], iterations: int) -> list
 
     Each planned access that touches the window must appear, in order, as requests of the same
     direction that cover exactly its bytes in ascending address order, each of 1, 2, 4 or 8 bytes and
-    within one page; an access that stays within a page is exactly one request (two qwords for 16 bytes).
-    Nothing else may appear.
+    within one page; an access that stays within a page is exactly the pieces the ABI's split_access gives
+    (one request, two qwords for 16 bytes). Nothing else may appear.
     """
     problems: list[str] = []
     planned = [a for a in case.expected_accesses(iterations) if _in_window(a.addr)]
@@ -128,9 +149,12 @@ def check_requests(case: Case, requests: list[Request], iterations: int) -> list
         for r in pieces:
             if r.size not in (1, 2, 4, 8) or r.gpa // PAGE != (r.gpa + r.size - 1) // PAGE:
                 problems.append(f"{where}: request {_req_text(r)} is not 1/2/4/8 bytes within one page")
-        whole = max(1, access.size // 8)  # a 16-byte access (CMPXCHG16B) is two naturally aligned qwords
-        if not crosses and len(pieces) != whole:
-            problems.append(f"{where} fits in a page but was split into {len(pieces)} requests")
+        # Within a page: one request, or for a 6/10/16-byte access (far pointers, descriptor-table
+        # registers, CMPXCHG16B) the naturally aligned pieces the ABI's split_access gives.
+        if not crosses and [(r.gpa, r.size) for r in pieces] != [
+            (g, n) for _o, g, n in split_access(access.addr, access.size)
+        ]:
+            problems.append(f"{where} fits in a page but came as {len(pieces)} requests, not split_access's")
     for r in requests[pos:]:
         problems.append(f"unexpected request {_req_text(r)}")
     return problems

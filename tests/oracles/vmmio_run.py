@@ -5,10 +5,24 @@ from __future__ import annotations
 from harness import DATA, MMIO, Guest
 
 from oracles.gen import CODE, RAM, RAM_SIZE, WINDOW, WINDOW_SIZE, Case, first_mmio
+from oracles.gen_ctl import (
+    GDT_BASE,
+    GDT_LIMIT,
+    IDTR,
+    KERNEL_CS,
+    KERNEL_SS,
+    ORACLE_CR0,
+    TR_SELECTOR,
+    USER_CS,
+    USER_SS,
+    gdt_bytes,
+)
 from oracles.outcome import Outcome, Request, iterations
 from oracles.vector_state import prepare as prepare_vector
 from vmmio.abi import HltExit, MmioExit, VmExit
 from vmmio.x86.cpuid import ALL_FEATURES, CpuidTable
+from vmmio.x86.pagetables import US
+from vmmio.x86.state import Control, Segment, flat_segment
 
 # The oracles map the same layout; the harness guest is identity-mapped, so linear == physical.
 assert (MMIO, DATA) == (WINDOW, RAM)
@@ -17,7 +31,19 @@ FILLER = b"\x0f\x0b" * 8  # UD2s after the instruction, on every executor
 MAX_REENTRIES = 64
 
 
-VECTORS = {0: "#DE", 6: "#UD", 7: "#NM", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC"}
+VECTORS = {
+    0: "#DE",
+    6: "#UD",
+    7: "#NM",
+    10: "#TS",
+    11: "#NP",
+    12: "#SS",
+    13: "#GP",
+    14: "#PF",
+    16: "#MF",
+    17: "#AC",
+}
+CODED = frozenset((10, 11, 12, 13, 17))  # vectors whose error code the oracles compare
 
 
 def exception_name(injected: list[tuple[int, int | None, int | None]]) -> str:
@@ -36,6 +62,8 @@ def run_vmmio(case: Case, cpuid: CpuidTable = ALL_FEATURES) -> Outcome:
     assert guest.device.size == WINDOW_SIZE
     guest.vm.memory.write(CODE, case.code + FILLER)
     guest.regs.rip = CODE
+    if case.env:
+        enter_env(guest, case.env)
     guest.backend.control.segs[4].base = case.fs_base
     guest.backend.control.segs[5].base = case.gs_base
     guest.device.data[:] = case.window()
@@ -66,8 +94,12 @@ def run_vmmio(case: Case, cpuid: CpuidTable = ALL_FEATURES) -> Outcome:
         if not isinstance(last, HltExit) or others:
             error = f"vmmio stopped with {last!r}" + (f" after {others!r}" if others else "")
     fault = ""
-    if not error and guest.backend.injected:
-        fault = exception_name(guest.backend.injected)
+    error_code = None
+    injected = guest.backend.injected
+    if not error and injected:
+        fault = exception_name(injected)
+        if len(injected) == 1 and injected[0][0] in CODED:
+            error_code = injected[0][1]
     regs = guest.regs
     return Outcome(
         gprs=list(regs.gprs),
@@ -78,5 +110,42 @@ def run_vmmio(case: Case, cpuid: CpuidTable = ALL_FEATURES) -> Outcome:
         error=error,
         fault=fault,
         requests=[Request(g, s, w, d) for g, s, w, d in guest.device.trace],
+        error_code=error_code,
+        state=control_state(guest.backend.control) if case.env else {},
+        gdt=guest.vm.memory.read(GDT_BASE, GDT_LIMIT + 1) if case.env else b"",
         vector=guest.backend.vector.copy() if case.vector is not None else None,
     )
+
+
+def enter_env(guest: Guest, env: str) -> None:
+    """The gen_ctl environment: ORACLE_GDT, CPL 3 ("user", pages user-accessible) or 0 ("kernel"),
+    the selectors of a Linux process (DS/ES/FS/GS null), TR 0x40, no LDT, Linux's CR0."""
+    mem = guest.vm.memory
+    mem.write(GDT_BASE, gdt_bytes())
+    for gpa, entry in guest.pt.entries.items():
+        mem.write_int(gpa, 8, entry | US)
+    ctl = guest.backend.control
+    user = env == "user"
+    ctl.cpl = 3 if user else 0
+    ctl.cr0 = ORACLE_CR0
+    ctl.gdtr = (GDT_BASE, GDT_LIMIT)
+    ctl.idtr = IDTR
+    dpl = ctl.cpl
+    null = [Segment(0, 0, 0, 0, False, 0, False, unusable=True) for _ in range(6)]
+    null[1] = flat_segment(USER_CS if user else KERNEL_CS, code=True, bits=64, dpl=dpl)
+    null[2] = flat_segment(USER_SS if user else KERNEL_SS, dpl=dpl)
+    ctl.segs = null
+    ctl.tr = Segment(TR_SELECTOR, 0, 0x67, 0xB, s=False)
+    ctl.ldtr = Segment(0, 0, 0, 0x2, s=False, present=False, unusable=True)
+
+
+def control_state(ctl: Control) -> dict[str, object]:
+    """What the oracles compare of the control state after a gen_ctl case."""
+    state: dict[str, object] = {name: seg.selector for name, seg in zip(SEG_NAMES, ctl.segs, strict=True)}
+    state.update(
+        gdtr=ctl.gdtr, idtr=ctl.idtr, ldtr=ctl.ldtr.selector, tr=ctl.tr.selector, cr0=ctl.cr0 & 0xFFFF
+    )
+    return state
+
+
+SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")

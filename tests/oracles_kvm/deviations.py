@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from oracles.gen import STATUS, WINDOW, Access, Case
+from oracles.gen_ctl import q4, q8, simple_case
 from oracles.outcome import Outcome, Request
 
 from oracles_kvm.kvm_run import KvmOutcome
@@ -33,6 +34,7 @@ __all__ = [
     "KvmDeviation",
     "documented_deviation",
     "kvm_deviation",
+    "kvm_unrunnable",
 ]
 
 
@@ -53,6 +55,11 @@ class KvmDeviation:
     source: str  # where in Linux the behaviour comes from
     trait: Callable[[Case], bool]  # cases that can show it
     case: Case  # a minimal case that shows it
+    # False: KVM never finishes such a case (it loops without an exit); the judge does not run them, and
+    # the still-reproduces test runs the minimal case against a short deadline.
+    runnable: bool = True
+    # True: only the request sequence differs (same final state), which the host CPU cannot show.
+    requests_only: bool = False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,6 +285,188 @@ KVM_DEVIATIONS: dict[str, KvmDeviation] = {
         _case("mov eax, fs:[rbx] + trailing DS prefix", "643e8b03", "R4"),
     ),
 }
+
+
+def _form(*prefixes: str) -> Callable[[Case], bool]:
+    return lambda case: case.form.startswith(prefixes)
+
+
+_T = 0x30_0040  # a branch target in the code page
+
+
+def _enter_nested(case: Case) -> bool:
+    return case.form.startswith("enter imm16, ") and case.form.split(", ")[1][0] != "0"
+
+
+# The stack, control-transfer, segment and system families (oracles/gen_ctl.py). The host CPU referees the
+# CPL 3 ones; the privileged ones (env "kernel") have only the SDM, cited in each reason.
+KVM_DEVIATIONS.update(
+    {
+        "popf-nt": KvmDeviation(
+            "POPF at CPL 3 leaves NT alone in Linux's emulator; the CPU loads it from the image (SDM POPF: "
+            "all non-reserved flags but IF, IOPL, VIP, VIF, VM and RF; the host CPU sets NT)",
+            "arch/x86/kvm/emulate.c, emulate_popf(): the flags it lets POPF change",
+            _form("popf"),
+            replace(simple_case("popfq", "stack_ops", "9d", q8(0x4202), "R8@0", ""), extra_flags=0x24_7300),
+        ),
+        "enter-nested": KvmDeviation(
+            "ENTER with a nesting level: Linux's emulator gives up (an emulation failure: "
+            "KVM_EXIT_INTERNAL_ERROR, an INST_EMUL exit here); the CPU copies the frame pointers (the host "
+            "CPU does)",
+            "arch/x86/kvm/emulate.c, em_enter(): only nesting level 0",
+            _enter_nested,
+            replace(
+                simple_case("enter imm16, 1", "enter_leave", "c8000001", b"", "W8@-8 W8@-16", ""),
+                gprs=(0, 0, 0, 0, 0x4000_0100, 0x20_0080, *[0] * 10),
+            ),
+        ),
+        "enter16": KvmDeviation(
+            "ENTER with a 16-bit operand size: Linux's emulator pushes rBP with 8 bytes (the stack size), so "
+            "RSP, RBP and the stack are off; the CPU pushes BP, a word (the host CPU does)",
+            "arch/x86/kvm/emulate.c, em_enter(): the push of rBP",
+            lambda case: case.form.startswith("enter") and case.form.endswith("(16-bit)"),
+            simple_case("enter imm16, 0 (16-bit)", "enter_leave", "66c8000000", b"", "W2@-2", "enter16"),
+        ),
+        "verr-verw": KvmDeviation(
+            "VERR/VERW: Linux's emulator has no such instructions: #UD injected at CPL 3, an emulation "
+            "failure at CPL 0; the CPU sets ZF (the host CPU does)",
+            "arch/x86/kvm/emulate.c, the 0F 00 group table: no entries for /4 and /5",
+            _form("verr", "verw"),
+            simple_case("verr m16", "sreg", "0f0023", b"+\0", "R2@0", ""),
+        ),
+        "sreg-rex.r": KvmDeviation(
+            "MOV to or from a segment register with REX.R: Linux's emulator takes REX.R into the Sreg "
+            "number and raises #UD; the CPU ignores REX.R there (the host CPU loads/stores the Sreg)",
+            "arch/x86/kvm/emulate.c, em_mov_rm_sreg() / em_mov_sreg_rm(): the ModRM.reg they check",
+            lambda case: "sreg-rex.r" in case.tags,
+            simple_case("mov m16, ds (REX.R)", "sreg", "448c1b", b"", "W2@0", "sreg-rex.r"),
+        ),
+        "retf-pop": KvmDeviation(
+            "RET far in 64-bit mode with a 32/64-bit operand size: Linux's emulator moves RSP one slot too "
+            "far (RSP + 12 for a 32-bit RETF); the CPU pops EIP and CS (RSP + 8; the host CPU does)",
+            "arch/x86/kvm/emulate.c, em_ret_far()",
+            lambda case: case.form.startswith("retf") and "(16-bit)" not in case.form,
+            replace(simple_case("retf", "far", "cb", q4(_T, 0x33), "R4@0 R4@4", ""), next_rip=_T),
+        ),
+        "far-system": KvmDeviation(
+            "JMP/CALL far to a system descriptor (an LDT, a busy TSS): Linux's emulator gives up on any "
+            "system descriptor (an emulation failure, an INST_EMUL exit here); the CPU raises #GP(selector) "
+            "for these (the host CPU does). vmmio raises it too, and exits INST_EMUL for what would switch "
+            "tasks or pass a gate",
+            "arch/x86/kvm/emulate.c, __load_segment_descriptor(): X86EMUL_UNHANDLEABLE for a system "
+            "descriptor loaded by a far CALL/JMP",
+            lambda case: "far-system" in case.tags,
+            replace(
+                simple_case("jmp far m16:32", "far", "ff2b", q4(_T) + b"\x53\0", "R4@0 R2@4", "far-system"),
+                expect="#GP",
+            ),
+        ),
+        "compat-rsp": KvmDeviation(
+            "A far JMP from 64-bit code into compatibility mode: Linux's emulator keeps RSP[63:32]; the SDM "
+            "leaves the upper halves undefined after such a switch, and the host CPU (Intel) clears RSP's "
+            "(vmmio too)",
+            "arch/x86/kvm/emulate.c, em_jmp_far(): RSP is not touched",
+            lambda case: "compat-rsp" in case.tags,
+            replace(
+                simple_case("jmp far m16:32", "far", "ff2b", q4(_T) + b"\x23\0", "R4@0 R2@4", "compat-rsp"),
+                gprs=(0, 0, 0, 0x4000_0100, 0x1234_5678_0000_1000, *[0] * 11),
+                next_rip=_T,
+            ),
+        ),
+        "call-far-push": KvmDeviation(
+            "CALL far with its frame in MMIO: Linux's emulator keeps only the last MMIO write of an "
+            "instruction (each access starts a new fragment list, and writes complete after the "
+            "instruction), so the push of CS is lost; the CPU writes CS, then the return address (the host "
+            "CPU does)",
+            "arch/x86/kvm/x86.c, emulator_read_write(): `vcpu->mmio_nr_fragments = 0` on every access",
+            _form("call far m16:"),
+            replace(
+                simple_case(
+                    "call far m16:64", "far", "48ff1b", q8(_T) + b"3\0", "R8@0 R2@8 W8@-8 W8@-16", ""
+                ),
+                next_rip=_T,
+            ),
+        ),
+        "call-noncanonical": KvmDeviation(
+            "CALL to a non-canonical target: Linux's emulator raises #GP(0) before the push; the host CPU "
+            "has stored the return address when it raises #GP(0) (vmmio makes the same MMIO write)",
+            "arch/x86/kvm/emulate.c, em_call_near_abs() / em_call(): the target is checked first",
+            lambda case: "noncanonical" in case.tags and case.form.startswith("call"),
+            replace(
+                simple_case("call m64", "branch", "ff13", q8(1 << 47), "R8@0 W8@-8", "noncanonical"),
+                expect="#GP",
+            ),
+        ),
+        "iret-protected": KvmDeviation(
+            "IRET in protected or long mode: Linux's emulator implements only the real-mode IRET (an "
+            "emulation failure otherwise); the host CPU returns",
+            "arch/x86/kvm/emulate.c, em_iret()",
+            _form("iret"),
+            replace(
+                simple_case(
+                    "iretq",
+                    "far",
+                    "48cf",
+                    q8(_T, 0x33, 0x202, 0x4000_0200, 0x2B),
+                    "R8@0 R8@8 R8@16 R8@24 R8@32",
+                    "",
+                ),
+                next_rip=_T,
+            ),
+        ),
+        "desc-table-mmio": KvmDeviation(
+            "SGDT/SIDT/LGDT/LIDT with an MMIO operand: Linux's emulator reads and writes these operands as "
+            "guest memory directly and cannot reach a device: it re-runs the instruction forever (LGDT/LIDT "
+            "with an MMIO read each time, SGDT/SIDT without any exit). SDM: the operand is ordinary memory",
+            "arch/x86/kvm/emulate.c, emulate_store_desc_ptr() / em_lgdt_lidt(): segmented_*_std",
+            _form("sgdt", "sidt", "lgdt", "lidt"),
+            simple_case("sgdt m", "system", "0f0103", b"", "W2@0 W8@2", "", "kernel"),
+            runnable=False,
+        ),
+        "sldt-str-width": KvmDeviation(
+            "SLDT/STR to memory: Linux's emulator reads the destination first and writes the operand size (8 "
+            "bytes with REX.W); SDM: a 16-bit store whatever the operand size",
+            "arch/x86/kvm/emulate.c, em_sldt() / em_str() (DstMem, without Mov)",
+            _form("sldt", "str"),
+            simple_case("str m16", "system", "480f000b", b"", "W2@0", "", "kernel"),
+        ),
+        "ltr-ti": KvmDeviation(
+            "LTR of a selector with TI set (the LDT): Linux's emulator raises #GP(0); SDM LTR: #GP(selector)",
+            "arch/x86/kvm/emulate.c, __load_segment_descriptor() for TR",
+            lambda case: "ltr-ti" in case.tags,
+            replace(
+                simple_case("ltr m16", "system", "0f001b", b"\x64\0", "R2@0", "ltr-ti", "kernel"),
+                expect="#GP",
+            ),
+        ),
+        "mov-sreg-width": KvmDeviation(
+            "MOV m16, Sreg with REX.W: Linux's emulator stores 8 bytes (the operand size); the CPU stores "
+            "the word, whatever the operand size (the host CPU writes 2 bytes)",
+            "arch/x86/kvm/emulate.c, em_mov_rm_sreg(): the destination size",
+            lambda case: "mov-sreg-rex.w" in case.tags,
+            simple_case("mov m16, ds (REX.W)", "sreg", "488c1b", b"", "W2@0", "mov-sreg-rex.w"),
+        ),
+        "far-pointer-read": KvmDeviation(
+            "A far pointer (LSS/LFS/LGS, far JMP/CALL through memory): Linux's emulator reads offset and "
+            "selector as one operand (m16:16 as one 4-byte request, a page-crossing one in pieces across "
+            "both fields); vmmio reads the offset, then the selector, as the SDM's pseudo-code has them. "
+            "Same bytes, same final state (the host CPU agrees with both); which bus transactions the CPU "
+            "makes the host cannot show",
+            "arch/x86/kvm/emulate.c, the SrcMemFAddr operand",
+            lambda case: "m16:" in case.form,  # listed last: the far-transfer deviations above come first
+            simple_case("lfs ax, m16:16", "sreg", "660fb403", b"\x34\x12+\0", "R2@0 R2@2", ""),
+            requests_only=True,
+        ),
+    }
+)
+
+
+def kvm_unrunnable(case: Case) -> str | None:
+    """The KVM_DEVIATIONS key of a deviation KVM never finishes (whose trait this case has), or None."""
+    for key, dev in KVM_DEVIATIONS.items():
+        if not dev.runnable and dev.trait(case):
+            return key
+    return None
 
 
 def kvm_deviation(case: Case) -> str | None:

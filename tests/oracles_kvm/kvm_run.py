@@ -34,15 +34,26 @@ from dataclasses import dataclass, field, replace
 
 from kvm_util import deadline
 from oracles.gen import CODE, PAGE, RAM, RAM_SIZE, WINDOW, WINDOW_SIZE, Case
+from oracles.gen_ctl import (
+    GDT_BASE,
+    GDT_LIMIT,
+    IDTR,
+    KERNEL_CS,
+    KERNEL_SS,
+    TR_SELECTOR,
+    USER_CS,
+    USER_SS,
+    gdt_bytes,
+)
 from oracles.outcome import Outcome, Request
-from oracles.vmmio_run import FILLER, exception_name
+from oracles.vmmio_run import CODED, control_state, exception_name
 
 from vmmio.abi import FulfillMmio, HltExit, MmioExit, VmExit
-from vmmio.machine import GDT, GDT_BASE, Image, Layout, default_entry_state
+from vmmio.machine import Image, Layout, default_entry_state
 from vmmio.memory import GuestMemory
 from vmmio.reference.kvm import KvmError, KvmExitError, KvmIo, KvmMmio, KvmVcpu, kvm_usable
 from vmmio.x86.cpuid import CpuidTable
-from vmmio.x86.state import Control, CpuState, Regs
+from vmmio.x86.state import Control, CpuState, Regs, Segment, flat_segment
 
 __all__ = ["KvmOutcome", "KvmRunner", "WindowDevice", "unavailable_reason"]
 
@@ -56,14 +67,17 @@ IST_BOTTOM = 0xA000
 TSS_IST1 = 0x24
 HLT = b"\xf4"
 RFLAGS_RF = 1 << 16
-DESC_ACCESSED = 1 << 40
 PTE_ACCESSED_DIRTY = 0x60
+PTE_USER = 0x4
+GP_VECTOR = 13
 # Exceptions that push an error code (the frame is one quadword deeper).
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
 MAX_EXITS = 4096
+CTL_MAX_EXITS = 256  # no gen_ctl case needs 70 (ENTER, level 31); Linux's LGDT from MMIO loops forever
 CASE_SECONDS = 10.0
 
 assert SYSTEM_SIZE <= RAM and RAM + RAM_SIZE <= CODE and CODE + PAGE <= WINDOW
+assert IDTR == (IDT_BASE, 16 * VECTORS - 1)
 
 
 def unavailable_reason() -> str | None:
@@ -102,8 +116,8 @@ class KvmOutcome:
 
 
 def _gate(handler: int) -> tuple[int, int]:
-    """A 64-bit interrupt gate (type 0xE, DPL 0, present) to `handler` through CS 0x08 on IST1."""
-    low = handler & 0xFFFF | 0x08 << 16 | 1 << 32 | 0x8E << 40 | (handler >> 16 & 0xFFFF) << 48
+    """A 64-bit interrupt gate (type 0xE, DPL 0, present) to `handler` through KERNEL_CS on IST1."""
+    low = handler & 0xFFFF | KERNEL_CS << 16 | 1 << 32 | 0x8E << 40 | (handler >> 16 & 0xFFFF) << 48
     return low, handler >> 32
 
 
@@ -122,11 +136,11 @@ class KvmRunner:
         mem.add_ram(RAM, RAM_SIZE)
         mem.add_ram(CODE, PAGE)
         # Accessed/dirty bits preset, so that the CPU never writes these structures: any change to them
-        # after a case is a stray write by the emulator.
-        for n, desc in enumerate(GDT):
-            mem.write_int(GDT_BASE + 8 * n, 8, desc | DESC_ACCESSED if desc else 0)
+        # after a case is a stray write by the emulator (or, for the GDT, LTR's busy bit: compared).
+        # The GDT is gen_ctl's (Linux's layout), pages are user-accessible for the CPL 3 cases.
+        mem.write(GDT_BASE, gdt_bytes())
         for gpa, entry in Layout().page_table_entries().items():
-            mem.write_int(gpa, 8, entry | PTE_ACCESSED_DIRTY)
+            mem.write_int(gpa, 8, entry | PTE_ACCESSED_DIRTY | PTE_USER)
         for vector in range(VECTORS):
             stub = STUBS + STUB_STRIDE * vector
             low, high = _gate(stub)
@@ -134,18 +148,34 @@ class KvmRunner:
             mem.write_int(IDT_BASE + 16 * vector + 8, 8, high)
             mem.write(stub, HLT)
         state = default_entry_state(Image(CODE, 64), Layout(ram_size=SYSTEM_SIZE))
-        state.control.idtr = (IDT_BASE, 16 * VECTORS - 1)
-        self.regs, self.ctl = state.regs, state.control
+        ctl = state.control
+        ctl.idtr = IDTR
+        ctl.gdtr = (GDT_BASE, GDT_LIMIT)
+        null = Segment(0, 0, 0, 0, s=False, present=False, unusable=True)
+        ctl.segs = [
+            null,
+            flat_segment(KERNEL_CS, code=True, bits=64),
+            flat_segment(KERNEL_SS),
+            null,
+            null,
+            null,
+        ]
+        ctl.tr = Segment(TR_SELECTOR, 0, 0x67, 0xB, s=False)  # IST1 at TSS offset 0x24, below
+        ctl.ldtr = Segment(0, 0, 0, 0x2, s=False, present=False, unusable=True)
+        self.regs, self.ctl = state.regs, ctl
+        self.gdt = gdt_bytes()
         self.device = WindowDevice()
         self.vcpu: KvmVcpu | None = None
         self.rebuilds = 0
         self._open()
 
     def _open(self) -> KvmVcpu:
-        vcpu = KvmVcpu(self.memory, CpuState(self.regs, self.ctl), record_raw=True)
-        tr = vcpu.get_control().tr
-        # KVM's reset TR (base 0) serves as the 64-bit TSS: only IST1 is read, on exception delivery.
-        self.memory.write_int(tr.base + TSS_IST1, 8, IST_TOP)
+        # Every case's memory operand is in the MMIO window, so Linux's emulator always has the
+        # instruction: its guest keeps every feature KVM supports, CX16 included even where KVM cannot run
+        # CMPXCHG16B on RAM (what `cmpxchg16b_runs` hides from guests such as Linux).
+        vcpu = KvmVcpu(self.memory, CpuState(self.regs, self.ctl), record_raw=True, probe_cpuid=False)
+        # TR (base 0) is the 64-bit TSS: only IST1 is read, on exception delivery.
+        self.memory.write_int(self.ctl.tr.base + TSS_IST1, 8, IST_TOP)
         self.system = self.memory.read(0, IST_BOTTOM)
         self.vcpu = vcpu
         return vcpu
@@ -165,17 +195,20 @@ class KvmRunner:
         segs = list(self.ctl.segs)
         segs[4] = replace(segs[4], base=case.fs_base)
         segs[5] = replace(segs[5], base=case.gs_base)
-        return replace(self.ctl, cr2=0, segs=segs)
+        if case.env == "user":
+            segs[1] = flat_segment(USER_CS, code=True, bits=64, dpl=3)
+            segs[2] = flat_segment(USER_SS, dpl=3)
+        return replace(self.ctl, cr2=0, segs=segs, cpl=3 if case.env == "user" else 0)
 
-    def run(self, case: Case) -> KvmOutcome:
+    def run(self, case: Case, seconds: float = CASE_SECONDS) -> KvmOutcome:
         """Run `case` to the `hlt` after it (or to an exception stub) and report what KVM did."""
         vcpu = self.vcpu or self._open()
         assert vcpu.raw_exits is not None
         vcpu.raw_exits.clear()
         mem = self.memory
-        end = CODE + len(case.code)
-        code_area = case.code + HLT + FILLER * 4
-        mem.write(CODE, code_area + bytes(PAGE - len(code_area)))
+        end = case.next_rip or CODE + len(case.code)
+        # HLTs after the instruction and wherever a branch of it may land (at CPL 3 the HLT raises #GP).
+        mem.write(CODE, case.code + HLT * (PAGE - len(case.code)))
         mem.write(IST_BOTTOM, bytes(IST_TOP - IST_BOTTOM))
         mem.write(RAM, case.ram())
         self.device.data[:] = case.window()
@@ -187,8 +220,8 @@ class KvmRunner:
             vcpu.set_regs(Regs(list(case.gprs), CODE, case.rflags))
             if case.vector is not None:
                 vcpu.set_vector(case.vector)  # KVM_SET_XSAVE (see vmmio/reference/kvm.py)
-            with deadline(CASE_SECONDS):
-                last = self._run_to_stop(vcpu)
+            with deadline(seconds):
+                last = self._run_to_stop(vcpu, CTL_MAX_EXITS if case.env else MAX_EXITS)
         except (KvmError, KvmExitError, TimeoutError) as exc:
             error = f"KVM: {type(exc).__name__}: {exc}"
             last = None
@@ -199,7 +232,17 @@ class KvmRunner:
         regs = vcpu.get_regs() if not error else Regs(list(case.gprs), CODE, case.rflags)
         vector_state = vcpu.get_vector() if case.vector is not None and not error else None
         gprs, rip, rflags, fault = list(regs.gprs), regs.rip, regs.rflags, ""
+        coded: int | None = None
+        gdt_after = b""
+        frame_cs = frame_ss = -1
         stub = regs.rip - 1 - STUBS
+        # The GDT: compared with vmmio's for gen_ctl cases (LTR sets a busy bit), else it must not change.
+        gdt = mem.read(GDT_BASE, GDT_LIMIT + 1)
+        mem.write(GDT_BASE, self.gdt)
+        if case.env:
+            gdt_after = gdt
+        elif gdt != self.gdt and not error:
+            error = f"KVM changed the guest's system structures (the GDT: {gdt.hex()})"
         system = mem.read(0, IST_BOTTOM)
         if system != self.system and not error:
             at = next(n for n in range(IST_BOTTOM) if system[n] != self.system[n])
@@ -216,10 +259,13 @@ class KvmRunner:
             frame = IST_TOP - 40 - (8 if vector in ERROR_CODE_VECTORS else 0)
             error_code = mem.read_int(frame, 8) if vector in ERROR_CODE_VECTORS else None
             top = frame + (8 if vector in ERROR_CODE_VECTORS else 0)
-            rip, _cs, rflags, gprs[4], _ss = (mem.read_int(top + 8 * n, 8) for n in range(5))
+            rip, frame_cs, rflags, gprs[4], frame_ss = (mem.read_int(top + 8 * n, 8) for n in range(5))
             rflags &= ~RFLAGS_RF  # set in the pushed image of a fault; not architectural state
             cr2 = vcpu.get_sregs().control.cr2 if vector == 14 else None
-            fault = exception_name([(vector, error_code, cr2)])
+            if not (case.env == "user" and vector == GP_VECTOR and rip == end != CODE):
+                # (else: the HLT after the instruction, at CPL 3: the instruction completed)
+                fault = exception_name([(vector, error_code, cr2)])
+                coded = error_code if vector in CODED else None
         else:
             error = f"KVM halted at an unexpected rip {regs.rip:#x} (the instruction ends at {end:#x})"
         outcome = Outcome(
@@ -231,15 +277,27 @@ class KvmRunner:
             error=error,
             fault=fault,
             requests=list(self.device.trace),
+            error_code=coded,
+            state=self._state(vcpu, frame_cs, frame_ss) if case.env and not error else {},
+            gdt=gdt_after,
             vector=vector_state,
         )
         return KvmOutcome(outcome, raw, seconds)
 
-    def _run_to_stop(self, vcpu: KvmVcpu) -> VmExit:
+    @staticmethod
+    def _state(vcpu: KvmVcpu, frame_cs: int, frame_ss: int) -> dict[str, object]:
+        """The control state compared after a gen_ctl case; CS and SS from the exception frame when the
+        run ended in a handler (which runs at CPL 0 on a null SS)."""
+        state = control_state(vcpu.get_control())
+        if frame_cs >= 0:
+            state.update(cs=frame_cs & 0xFFFF, ss=frame_ss & 0xFFFF)
+        return state
+
+    def _run_to_stop(self, vcpu: KvmVcpu, limit: int) -> VmExit:
         """KVM_RUN, answering MMIO exits from the device, until any other exit."""
         ex = vcpu.run()
-        for _ in range(MAX_EXITS):
+        for _ in range(limit):
             if not isinstance(ex, MmioExit):
                 return ex
             ex = vcpu.run(self.device.serve(ex))
-        raise KvmError(0, f"more than {MAX_EXITS} MMIO exits")
+        raise KvmError(0, f"more than {limit} MMIO exits")

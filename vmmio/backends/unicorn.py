@@ -41,13 +41,16 @@ Where this differs from hardware (all are Unicorn's doing):
 - An engine event the backend has no model for (an SVM intercept it did not arm, an engine error) shuts
   the vCPU down the same way (unsupported, with the event in the detail); run() never raises for
   anything a guest does.
-- Known engine limits, which the backend cannot correct without decoding instructions (each shown by
-  tests/test_engine_deviations.py next to what KVM or the host CPU does): writing bits 63:4 of CR8
-  raises no #GP (QEMU keeps the low 4 bits); a code breakpoint on the instruction after MOV SS/POP SS
-  fires (Intel CPUs suppress it; QEMU's shadow does not say whether STI or MOV SS set it); a
-  non-canonical address through SS raises #GP(0), not #SS(0); MOVBE runs in both forms whatever CPUID
-  says (the engine's CPU model has it; the register form, #UD on every CPU, loads from the address in
-  the register). The interrupt shadow itself is kept: QEMU's flag, cleared here once RIP moved outside
+- Known engine limits in code the engine runs itself, which the backend cannot correct without
+  decoding every instruction (each shown by tests/test_engine_deviations.py next to what KVM or the
+  host CPU does): writing bits 63:4 of CR8 raises no #GP (QEMU keeps the low 4 bits); a code
+  breakpoint on the instruction after MOV SS/POP SS fires (Intel CPUs suppress it; QEMU's shadow does
+  not say whether STI or MOV SS set it); MOVBE runs in both forms whatever CPUID says (the engine's CPU
+  model has it; the register form, #UD on every CPU, loads from the address in the register); IRETQ to
+  an outer privilege level that nulls a data segment zeroes its base too (the CPU keeps it in 64-bit
+  mode; kvm-unit-tests' emulator test shows it). Corrected on the exception path, where the backend
+  decodes the one faulting instruction: a non-canonical address through SS raises #SS(0), where QEMU
+  raises #GP(0). The interrupt shadow itself is kept: QEMU's flag, cleared here once RIP moved outside
   the engine (an emulated instruction, a stepped-over HLT, a delivery). CR8 reads back what was
   written: QEMU keeps it as its SVM v_tpr (hflags2 VINTR), not in an APIC it does not model.
 
@@ -78,6 +81,7 @@ from unicorn import x86_const as ux
 from vmmio.backends.base import BackendEvent, HltEvent, IoEvent, NpfEvent, ShutdownEvent, StoppedEvent
 from vmmio.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, RamRegion
 from vmmio.x86.cpuid import SUBLEAF_LEAVES, CpuidTable
+from vmmio.x86.decode import decode_cached
 from vmmio.x86.delivery import (
     DESC_B,
     DESC_G,
@@ -88,12 +92,14 @@ from vmmio.x86.delivery import (
     LinearMemory,
     Shutdown,
     Unsupported,
+    canonical,
     deliver_event,
 )
 from vmmio.x86.fastcall import ReadMsr, syscall, sysenter
-from vmmio.x86.faults import HAS_ERROR_CODE, PFEC_I, PFEC_U, UD, GuestFault
+from vmmio.x86.faults import GP, HAS_ERROR_CODE, PFEC_I, PFEC_U, SS, UD, GuestFault
+from vmmio.x86.insn import Insn
 from vmmio.x86.paging import TranslationError, Walker
-from vmmio.x86.regs import IF, VM
+from vmmio.x86.regs import IF, VM, Seg
 from vmmio.x86.state import (
     CR0_PE,
     DIRTY_ALL,
@@ -1162,7 +1168,31 @@ class UnicornBackend:
             self._raise_event(vector, None, self._soft_int_length(vector, rip), rip, None)
         else:
             ec = error_code & 0xFFFF_FFFF if vector in HAS_ERROR_CODE else None
+            if vector == GP and ec == 0 and self._noncanonical_stack_access(rip):
+                vector = SS
             self._raise_event(vector, ec, 0, rip, None)
+
+    def _noncanonical_stack_access(self, rip: int) -> bool:
+        """Whether the instruction at `rip` (64-bit code) addresses memory through SS at a non-canonical
+        address: the CPU raises #SS(0) for it where QEMU raises #GP(0). Decoded on this rare path only.
+        (A PUSH or POP with a non-canonical RSP is left as #GP: delivering #SS on that stack would fault
+        again, so only an IST handler could tell them apart.)"""
+        ctl = self.get_control()
+        if ctl.code_size != 64:
+            return False
+        try:
+            insn = decode_cached(self._read_code(ctl, rip, 15), 64)
+        except (GuestFault, Unsupported, TranslationError):
+            return False
+        if type(insn) is not Insn:
+            return False
+        gprs = self.get_regs().gprs
+        mem = insn.mem
+        if mem is not None and not mem.vsib:
+            if mem.seg != Seg.SS:
+                return False
+            return not canonical(mem.effective_address(gprs, rip + insn.length))
+        return False
 
     def _soft_int_length(self, vector: int, next_rip: int) -> int:
         """Length of the software interrupt ending at `next_rip`: CC (INT3), CE (INTO) or CD ib."""

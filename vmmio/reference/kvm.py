@@ -18,12 +18,13 @@ Exit mapping (KVM_RUN's exit_reason -> vmmio exit):
 - KVM_EXIT_IO -> one `InoutExit` per element: string I/O arrives as one exit with `count` > 1 (e.g. INS
   with KVM's read-ahead); the elements are handed out one per `run` call, in order, and KVM is
   re-entered once all are answered.
-- KVM_EXIT_HLT -> `HltExit`; KVM_EXIT_SHUTDOWN (triple fault) -> `ShutdownExit`.
+- KVM_EXIT_HLT -> `HltExit` (with a chipset, only when nothing could wake the guest: see below);
+  KVM_EXIT_SHUTDOWN (triple fault) -> `ShutdownExit`.
 - KVM_EXIT_INTERNAL_ERROR / KVM_INTERNAL_ERROR_EMULATION -> `InstEmulExit(rip, bytes at CS:RIP read
   from guest RAM, NOT_EMULATED)` (FETCH_FAILED when no byte at RIP is RAM). KVM says only that its
   emulator failed, not why.
 - KVM_RUN interrupted (EINTR: a signal, or `immediate_exit`), KVM_EXIT_INTR, KVM_EXIT_IRQ_WINDOW_OPEN
-  -> `SuspendedExit`.
+  -> `SuspendedExit` (with a chipset, only for a stop or an exit_consistent entry).
 - Anything else (FAIL_ENTRY, UNKNOWN, EXCEPTION, other internal errors such as an exception delivery
   that hit MMIO, SYSTEM_EVENT, ...) raises `KvmExitError` with the raw fields: vmmio's ABI has no honest
   exit for them.
@@ -43,6 +44,35 @@ request is pending raises `KvmEntryError` (an `EntryError`) and changes nothing.
   instruction has retired). `Discard` raises `KvmEntryError`, leaving the request pending.
 - In-kernel port devices (`Vm.ports`) are served only when passed as `ports=`.
 
+Interrupts and time, as a userspace-irqchip VMM has them (no KVM_CREATE_IRQCHIP): given a `chipset` with
+interrupts (`Machine.vcpu` passes its `Vm`), the vCPU uses the Vm's own controllers, timers and clock and
+the rules vmmio's kernel uses (`vmmio.devices.interrupt_window`), entry by entry:
+- Before every KVM_RUN at an instruction boundary, due timers fire and the pending vector goes in with
+  KVM_INTERRUPT when kvm_run.ready_for_interrupt_injection and if_flag (as of the last exit) allow it.
+  The entry that answers a request is not a boundary (KVM finishes the instruction first): when an
+  interrupt waits behind it, that KVM_RUN only finishes the instruction (immediate_exit) and the
+  interrupt goes in at the boundary right behind it, as in vmmio's kernel.
+- An interrupt the guest cannot take sets request_interrupt_window: KVM_EXIT_IRQ_WINDOW_OPEN comes back
+  when the guest opens it (STI, IRET), so there is no poll as on Unicorn. PVM, the software KVM this was
+  built on, does not report a window that is already open when KVM finishes an instruction, hence the
+  immediate_exit above.
+- A POSIX timer signals the vCPU's thread at the next deadline, or at most `max_slice_ns` on
+  (`vmmio.reference.kick`): a guest spinning without exits still sees its timers.
+- KVM_EXIT_HLT with IF set waits for the next deadline or a wakeup and runs on; KVM_EXIT_SET_TPR (a
+  lowered CR8) is passed over: the TPR that counts is the local APIC page's.
+Clocks: the PIT, RTC and APIC timer count from the chipset's clock (the Vm's `HostClock` unless the
+machine gives another), as on Unicorn; the kick timer turns their deadlines into CLOCK_MONOTONIC delays.
+What KVM keeps in the kernel stays there: the TSC and kvmclock a guest may read run on host time.
+
+CPUID: the guest is given what KVM supports, less what this userspace irqchip cannot back
+(`HIDDEN_CPUID`: x2APIC, the TSC-deadline timer, and the paravirtual features KVM serves only with its
+in-kernel APIC, whose MSRs it would refuse), less CX16 where KVM cannot run CMPXCHG16B
+(`cmpxchg16b_runs`). PVM, the software KVM, runs guest kernel code through Linux's emulator
+(`kernel_mode_runs` probes for that) and reports some leaf 1 and 7 bits of the host whatever
+KVM_SET_CPUID2 says, XSAVE among them, which its emulator cannot run: a Linux guest there needs
+`clearcpuid=` on its command line, and stops anyway at INT3 (its int3 self-test), which Linux's
+emulator cannot deliver in long mode.
+
 What Linux does that vmmio's kernel does not (tests/test_backend_kvm.py pins each down):
 - The write exit of an instruction comes after it has retired (RIP already past it); reads stop with
   RIP at the instruction.
@@ -57,6 +87,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import mmap
 import os
 import struct
@@ -84,11 +115,16 @@ from vmmio.abi import (
     fulfillment_data,
     split_access,
 )
+from vmmio.devices.interrupt_window import Chipset, Halt, offer_interrupt, wait_halted
 from vmmio.memory import PAGE_MASK, PAGE_SIZE, GuestMemory, HandlerRegion, RamRegion, RangeMap
+from vmmio.reference.kick import RunKicker
 from vmmio.x86.cpuid import CpuidTable
-from vmmio.x86.state import CR0_PE, Control, CpuState, Regs, Segment, VectorState
+from vmmio.x86.pagetables import PAGE_2M, PageTables
+from vmmio.x86.state import CR0_PE, Control, CpuState, Regs, Segment, VectorState, long_mode_control
 
 __all__ = [
+    "CMPXCHG16B_PROBE",
+    "INT3_PROBE",
     "KvmEntryError",
     "KvmError",
     "KvmExitError",
@@ -97,6 +133,8 @@ __all__ = [
     "KvmSregs",
     "KvmUnavailable",
     "KvmVcpu",
+    "cmpxchg16b_runs",
+    "kernel_mode_runs",
     "kvm_usable",
 ]
 
@@ -129,6 +167,7 @@ KVM_TRANSLATE: Final = _ioc(_READ | _WRITE, 0x85, 24)
 KVM_SET_CPUID2: Final = _ioc(_WRITE, 0x90, 8)
 KVM_GET_XSAVE: Final = _ioc(_READ, 0xA4, 4096)
 KVM_SET_XSAVE: Final = _ioc(_WRITE, 0xA5, 4096)
+KVM_INTERRUPT: Final = _ioc(_WRITE, 0x86, 4)
 KVM_GET_XCRS: Final = _ioc(_READ, 0xA6, 392)
 KVM_SET_XCRS: Final = _ioc(_WRITE, 0xA7, 392)
 
@@ -151,6 +190,7 @@ KVM_EXIT_IRQ_WINDOW_OPEN: Final = 7
 KVM_EXIT_SHUTDOWN: Final = 8
 KVM_EXIT_FAIL_ENTRY: Final = 9
 KVM_EXIT_INTR: Final = 10
+KVM_EXIT_SET_TPR: Final = 11
 KVM_EXIT_INTERNAL_ERROR: Final = 17
 KVM_EXIT_SYSTEM_EVENT: Final = 24
 KVM_EXIT_IO_IN: Final = 0
@@ -167,6 +207,7 @@ EXIT_NAMES: Final = {
     8: "SHUTDOWN",
     9: "FAIL_ENTRY",
     10: "INTR",
+    11: "SET_TPR",
     16: "NMI",
     17: "INTERNAL_ERROR",
     24: "SYSTEM_EVENT",
@@ -178,10 +219,13 @@ EXIT_NAMES: Final = {
 
 # --- struct layouts (x86-64) ------------------------------------------------------------------------
 
-# kvm_run: request_interrupt_window u8, immediate_exit u8, pad[6], exit_reason u32, ...; the exit union
-# starts at 32.
+# kvm_run: request_interrupt_window u8, immediate_exit u8, pad[6], exit_reason u32,
+# ready_for_interrupt_injection u8, if_flag u8, flags u16, cr8 u64, apic_base u64; the exit union at 32.
+RUN_REQUEST_INTERRUPT_WINDOW: Final = 0
 RUN_IMMEDIATE_EXIT: Final = 1
 RUN_EXIT_REASON: Final = 8
+RUN_READY_FOR_INJECTION: Final = 12
+RUN_IF_FLAG: Final = 13
 RUN_UNION: Final = 32
 _REASON = struct.Struct("<I")
 _MMIO = struct.Struct("<Q8sIB")  # phys_addr, data[8], len, is_write
@@ -189,6 +233,9 @@ MMIO_DATA_OFFSET: Final = RUN_UNION + 8
 _IO = struct.Struct("<BBHIQ")  # direction, size, port, count, data_offset (from the start of kvm_run)
 _INTERNAL = struct.Struct("<II")  # suberror, ndata; then u64 data[ndata]
 _U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+# With no deadline a spinning guest still leaves KVM_RUN this often, to see interrupts raised elsewhere.
+MAX_SLICE_NS: Final = 50_000_000
 
 # kvm_regs: rax rbx rcx rdx rsi rdi rsp rbp r8-r15 rip rflags; vmmio numbers GPRs as the hardware does.
 _REGS = struct.Struct("<18Q")
@@ -210,8 +257,31 @@ _HW_TO_SREGS_SLOT: Final = (2, 0, 5, 1, 3, 4)
 # kvm_cpuid2: nent u32, pad u32, then kvm_cpuid_entry2 (40 bytes) entries.
 _CPUID_ENTRY_SIZE: Final = 40
 _CPUID_ECX: Final = 20  # function, index, flags, eax, ebx, then ecx
+CPUID1_ECX_CX16: Final = 1 << 13
 CPUID1_ECX_X2APIC: Final = 1 << 21
 CPUID1_ECX_TSC_DEADLINE: Final = 1 << 24
+KVM_CPUID_FEATURES: Final = 0x4000_0001  # EAX: the KVM_FEATURE_* bits (paravirtual interfaces)
+KVM_FEATURE_ASYNC_PF: Final = 1 << 4
+KVM_FEATURE_PV_EOI: Final = 1 << 6
+KVM_FEATURE_PV_UNHALT: Final = 1 << 7
+KVM_FEATURE_ASYNC_PF_VMEXIT: Final = 1 << 10
+KVM_FEATURE_PV_SEND_IPI: Final = 1 << 11
+KVM_FEATURE_ASYNC_PF_INT: Final = 1 << 14
+# What the guest is not told, by (leaf, byte offset of the register in kvm_cpuid_entry2). The local APIC
+# is a userspace model here (no KVM_CREATE_IRQCHIP), so what only KVM's in-kernel APIC backs is hidden,
+# as a CPU or hypervisor without it would report: x2APIC (its MSRs), the TSC-deadline timer, and the
+# paravirtual features KVM serves only with its own APIC (asynchronous page faults, whose "page ready"
+# is an APIC interrupt; PV EOI; PV unhalt and PV IPIs, which are APIC IPIs; QEMU hides PV_UNHALT
+# without an in-kernel irqchip too). KVM refuses their MSRs otherwise, and Linux says so at boot.
+HIDDEN_CPUID: Final = {
+    (1, _CPUID_ECX): CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE,
+    (KVM_CPUID_FEATURES, 12): KVM_FEATURE_ASYNC_PF
+    | KVM_FEATURE_PV_EOI
+    | KVM_FEATURE_PV_UNHALT
+    | KVM_FEATURE_ASYNC_PF_VMEXIT
+    | KVM_FEATURE_PV_SEND_IPI
+    | KVM_FEATURE_ASYNC_PF_INT,
+}
 # kvm_xsave: the XSAVE image of the guest's FPU state in the standard (uncompacted) format, 4096 bytes: the
 # legacy area (FCW, FSW, abridged FTW, MXCSR, ST0-7 in stack order, XMM0-15), the header's XSTATE_BV at
 # 512, then the components at the offsets CPUID.(0xD, n).EBX gives: AVX (YMM_Hi128) 2, opmask 5,
@@ -376,6 +446,8 @@ class KvmVcpu:
     Guest RAM is each region's own mmap registered as a memory slot: guest and host see the same bytes.
     Every GPA outside a RAM region is an MMIO hole, so KVM's emulator turns accesses there into exits.
     RAM regions are registered when the vCPU is built; regions added later are holes to KVM.
+    The guest's CPUID is what KVM supports less `HIDDEN_CPUID`, and less CX16 where `cmpxchg16b_runs`
+    finds this KVM unable to run CMPXCHG16B (`probe_cpuid=False` skips that probe: the probe's own vCPU).
     """
 
     def __init__(
@@ -384,10 +456,14 @@ class KvmVcpu:
         state: CpuState,
         *,
         ports: RangeMap[Device] | None = None,
+        chipset: Chipset | None = None,
         record_raw: bool = False,
+        probe_cpuid: bool = True,
     ) -> None:
         self.memory = memory
         self.ports: RangeMap[Device] = ports if ports is not None else RangeMap("port range")
+        self.chipset = chipset
+        self.max_slice_ns = MAX_SLICE_NS  # the longest KVM_RUN with a chipset, deadline or not
         self.raw_exits: list[KvmMmio | KvmIo] | None = [] if record_raw else None
         # Requests of the KVM exit being answered: (request, offset in kvm_run where a read's data goes,
         # -1 for a write), the next one to hand out, and the one handed out and not yet fulfilled.
@@ -396,13 +472,15 @@ class KvmVcpu:
         self._pending: MmioExit | InoutExit | None = None
         self._stop_requested = False
         self._consistent = False  # an entry asked for exit_consistent: it holds until KVM has stopped
+        self._boundary = True  # KVM stands between two instructions (nothing of one is in flight)
+        self._kicker: RunKicker | None = None
         self._fds: list[int] = []
         self._run: mmap.mmap | None = None
         self._maps: list[mmap.mmap] = []
         self._finalizer = weakref.finalize(self, _release, self._fds, self._maps)
         self._xsave_offsets: dict[int, int] = {}  # XSAVE component -> offset in the standard format
         try:
-            self._open(memory)
+            self._open(memory, probe_cpuid)
             self.set_control(state.control)
             self.set_regs(state.regs)
         except BaseException:
@@ -411,7 +489,7 @@ class KvmVcpu:
 
     # -- setup ------------------------------------------------------------------------------------------
 
-    def _open(self, memory: GuestMemory) -> None:
+    def _open(self, memory: GuestMemory, probe: bool) -> None:
         try:
             kvm = os.open(KVM_DEVICE, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
@@ -430,13 +508,15 @@ class KvmVcpu:
             _ioctl_buf(self._vm, KVM_SET_USER_MEMORY_REGION, bytearray(desc), "KVM_SET_USER_MEMORY_REGION")
         self._fd = _ioctl(self._vm, KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU")
         self._fds.append(self._fd)
-        self._set_cpuid(kvm)
+        self._set_cpuid(kvm, probe)
         size = _ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, what="KVM_GET_VCPU_MMAP_SIZE")
         self._run = mmap.mmap(self._fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._maps.append(self._run)
+        self._kicker = RunKicker(self._fd)
 
-    def _set_cpuid(self, kvm: int) -> None:
-        """Give the vCPU every CPUID leaf KVM supports: KVM_SET_SREGS rejects EFER.LME/NXE without LM/NX."""
+    def _set_cpuid(self, kvm: int, probe: bool) -> None:
+        """Give the vCPU the CPUID leaves KVM supports (KVM_SET_SREGS rejects EFER.LME/NXE without LM/NX),
+        less what the guest must not be told (`HIDDEN_CPUID`; CX16 if `probe` finds it unusable)."""
         nent = 128
         while True:
             buf = bytearray(8 + nent * _CPUID_ENTRY_SIZE)
@@ -448,8 +528,9 @@ class KvmVcpu:
                 if e.errno != errno.E2BIG or nent >= 1 << 14:
                     raise KvmError(e.errno, f"KVM_GET_SUPPORTED_CPUID: {e.strerror}") from None
                 nent *= 2
-        # The local APIC is a userspace model here (no KVM irqchip): hide what only an in-kernel APIC
-        # gives (x2APIC MSRs, the TSC-deadline timer), as a CPU without them would report.
+        hidden = dict(HIDDEN_CPUID)
+        if probe and not cmpxchg16b_runs():
+            hidden[1, _CPUID_ECX] |= CPUID1_ECX_CX16
         count = struct.unpack_from("<I", buf, 0)[0]
         leaves: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         for n in range(count):
@@ -457,16 +538,15 @@ class KvmVcpu:
             function, index = struct.unpack_from("<II", buf, at)
             if function == 0xD and 2 <= index < 8:
                 self._xsave_offsets[index] = struct.unpack_from("<I", buf, at + 16)[0]  # EBX
-            if function == 1:
-                ecx = struct.unpack_from("<I", buf, at + _CPUID_ECX)[0]
-                struct.pack_into(
-                    "<I", buf, at + _CPUID_ECX, ecx & ~(CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE)
-                )
+            for (leaf, reg), bits in hidden.items():
+                if function == leaf:
+                    struct.pack_into("<I", buf, at + reg, struct.unpack_from("<I", buf, at + reg)[0] & ~bits)
             function, index, _flags, eax, ebx, ecx, edx = struct.unpack_from("<7I", buf, at)
             leaves[function, index] = (eax, ebx, ecx, edx)
         _ioctl_buf(self._fd, KVM_SET_CPUID2, buf, "KVM_SET_CPUID2")
         self.cpuid = CpuidTable(leaves)
-        """What CPUID reports to the guest (the leaves KVM supports, less x2APIC and TSC-deadline)."""
+        """What CPUID reports to the guest: the leaves KVM supports, less `HIDDEN_CPUID` (and CX16 where
+        this KVM cannot run CMPXCHG16B: `cmpxchg16b_runs`)."""
 
     # -- state ------------------------------------------------------------------------------------------
 
@@ -490,6 +570,7 @@ class KvmVcpu:
         self._check_idle("set_regs")
         values = [regs.gprs[hw] for hw in _KVM_TO_HW] + [regs.rip, regs.rflags]
         _ioctl_buf(self._fd, KVM_SET_REGS, bytearray(_REGS.pack(*values)), "KVM_SET_REGS")
+        self._stale_readiness()
 
     def get_sregs(self) -> KvmSregs:
         """Segment caches, descriptor tables, CRs and EFER as KVM holds them now."""
@@ -541,6 +622,7 @@ class KvmVcpu:
         _cr0, _cr2, _cr3, _cr4, cr8, _efer, apic_base = _CTL.unpack_from(buf, _SREGS_CTL)
         _CTL.pack_into(buf, _SREGS_CTL, ctl.cr0, ctl.cr2, ctl.cr3, ctl.cr4, cr8, ctl.efer, apic_base)
         _ioctl_buf(self._fd, KVM_SET_SREGS, buf, "KVM_SET_SREGS")
+        self._stale_readiness()
 
     def get_xcr0(self) -> int:
         """XCR0 as the guest's XSETBV (or `set_xcr0`) left it (KVM_GET_XCRS)."""
@@ -672,18 +754,69 @@ class KvmVcpu:
         if self._next < len(self._parts):
             return self._hand_out()
         self._parts = []
+        self._boundary = False  # KVM completes the instruction on entry: no injection before it has
         ex = self._enter(self._consistent)
         if not isinstance(ex, MmioExit | InoutExit):
             self._consistent = False
         return ex
 
     def request_stop(self) -> None:
-        """Make the next KVM_RUN return at once (SuspendedExit). A KVM_RUN already under way returns
-        when a signal with a handler reaches its thread: the caller kicks it (see machine.RunControl)."""
+        """Make the run in progress (or the next) return SuspendedExit soon; callable from any thread.
+
+        Without a chipset a KVM_RUN already under way returns only when a signal with a handler reaches
+        its thread (see machine.RunControl); with one, the vCPU's own kick signal ends it, and a HLT
+        wait ends too.
+        """
         self._stop_requested = True
         run = self._run
         if run is not None:
             run[RUN_IMMEDIATE_EXIT] = 1
+        if self.chipset is not None:
+            self.chipset.wakeup.set()
+            if self._kicker is not None:
+                self._kicker.kick()
+
+    # -- interrupts and time --------------------------------------------------------------------------
+
+    def interruptible(self) -> bool:
+        """Whether KVM_INTERRUPT may inject now: between two instructions, with KVM's own word for it
+        (kvm_run.ready_for_interrupt_injection: IF set, no STI/MOV SS shadow, no event being
+        re-injected) and RFLAGS.IF (kvm_run.if_flag), both as of the last exit."""
+        run = self._run
+        if not self._boundary or run is None:
+            return False
+        return bool(run[RUN_READY_FOR_INJECTION]) and bool(run[RUN_IF_FLAG])
+
+    def inject_interrupt(self, vector: int) -> None:
+        """Queue external interrupt `vector` (KVM_INTERRUPT): KVM delivers it through the IDT on the next
+        KVM_RUN, whatever IF says, so callers check `interruptible` first."""
+        _ioctl_buf(self._fd, KVM_INTERRUPT, bytearray(_U32.pack(vector)), "KVM_INTERRUPT")
+        self._stale_readiness()  # one at a time: the next waits for KVM to say it can take it
+
+    def _stale_readiness(self) -> None:
+        """The state changed since KVM last said whether it can take an interrupt: assume not; a pending
+        one then asks for the interrupt window, and KVM answers on the next KVM_RUN."""
+        run = self._run
+        if run is not None:
+            run[RUN_READY_FOR_INJECTION] = 0
+
+    def _arm(self, chipset: Chipset, kicker: RunKicker) -> None:
+        """Before KVM_RUN: the shared rules inject what is pending if the guest can take it, and the kick
+        timer is armed for when they want to look again.
+
+        An interrupt still waiting asks KVM to exit when the window opens (request_interrupt_window).
+        When it waits only because KVM has an instruction in flight that began with IF set, this KVM_RUN
+        just finishes it (immediate_exit), so the interrupt goes in at the boundary right behind it, as
+        in vmmio's kernel (PVM reports no window exit for a window already open).
+        """
+        run = self._run
+        assert run is not None
+        at, waiting = offer_interrupt(chipset, self, poll_ns=None)  # KVM reports the window opening
+        run[RUN_REQUEST_INTERRUPT_WINDOW] = waiting
+        if waiting and not self._boundary and run[RUN_IF_FLAG]:
+            run[RUN_IMMEDIATE_EXIT] = 1
+        limit = self.max_slice_ns
+        kicker.arm(limit if at is None else min(at - chipset.clock.now_ns(), limit))
 
     def _hand_out(self) -> MmioExit | InoutExit:
         request = self._parts[self._next][0]
@@ -692,11 +825,22 @@ class KvmVcpu:
         return request
 
     def _enter(self, consistent: bool) -> VmExit:
-        """KVM_RUN until an exit the caller must see; with `consistent`, stop as soon as KVM can."""
+        """KVM_RUN until an exit the caller must see; with `consistent`, stop as soon as KVM can.
+
+        With a chipset that has interrupts, every entry first goes through `_arm`, and the exits that
+        only serve time and interrupts (the kick timer's EINTR, IRQ_WINDOW_OPEN, HLT with IF set, a
+        lowered TPR) stay in here, as they stay in vmmio's kernel.
+        """
         run = self._run
-        if run is None:
+        kicker = self._kicker
+        if run is None or kicker is None:
             raise KvmError(errno.EBADF, "KvmVcpu is closed")
         fd = self._fd
+        chipset = self.chipset
+        if chipset is not None and chipset.interrupts is None:
+            chipset = None
+        if chipset is not None:
+            kicker.bind()
         if consistent:
             run[RUN_IMMEDIATE_EXIT] = 1
         try:
@@ -704,26 +848,57 @@ class KvmVcpu:
                 if self._stop_requested:
                     self._stop_requested = False
                     return _SUSPENDED
+                if chipset is not None:
+                    self._arm(chipset, kicker)
                 try:
                     fcntl.ioctl(fd, KVM_RUN, 0)
                 except InterruptedError:  # EINTR: a signal, or immediate_exit once nothing is in flight
-                    self._stop_requested = False
-                    return _SUSPENDED
+                    # KVM completes an instruction in flight before it looks at signals: a boundary.
+                    self._boundary = True
+                    if chipset is not None:
+                        kicker.consume()
+                    if consistent or self._stop_requested or chipset is None:
+                        self._stop_requested = False
+                        return _SUSPENDED
+                    # The kick timer (a deadline passed), an instruction finished for an injection
+                    # (_arm), or a signal whose handler returned: go on.
+                    run[RUN_IMMEDIATE_EXIT] = 0
+                    continue
                 except OSError as e:
                     if e.errno is None:  # raised by a signal handler (e.g. a TimeoutError): not KVM's
                         raise
                     raise KvmError(e.errno, f"KVM_RUN: {os.strerror(e.errno)}") from None
                 reason = _REASON.unpack_from(run, RUN_EXIT_REASON)[0]
                 if reason == KVM_EXIT_MMIO:
+                    self._boundary = False
                     ex = self._on_mmio(run)
                 elif reason == KVM_EXIT_IO:
+                    self._boundary = False
                     ex = self._on_io(run)
                 else:
-                    return self._on_other(run, reason)
+                    self._boundary = True
+                    if chipset is None:
+                        return self._on_other(run, reason)
+                    ex = self._on_time(chipset, run, reason)
                 if ex is not None:
                     return ex
         finally:
             run[RUN_IMMEDIATE_EXIT] = 0
+            run[RUN_REQUEST_INTERRUPT_WINDOW] = 0
+
+    def _on_time(self, chipset: Chipset, run: mmap.mmap, reason: int) -> VmExit | None:
+        """The exits a userspace irqchip serves itself; None to re-enter, else the exit for the caller."""
+        if reason in (KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_SET_TPR):
+            return None  # the window opened (the next _arm injects); TPR is the APIC page's business
+        if reason != KVM_EXIT_HLT:
+            return self._on_other(run, reason)
+        halt = wait_halted(chipset, bool(run[RUN_IF_FLAG]), lambda: self._stop_requested)
+        if halt is Halt.RESUME:
+            return None
+        if halt is Halt.EXIT:
+            return _HLT
+        self._stop_requested = False
+        return _SUSPENDED
 
     def _on_mmio(self, run: mmap.mmap) -> VmExit | None:
         gpa, raw, length, is_write = _MMIO.unpack_from(run, RUN_UNION)
@@ -828,6 +1003,8 @@ class KvmVcpu:
     def close(self) -> None:
         """Unmap kvm_run and close the vCPU, VM and /dev/kvm descriptors (idempotent)."""
         self._run = None
+        if self._kicker is not None:
+            self._kicker.close()
         self._finalizer()
 
     def __enter__(self) -> KvmVcpu:
@@ -835,6 +1012,47 @@ class KvmVcpu:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Kernel-mode probes (64-bit code at 0x8000, RAM at 0x9000): cmpxchg16b [0x9000] (REX.W 0F C7 /1, SIB
+# with no base: disp32), then HLT; INT3 (with no IDT: #BP becomes a triple fault, which is running it).
+CMPXCHG16B_PROBE: Final = bytes.fromhex("480fc70c2500900000f4")
+INT3_PROBE: Final = bytes.fromhex("ccf4")
+
+
+@functools.cache
+def kernel_mode_runs(code: bytes) -> bool:
+    """Whether this KVM runs `code` (64-bit, CPL 0, identity-mapped RAM) without its instruction
+    emulator giving up on it (probed once per process and code).
+
+    On hardware virtualization the guest runs its own instructions and KVM's emulator sees only device
+    accesses and a few special cases. A KVM that runs guest kernel code through that emulator instead
+    (PVM, the software KVM, does: user mode runs natively) stops the guest with an emulation failure at
+    every instruction the emulator lacks: CMPXCHG16B, the XSAVE family, FWAIT, software interrupts in
+    protected mode, most SSE arithmetic.
+    """
+    memory = GuestMemory()
+    memory.add_ram(0, 0x20_0000)
+    tables = PageTables(0x1000)
+    tables.map(0, 0, PAGE_2M)
+    for gpa, entry in tables.entries.items():
+        memory.write_int(gpa, 8, entry)
+    memory.write(0x8000, code)
+    state = CpuState(Regs(rip=0x8000), long_mode_control(tables.root))
+    with KvmVcpu(memory, state, probe_cpuid=False) as vcpu:
+        return not isinstance(vcpu.run(), InstEmulExit)
+
+
+def cmpxchg16b_runs() -> bool:
+    """Whether a guest of this KVM can run CMPXCHG16B in kernel mode (`kernel_mode_runs`).
+
+    KVM reports CX16 whenever the host has it. A KVM that takes the instruction into its emulator
+    cannot complete it (Linux's emulator has no CMPXCHG16B: its CMPXCHG8B handler refuses 16 bytes), so
+    a guest told it has CX16 stops at its first one (Linux does, in its slab allocator). Such a KVM's
+    guests are not told CX16 and take the paths a CPU without it needs; `KvmVcpu.cpuid` says so too, so
+    vmmio's kernel, compared with it, raises the same #UD.
+    """
+    return kernel_mode_runs(CMPXCHG16B_PROBE)
 
 
 def _release(fds: list[int], maps: list[mmap.mmap]) -> None:

@@ -1,34 +1,20 @@
-"""External interrupts and time, in the kernel as bhyve has them: controllers, timers, a clock.
+"""External interrupts in the kernel, as bhyve has them: the PC's routing from its controllers to INTR.
 
 A machine with interrupts gives its `Vm` an `InterruptSource` (what the CPU's INTR/INTA pins see), the
-timer devices (`Timer`: next deadline, update) and the clock they count from. The Vcpu then, at every
-instruction boundary it gets to (each entry into the guest): lets due timers raise their lines, injects
-the pending vector when the guest can take it (RFLAGS.IF set, no STI/MOV SS shadow), and arms the
-backend to stop at the next deadline, or soon when an interrupt waits for the guest to open its window.
-HLT with interrupts enabled waits for the next deadline or a kick instead of exiting.
+timer devices (`Timer`: next deadline, update) and the clock they count from. What a vCPU does with them
+at each instruction boundary (fire due timers, inject when RFLAGS.IF and no STI/MOV SS shadow allow,
+HLT that waits for the next deadline or a kick) is `vmmio.devices.interrupt_window`, shared with the KVM
+reference; how the vCPU stops the guest again is its own.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
+from vmmio.devices.interrupt_window import InterruptSource
 from vmmio.devices.lapic import LVT_LINT0, LVT_MASKED, LocalApic
 from vmmio.devices.pic import PicPair
 
 LVT_DELIVERY_MODE = 0x700
 LVT_EXTINT = 0x700  # delivery mode ExtINT: the 8259's INTR, acknowledged from the 8259
-
-
-class InterruptSource(Protocol):
-    """What the CPU sees of its interrupt controllers."""
-
-    def pending_vector(self) -> int | None:
-        """The vector INTA would return now, or None when nothing is requested."""
-        ...
-
-    def acknowledge(self) -> int:
-        """The INTA cycle: the request goes in service and its vector comes back."""
-        ...
 
 
 class PcInterrupts:

@@ -45,6 +45,8 @@ from vmmio.backends.base import (
     ShutdownEvent,
     StoppedEvent,
 )
+from vmmio.devices.interrupt_window import WINDOW_POLL_NS as WINDOW_POLL_NS  # its home before it was shared
+from vmmio.devices.interrupt_window import Halt, offer_interrupt, wait_halted
 from vmmio.memory import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, HandlerRegion, RamRegion
 from vmmio.vmm.abort import EmulationAbort
 from vmmio.vmm.fast import Learner
@@ -55,7 +57,6 @@ from vmmio.vmm.semantics.context import (
     PORT_CHECK,
     PORT_IN,
     PORT_OUT,
-    READ,
     SYS_READ,
     SYS_WRITE,
     TOUCH,
@@ -75,10 +76,8 @@ from vmmio.x86.state import DIRTY_ALL, DIRTY_RIP, EFER_LMA, Control, Regs, Vecto
 # Page-fault error-code bits each request kind checks (RMW reads are checked for write).
 _ACCESS_BITS = (0, PFEC_W, PFEC_W, 0, 0, PFEC_W)  # by request kind, READ .. SYS_WRITE
 _WRITES = (False, True, False, False, False, True)
-_PLAIN_READS = (READ, SYS_READ)  # may read RAM before the faulting access: nothing is changed yet
 _CS, _FS = int(Seg.CS), int(Seg.FS)
 _WHOLE = frozenset((1, 2, 4, 8))  # device accesses of these sizes stay one request
-WINDOW_POLL_NS = 1_000_000  # an interrupt pending while IF is clear: look again this soon
 _MAX_BLOCK = 4096  # instructions decoded ahead to find where a fetch fault really is
 _HLT = HltExit()
 _SUSPENDED = SuspendedExit()
@@ -311,51 +310,22 @@ class Vcpu:
 
     # -- interrupts and time ----------------------------------------------------------------------
 
-    def _timers_due(self) -> int | None:
-        """Let timers whose deadline passed raise their interrupts; the next deadline, if any."""
-        vm = self.vm
-        now = vm.clock.now_ns()
-        nearest = None
-        for timer in vm.timers:
-            deadline = timer.next_deadline_ns()
-            if deadline is not None and deadline <= now:
-                timer.update()
-                deadline = timer.next_deadline_ns()
-            if deadline is not None and (nearest is None or deadline < nearest):
-                nearest = deadline
-        return nearest
-
     def _interrupt_window(self) -> None:
         """At an instruction boundary: inject what is pending if the guest can take it, and arm the
-        backend to stop at the next deadline, or soon when a pending interrupt waits for IF."""
+        backend to stop when the shared rules want to look again (the next deadline, or soon when an
+        interrupt waits for IF)."""
         vm = self.vm
-        source = vm.interrupts
-        assert source is not None
-        deadline = self._timers_due()
-        backend = self.backend
-        if source.pending_vector() is not None:
-            if backend.interruptible():
-                backend.inject_interrupt(source.acknowledge())
-            else:
-                soon = vm.clock.now_ns() + WINDOW_POLL_NS
-                deadline = soon if deadline is None else min(deadline, soon)
-        backend.set_timer(None if deadline is None else deadline - vm.clock.now_ns())
+        at, _waiting = offer_interrupt(vm, self.backend)
+        self.backend.set_timer(None if at is None else at - vm.clock.now_ns())
 
     def _wait_for_interrupt(self) -> VmExit | None:
-        """HLT with interrupts enabled: sleep until the next deadline or a kick, then go on."""
-        vm = self.vm
-        source = vm.interrupts
-        if source is None or not self.backend.get_regs().rflags & IF:
+        """HLT: with interrupts enabled, sleep until the next deadline or a kick, then go on."""
+        enabled = bool(self.backend.get_regs().rflags & IF)
+        halt = wait_halted(self.vm, enabled, lambda: self._stop)
+        if halt is Halt.RESUME:
+            return None
+        if halt is Halt.EXIT:
             return _HLT
-        while not self._stop:
-            deadline = self._timers_due()
-            if source.pending_vector() is not None:
-                return None
-            if deadline is None and not vm.timers:
-                return _HLT  # nothing could ever wake it: userspace decides
-            wait = None if deadline is None else max(deadline - vm.clock.now_ns(), 0) / 1e9
-            vm.wakeup.wait(wait)
-            vm.wakeup.clear()
         self._stop = False
         return _SUSPENDED
 
@@ -700,8 +670,10 @@ class Vcpu:
 
     def _complete(self, cur: Run) -> VmExit | None:
         self._cur = None
-        if cur.fault_page >= 0:
-            # It never touched the faulting page (or made no access at all): the code or tables changed.
+        if cur.fault_page >= 0 and cur.accesses:
+            # It made accesses but never touched the faulting page: the code or tables changed under us.
+            # One that made none (a register form) cannot contradict the exit and is performed, as KVM's
+            # emulator performs whatever is at RIP (the form rows and the oracles run register forms so).
             self._flush(cur)
             return InstEmulExit(cur.rip, cur.insn.raw, InstEmulReason.GPA_MISMATCH)
         x = cur.x
@@ -765,9 +737,12 @@ class Vcpu:
         if fault_page >= 0:
             if fault_page in a.pages:
                 cur.fault_page = -1
-            elif kind != TOUCH and (kind not in _PLAIN_READS or not a.all_ram):
-                # A probe (TOUCH) transfers nothing: it may come first wherever it is (masked stores
-                # probe their last byte before writing the first; the check at completion still applies).
+            elif kind != TOUCH and not a.all_ram:
+                # RAM before the faulting page is fine (ENTER pushes before it reads its display; RAM
+                # writes are deferred to the commit), a device is not: that access would have been the
+                # fault. A probe (TOUCH) transfers nothing: it may come first wherever it is (masked
+                # stores probe their last byte before writing the first; the check at completion still
+                # applies).
                 raise EmulationAbort(
                     InstEmulReason.GPA_MISMATCH, f"access at {a.pieces[0][1]:#x} before the faulting page"
                 )

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from vmmio.abi import Device
 from vmmio.backends.base import Backend
 from vmmio.devices.clock import Clock, HostClock, Timer
+from vmmio.devices.interrupt_window import InterruptSource
 from vmmio.memory import GuestMemory, RamRegion, RangeMap
-from vmmio.vmm.interrupts import InterruptSource
 from vmmio.x86.paging import Walker
 from vmmio.x86.state import DIRTY_ALL, CpuState
 

@@ -17,6 +17,18 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from vmmio.x86.descriptors import (
+    DESC_B,
+    DESC_G,
+    DESC_L,
+    DESC_P,
+    DESC_S,
+    Descriptor,
+    check_gate_target,
+    descriptor_address,
+    descriptor_base_limit,
+    segment_from_descriptor,
+)
 from vmmio.x86.faults import DF, GP, NP, PFEC_W, SS, TS, GuestFault, double_fault
 from vmmio.x86.paging import TableMemory, TranslationError, Updates, Walker, apply_updates
 from vmmio.x86.regs import AC, IF, NT, RF, TF, VM
@@ -24,15 +36,6 @@ from vmmio.x86.state import CR0_PE, EFER_LMA, Control, Regs, Segment
 
 PAGE_SIZE = 4096
 _MASK64 = (1 << 64) - 1
-
-# Descriptor high-dword bits.
-DESC_S = 1 << 12
-DESC_P = 1 << 15
-DESC_L = 1 << 21
-DESC_B = 1 << 22
-DESC_G = 1 << 23
-_DESC_CODE = 1 << 11
-_DESC_CONFORMING = 1 << 10
 
 _GATE_INTR, _GATE_TRAP = 0xE, 0xF
 _GATES_16_AND_TASK = (0x5, 0x6, 0x7)
@@ -59,32 +62,6 @@ class Shutdown:
 
     detail: str
     unsupported: bool
-
-
-def descriptor_base_limit(e1: int, e2: int) -> tuple[int, int]:
-    """Base and byte-granular limit of a legacy 8-byte descriptor (low and high dwords)."""
-    base = (e1 >> 16) | ((e2 & 0xFF) << 16) | (e2 & 0xFF00_0000)
-    limit = (e1 & 0xFFFF) | (e2 & 0xF_0000)
-    if e2 & DESC_G:
-        limit = (limit << 12) | 0xFFF
-    return base, limit
-
-
-def segment_from_descriptor(selector: int, e1: int, e2: int) -> Segment:
-    """The segment cache a descriptor loads."""
-    base, limit = descriptor_base_limit(e1, e2)
-    return Segment(
-        selector=selector & 0xFFFF,
-        base=base,
-        limit=limit,
-        type=(e2 >> 8) & 0xF,
-        s=bool(e2 & DESC_S),
-        dpl=(e2 >> 13) & 3,
-        present=bool(e2 & DESC_P),
-        db=bool(e2 & DESC_B),
-        l=bool(e2 & DESC_L),
-        g=bool(e2 & DESC_G),
-    )
 
 
 _Piece = tuple[memoryview, int]  # a view of one page's part of an access, and its length
@@ -284,24 +261,13 @@ def _deliver(
 
 def _code_segment(ctl: Control, selector: int, ext: int, memory: LinearMemory) -> tuple[int, int, int]:
     """The gate's target code descriptor (e1, e2) and the CPL it runs at, with the CPU's checks."""
-    err = (selector & 0xFFFC) + ext
     if not selector & 0xFFFC:
         raise GuestFault(GP, ext)
     if selector & 4:
         raise Unsupported("gate selector in the LDT is not implemented")
-    gdt_base, gdt_limit = ctl.gdtr
-    index = selector & 0xFFF8
-    if index + 7 > gdt_limit:
-        raise GuestFault(GP, err)
-    e1, e2 = struct.unpack("<II", memory.read(ctl, gdt_base + index, 8))
-    if not e2 & DESC_S or not e2 & _DESC_CODE:
-        raise GuestFault(GP, err)
-    dpl = (e2 >> 13) & 3
-    if dpl > ctl.cpl:
-        raise GuestFault(GP, err)
-    if not e2 & DESC_P:
-        raise GuestFault(NP, err)
-    return e1, e2, ctl.cpl if e2 & _DESC_CONFORMING else dpl
+    at = descriptor_address(ctl, selector, ext=ext)
+    e1, e2 = struct.unpack("<II", memory.read(ctl, at, 8))
+    return e1, e2, check_gate_target(ctl.cpl, selector, Descriptor(e2 << 32 | e1), ext)
 
 
 def _tss_stack(ctl: Control, ist: int, cpl: int, ext: int, memory: LinearMemory) -> int:

@@ -11,18 +11,22 @@ from vmmio.vmm.semantics import (
     bmi,
     cache,
     conditional,
+    control,
     crc32,
     extmoves,
     io,
     moves,
     muldiv,
+    segments,
     shifts,
     sse_moves,
     stack,
     strings,
+    system,
 )
 from vmmio.vmm.semantics.registry import FORMS, lookup
 
 __all__ = ["FORMS", "arith", "bits", "cache", "io", "lookup", "moves", "stack", "strings"]
 __all__ += ["adx", "atomic", "bitscan", "bmi", "conditional", "crc32", "extmoves", "muldiv", "shifts"]
 __all__ += ["avx512_moves", "avx_moves", "sse_moves"]  # vector moves: MMX, SSE, VEX, EVEX
+__all__ += ["control", "segments", "system"]  # stack, control transfer, segment registers, system

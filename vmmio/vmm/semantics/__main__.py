@@ -40,9 +40,10 @@ def rows() -> list[tuple[str, str, str]]:
 def main() -> None:
     table = rows()
     width = max(len(text) for text, _, _ in table)
-    print(f"{'opcode':{width}} {'semantics':30} notes")
+    fn_width = max(len(fn) for _, fn, _ in table)
+    print(f"{'opcode':{width}} {'semantics':{fn_width}} notes")
     for text, fn, notes in table:
-        print(f"{text:{width}} {fn:30} {notes}")
+        print(f"{text:{width}} {fn:{fn_width}} {notes}")
     print(f"\n{len(table)} opcode forms emulated")
 
 

@@ -21,7 +21,8 @@ from vmmio.x86.state import Control, VectorState
 READ = 0  # (READ, seg, offset, size, 0)
 WRITE = 1  # (WRITE, seg, offset, size, value)
 RMW_READ = 2  # (RMW_READ, seg, offset, size, 0): a read checked for write permission
-TOUCH = 3  # (TOUCH, seg, offset, size, w): translated and checked (as a write if w), nothing transferred
+TOUCH = 3  # (TOUCH, seg, offset, size, w): translated and checked (as a write if w is not 0), nothing
+# transferred (masked stores probe before they write; ENTER probes its final stack pointer, w = PFEC_W)
 SYS_READ = 4  # (SYS_READ, 0, linear, size, 0): implicit supervisor read (descriptor tables, TSS)
 SYS_WRITE = 5  # (SYS_WRITE, 0, linear, size, value): implicit supervisor write (accessed/busy bits)
 PORT_IN = 6  # (PORT_IN, port, 0, size, 0)
