@@ -213,72 +213,91 @@ class Vcpu:
 
     def run(self, entry: VmEntry | None = None) -> VmExit:
         """Apply `entry`, finish what is in flight, run the guest, and return the next exit."""
-        if entry is None:
-            entry = _DEFAULT
         pending = self._pending
-        if pending is None:
-            if type(entry) is not Default:
-                raise EntryError(f"{type(entry).__name__} entry, but no request is pending")
-        elif type(entry) is Discard:
-            self._pending = None
-            self._batch = None
-            cur = self._cur
-            self._cur = None
-            if cur is not None:
-                cur.direct_pending = False
-                self._flush(cur)  # REP iterations completed before this one stay completed
-        elif self._batch is not None:
-            batch = self._batch
-            assert type(pending) is MmioBatchExit or type(pending) is InoutBatchExit
+        if pending is not None and entry is self._accepted and pending is self._accepted_for:
+            value = self._accepted_value  # the same (immutable) entry fulfilled the same request before
+        else:
+            if entry is None:
+                entry = _DEFAULT
+            if pending is None:
+                if type(entry) is not Default:
+                    raise EntryError(f"{type(entry).__name__} entry, but no request is pending")
+                return _SUSPENDED if entry.exit_consistent else self._run_guest()
+            if type(entry) is Discard:
+                self._pending = None
+                self._batch = None
+                cur = self._cur
+                self._cur = None
+                if cur is not None:
+                    cur.direct_pending = False
+                    self._flush(cur)  # REP iterations completed before this one stay completed
+                return _SUSPENDED if entry.exit_consistent else self._run_guest()
+            if self._batch is not None:
+                return self._fulfill_batch(pending, entry)
+            assert type(pending) is MmioExit or type(pending) is InoutExit
             try:
-                count, data = batch_fulfillment(pending, entry)
+                value = fulfillment_data(pending, entry)
             except AbiError as err:
                 raise EntryError(str(err)) from None
-            self._pending = None
-            self._batch = None
-            cur = self._cur
-            assert cur is not None
-            cur.consistent = cur.consistent or entry.exit_consistent
-            ex = self._finish_batch(cur, batch, count, data)
+            self._accepted, self._accepted_for, self._accepted_value = entry, pending, value
+        self._pending = None
+        cur = self._cur
+        assert cur is not None
+        # The request stays in effect for the rest of the instruction, whatever later entries say.
+        if entry.exit_consistent:  # type: ignore[union-attr]  # (entry is the accepted one, never None)
+            cur.consistent = True
+        if cur.direct_pending:
+            if cur.fast_handle >= 0 and self.fast and not cur.consistent and self.vm.interrupts is None:
+                handle = self.backend.fast_cycle(cur.fast_handle, value)  # type: ignore[attr-defined]
+                if handle >= 0:
+                    hit = self._fast_runs.get(handle)
+                    if hit is not None:  # the request of the plan matched (registers in the backend)
+                        run, a = hit
+                        run.consistent = False
+                        run.direct_pending = True
+                        run.loaded = False
+                        direct = run.direct
+                        assert direct is not None
+                        stored = 0 if direct.load else self._fastpath.data
+                        request = a.request
+                        if request is None or request.data != stored:
+                            request = a.request = mmio_request(
+                                a.pieces[0][1], a.size, not direct.load, stored
+                            )
+                        self._cur = run
+                        self._pending = request
+                        return request
+                if handle != _FAST_NOT_RUN:  # completed and run: go on from where the engine stopped
+                    cur.direct_pending = False
+                    self._cur = None
+                    return self._on_event(self.backend.fast_stopped())  # type: ignore[attr-defined]
+            self._finish_direct(cur, value)
+        else:
+            ex = self._advance(cur, value)
             if ex is not None:
                 return ex
-            if cur.consistent:
-                return _SUSPENDED
-        else:
-            assert type(pending) is MmioExit or type(pending) is InoutExit
-            if entry is self._accepted and pending is self._accepted_for:
-                value = self._accepted_value  # the same (immutable) entry fulfilled the same request
-            else:
-                try:
-                    value = fulfillment_data(pending, entry)
-                except AbiError as err:
-                    raise EntryError(str(err)) from None
-                self._accepted, self._accepted_for, self._accepted_value = entry, pending, value
-            self._pending = None
-            cur = self._cur
-            assert cur is not None
-            # The request stays in effect for the rest of the instruction, whatever later entries say.
-            if entry.exit_consistent:
-                cur.consistent = True
-            if cur.direct_pending:
-                if cur.fast_handle >= 0 and self.fast and not cur.consistent and self.vm.interrupts is None:
-                    handle = self.backend.fast_cycle(cur.fast_handle, value)  # type: ignore[attr-defined]
-                    if handle >= 0:
-                        ex = self._fast_exit(handle)
-                        if ex is not None:
-                            return ex
-                    if handle != _FAST_NOT_RUN:  # completed and run: go on from where the engine stopped
-                        cur.direct_pending = False
-                        self._cur = None
-                        return self._on_event(self.backend.fast_stopped())  # type: ignore[attr-defined]
-                self._finish_direct(cur, value)
-            else:
-                ex = self._advance(cur, value)
-                if ex is not None:
-                    return ex
-            if cur.consistent:
-                return _SUSPENDED
-        if entry.exit_consistent:
+        if cur.consistent:
+            return _SUSPENDED
+        return self._run_guest()
+
+    def _fulfill_batch(self, pending: Request, entry: VmEntry) -> VmExit:
+        """`run` with a batched run pending."""
+        batch = self._batch
+        assert batch is not None
+        assert type(pending) is MmioBatchExit or type(pending) is InoutBatchExit
+        try:
+            count, data = batch_fulfillment(pending, entry)
+        except AbiError as err:
+            raise EntryError(str(err)) from None
+        self._pending = None
+        self._batch = None
+        cur = self._cur
+        assert cur is not None
+        cur.consistent = cur.consistent or entry.exit_consistent
+        ex = self._finish_batch(cur, batch, count, data)
+        if ex is not None:
+            return ex
+        if cur.consistent:
             return _SUSPENDED
         return self._run_guest()
 
@@ -490,25 +509,6 @@ class Vcpu:
         cur.fast_handle = handle
         if handle >= 0:
             runs[handle] = (cur, a)
-
-    def _fast_exit(self, handle: int) -> VmExit | None:
-        """The request of the plan the native path matched (its registers are in the backend)."""
-        hit = self._fast_runs.get(handle)
-        if hit is None:  # learned before the last clear: cannot be (handles are never reused)
-            return None
-        cur, a = hit
-        cur.consistent = False
-        cur.direct_pending = True
-        cur.loaded = False
-        direct = cur.direct
-        assert direct is not None
-        data = 0 if direct.load else self._fastpath.data
-        ex = a.request
-        if ex is None or ex.data != data:
-            ex = a.request = mmio_request(a.pieces[0][1], a.size, not direct.load, data)
-        self._cur = cur
-        self._pending = ex
-        return ex
 
     def _finish_direct(self, cur: Run, value: int) -> None:
         """Complete a `Direct` form with the value userspace read (nothing for a store): what `_complete`
