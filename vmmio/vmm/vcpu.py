@@ -339,6 +339,8 @@ class Vcpu:
 
     def _wait_for_interrupt(self) -> VmExit | None:
         """HLT: with interrupts enabled, sleep until the next deadline or a kick, then go on."""
+        if self.vm.interrupts is None:
+            return _HLT  # what wait_halted says without an interrupt source, without reading RFLAGS
         enabled = bool(self.backend.get_regs().rflags & IF)
         halt = wait_halted(self.vm, enabled, lambda: self._stop)
         if halt is Halt.RESUME:
