@@ -844,3 +844,20 @@ def test_property_unpack_entry_only_raises_abi_error(data: bytes) -> None:
     except AbiError:
         return
     assert pack_entry(value, _version(data)) == data
+
+
+def test_batch_fulfillments_from_the_exit() -> None:
+    """A store is answered with a count, a load with the elements: their number is the count."""
+    write = MmioBatchExit(0x1000, 2, 4, True, False, bytes(8))
+    assert write.fulfill().count == 4 and write.fulfill(count=3).count == 3
+    read = InoutBatchExit(0x60, 1, 4, True, b"")
+    answer = read.fulfill(b"abc")
+    assert (answer.count, answer.data) == (3, b"abc") and read.matches(answer)
+    for bad in (
+        lambda: write.fulfill(b"\0\0"),  # a write carries no data
+        lambda: MmioBatchExit(0x1000, 2, 4, False, False, b"").fulfill(),  # a read needs data
+        lambda: read.fulfill(b"abcd", count=3),  # count and data disagree
+        lambda: InoutBatchExit(0x60, 1, 4, False, b"wxyz").fulfill(b"x"),  # an OUT carries no data
+    ):
+        with pytest.raises(AbiError):
+            bad()

@@ -549,6 +549,28 @@ def _check_data(owner: str, data: object, length: int, what: str) -> None:
         raise AbiError(f"{owner}.data is {len(data)} bytes; {what} carries {length}")
 
 
+def _batch_answer(
+    what: str,
+    names: tuple[str, str],
+    ex: MmioBatchExit | InoutBatchExit,
+    data: bytes | None,
+    count: int | None,
+) -> tuple[int, bytes]:
+    """(elements completed, data) of a batch's fulfillment: a store (MMIO write, OUT) answers with a
+    count (default all), a load (MMIO read, IN) with the elements read, whose number is the count."""
+    store = ex.is_write if isinstance(ex, MmioBatchExit) else not ex.is_in
+    if store:
+        if data is not None:
+            raise AbiError(f"{what}.fulfill: {names[0]} fulfillment carries no data, only a count")
+        return (ex.count if count is None else count), b""
+    if data is None:
+        raise AbiError(f"{what}.fulfill: {names[1]} needs the elements read")
+    out = bytes(data)
+    if count is not None and count * ex.size != len(out):
+        raise AbiError(f"{what}.fulfill: count {count} does not match {len(out)} bytes of data")
+    return len(out) // ex.size, out
+
+
 def _check_mmio_batch(
     owner: str, gpa: object, size: object, count: object, is_write: object, df: object
 ) -> None:
@@ -616,18 +638,8 @@ class MmioBatchExit:
     ) -> FulfillMmioBatch:
         """The answer: for a read the elements read (`data`, in access order; fewer than asked completes
         only those), for a write how many were written (`count`, default all)."""
-        if self.is_write:
-            if data is not None:
-                raise AbiError("MmioBatchExit.fulfill: a write fulfillment carries no data, only a count")
-            done = self.count if count is None else count
-            return FulfillMmioBatch(self.gpa, self.size, done, True, self.df, b"", exit_consistent)
-        if data is None:
-            raise AbiError("MmioBatchExit.fulfill: a read needs the elements read")
-        data = bytes(data)
-        if count is not None and count * self.size != len(data):
-            raise AbiError(f"MmioBatchExit.fulfill: count {count} does not match {len(data)} bytes of data")
-        done = len(data) // self.size
-        return FulfillMmioBatch(self.gpa, self.size, done, False, self.df, data, exit_consistent)
+        done, out = _batch_answer("MmioBatchExit", ("a write", "a read"), self, data, count)
+        return FulfillMmioBatch(self.gpa, self.size, done, self.is_write, self.df, out, exit_consistent)
 
     def matches(self, entry: VmEntry) -> bool:
         """The matching rule for batches: same run, and between one and `count` elements completed."""
@@ -667,17 +679,8 @@ class InoutBatchExit:
         self, data: bytes | None = None, *, count: int | None = None, exit_consistent: bool = False
     ) -> FulfillInoutBatch:
         """The answer: for IN the elements read (`data`), for OUT how many were written (`count`)."""
-        if not self.is_in:
-            if data is not None:
-                raise AbiError("InoutBatchExit.fulfill: an OUT fulfillment carries no data, only a count")
-            done = self.count if count is None else count
-            return FulfillInoutBatch(self.port, self.size, done, False, b"", exit_consistent)
-        if data is None:
-            raise AbiError("InoutBatchExit.fulfill: an IN needs the elements read")
-        data = bytes(data)
-        if count is not None and count * self.size != len(data):
-            raise AbiError(f"InoutBatchExit.fulfill: count {count} does not match {len(data)} bytes of data")
-        return FulfillInoutBatch(self.port, self.size, len(data) // self.size, True, data, exit_consistent)
+        done, out = _batch_answer("InoutBatchExit", ("an OUT", "an IN"), self, data, count)
+        return FulfillInoutBatch(self.port, self.size, done, self.is_in, out, exit_consistent)
 
     def matches(self, entry: VmEntry) -> bool:
         """The matching rule for batches: same port, size and direction, 1..`count` elements completed."""
