@@ -94,11 +94,12 @@ _REX_W2 = [(b >> 2) & 2 for b in range(256)]
 _SEG_FOR_BASE = [_DS] * 17
 _SEG_FOR_BASE[4] = _SEG_FOR_BASE[5] = _SS  # rSP/rBP-based forms use SS (R12/R13 do not)
 
-# A SIB entry: (base, index, scale, default segment, displacement size forced by "no base" or 0).
-_Sib = tuple[int, int, int, int, int]
+# A SIB entry: (base, index, scale, default segment, displacement size forced by "no base" or 0, and
+# the finished operand of a form without displacement when no segment override applies, or None).
+_Sib = tuple[int, int, int, int, int, "MemOperand | None"]
 
 
-def _sib_table(mod: int) -> list[_Sib]:
+def _sib_table(mod: int, addr_size: int) -> list[_Sib]:
     out: list[_Sib] = []
     for x in range(8):
         for sib in range(256):
@@ -108,45 +109,61 @@ def _sib_table(mod: int) -> list[_Sib]:
             if index == 4:  # no index (only without REX.X)
                 index, scale = NO_REG, 1
             if base == 5 and mod == 0:
-                out.append((NO_REG, index, scale, _DS, 4))
+                out.append((NO_REG, index, scale, _DS, 4, None))
             else:
                 base |= (x & 1) << 3
-                out.append((base, index, scale, _SEG_FOR_BASE[base], 0))
+                dseg = _SEG_FOR_BASE[base]
+                pre = MemOperand(dseg, base, index, scale, 0, addr_size) if mod == 0 else None
+                out.append((base, index, scale, dseg, 0, pre))
     return out
 
 
-_SIB_MOD0 = _sib_table(0)
-_SIB_MOD12 = _sib_table(1)
+_SIB_MOD12 = _sib_table(1, 0)
 
-# A memory-form ModRM entry: (SIB table or None, base, displacement size, default segment).
-_Mem = tuple["list[_Sib] | None", int, int, int]
+# A memory-form ModRM entry: (SIB table or None, base, displacement size, default segment, and what
+# spares building the operand when no segment override applies: for forms with neither SIB nor
+# displacement the finished operand, for disp8 forms without SIB a list of the 256 operands by
+# displacement byte, filled as they are met; else None).
+_Mem = tuple["list[_Sib] | None", int, int, int, Any]
 
 
-def _modrm_table(rip_base: int) -> list[_Mem]:
+def _modrm_table(rip_base: int, addr_size: int) -> list[_Mem]:
     out: list[_Mem] = []
+    sib0 = _sib_table(0, addr_size)
+    disp8: dict[int, list[MemOperand | None]] = {}  # one list per base, shared by the REX.R/X rows
     for x in range(8):
         for m in range(256):
             mod, rm = m >> 6, m & 7
             dsz = (0, 1, 4, 0)[mod]
             if mod == 3:
-                out.append((None, NO_REG, 0, _DS))  # register form: never used
+                out.append((None, NO_REG, 0, _DS, None))  # register form: never used
             elif rm == 4:
-                out.append((_SIB_MOD0 if mod == 0 else _SIB_MOD12, NO_REG, dsz, _DS))
+                out.append((sib0 if mod == 0 else _SIB_MOD12, NO_REG, dsz, _DS, None))
             elif rm == 5 and mod == 0:
-                out.append((None, rip_base, 4, _DS))
+                out.append((None, rip_base, 4, _DS, None))
             else:
                 base = rm | (x & 1) << 3
-                out.append((None, base, dsz, _SEG_FOR_BASE[base]))
+                dseg = _SEG_FOR_BASE[base]
+                pre: Any = None
+                if mod == 0:
+                    pre = MemOperand(dseg, base, NO_REG, 1, 0, addr_size)
+                elif mod == 1:
+                    pre = disp8.setdefault(base, [None] * 256)
+                out.append((None, base, dsz, dseg, pre))
     return out
 
 
-# Per mode: (prefix table, 32/64-bit ModRM table, addr size without 67, with 67, the four legacy maps).
-_MODES: dict[int, tuple[list[int], list[_Mem], int, int, Any, Any, Any, Any]] = {}
+# Per mode: (prefix table, 32/64-bit ModRM tables without and with 67, addr size without 67, with 67,
+# the four legacy maps). A table for 16-bit addressing is never used, so 16-bit mode's first one and
+# 32-bit mode's second are placeholders.
+_MODES: dict[int, tuple[list[int], list[_Mem], list[_Mem], int, int, Any, Any, Any, Any]] = {}
 for _m, _a, _a67 in ((16, 2, 4), (32, 4, 2), (64, 8, 4)):
     _t = T.LEGACY[_m]
+    _rip = RIP_REG if _m == 64 else NO_REG
     _MODES[_m] = (
         _prefix_table(_m),
-        _modrm_table(RIP_REG if _m == 64 else NO_REG),
+        _modrm_table(_rip, _a),
+        _modrm_table(_rip, _a67),
         _a,
         _a67,
         _t[OpMap.ONE],
@@ -173,7 +190,7 @@ def _err(status: DecodeStatus, length: int, detail: str) -> DecodeError:
 def decode(code: bytes, mode: int) -> Insn | DecodeError:
     """Decode the instruction at the start of `code` for a 16, 32 or 64-bit code segment."""
     try:
-        ptab, mtab, asz_default, asz_67, t1, t0f, t38, t3a = _MODES[mode]
+        ptab, mtab, mtab67, asz_default, asz_67, t1, t0f, t38, t3a = _MODES[mode]
     except KeyError:
         raise ValueError(f"mode must be 16, 32 or 64, not {mode!r}") from None
     i = 0
@@ -205,6 +222,7 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
                         osz = 1
                     elif k == _P_ASZ:
                         asz = True
+                        mtab = mtab67
                     elif k == _P_LOCK:
                         lock = True
                     else:
@@ -266,33 +284,44 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
             if modrm >= 0xC0:
                 rm = _RM[rx + modrm]
             elif addr_size != 2:
-                sibt, base, dsz, dseg = mtab[rx + modrm]
+                sibt, base, dsz, dseg, pre = mtab[rx + modrm]
                 if sibt is None:
                     index = NO_REG
                     scale = 1
                 else:
-                    base, index, scale, dseg, nobase = sibt[rx + code[i]]
+                    base, index, scale, dseg, nobase, pre = sibt[rx + code[i]]
                     i += 1
                     if nobase:
                         dsz = nobase
-                if dsz == 1:
-                    disp = code[i]
-                    if disp > 127:
-                        disp -= 256
-                    i += 1
+                if pre is None or mseg >= 0:
+                    if dsz == 1:
+                        disp = code[i]
+                        if disp > 127:
+                            disp -= 256
+                        i += 1
+                    elif dsz:
+                        disp = _S32(code, i)[0]
+                        i += 4
+                    else:
+                        disp = 0
+                    mem = _MemBuilder()
+                    mem.seg = mseg if mseg >= 0 else dseg
+                    mem.base = base
+                    mem.index = index
+                    mem.scale = scale
+                    mem.disp = disp
+                    mem.addr_size = addr_size
+                    mem.__class__ = MemOperand
                 elif dsz:
-                    disp = _S32(code, i)[0]
-                    i += 4
+                    disp = code[i]
+                    i += 1
+                    mem = pre[disp]
+                    if mem is None:
+                        mem = pre[disp] = MemOperand(
+                            dseg, base, index, scale, disp - 256 if disp > 127 else disp, addr_size
+                        )
                 else:
-                    disp = 0
-                mem = _MemBuilder()
-                mem.seg = mseg if mseg >= 0 else dseg
-                mem.base = base
-                mem.index = index
-                mem.scale = scale
-                mem.disp = disp
-                mem.addr_size = addr_size
-                mem.__class__ = MemOperand
+                    mem = pre
             else:
                 mem, i = _modrm16(code, i, modrm, mseg)
         elif shape == _S_PLUSR:
