@@ -190,13 +190,12 @@ def _err(status: DecodeStatus, length: int, detail: str) -> DecodeError:
 def decode(code: bytes, mode: int) -> Insn | DecodeError:
     """Decode the instruction at the start of `code` for a 16, 32 or 64-bit code segment."""
     try:
-        ptab, mtab, mtab67, asz_default, asz_67, t1, t0f, t38, t3a = _MODES[mode]
+        ptab, mtab, mtab67, addr_size, asz_67, t1, t0f, t38, t3a = _MODES[mode]
     except KeyError:
         raise ValueError(f"mode must be 16, 32 or 64, not {mode!r}") from None
     i = 0
     rex = 0
     osz = 0  # 1 when 66 is present
-    asz = False
     lock = False
     rep = 0
     seg = -1  # the last segment prefix, as recorded in `seg_override`
@@ -221,7 +220,7 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
                     elif k == _P_OSZ:
                         osz = 1
                     elif k == _P_ASZ:
-                        asz = True
+                        addr_size = asz_67
                         mtab = mtab67
                     elif k == _P_LOCK:
                         lock = True
@@ -272,18 +271,15 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
                 flags, immk, mnemonic, opmap, sub, shape, rare, osizes, widths = e
         opsize = osizes[szk]
         width = widths[szk]
-        addr_size = asz_67 if asz else asz_default
-        modrm = -1
-        reg = -1
-        rm = -1
-        mem = None
         if shape == _S_MODRM:
             modrm = code[i]
             i += 1
             reg = _REG[rx + modrm]
             if modrm >= 0xC0:
                 rm = _RM[rx + modrm]
+                mem = None
             elif addr_size != 2:
+                rm = -1
                 sibt, base, dsz, dseg, pre = mtab[rx + modrm]
                 if sibt is None:
                     index = NO_REG
@@ -323,14 +319,24 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
                 else:
                     mem = pre
             else:
+                rm = -1
                 mem, i = _modrm16(code, i, modrm, mseg)
         elif shape == _S_PLUSR:
+            modrm = -1
             reg = _RM[rx + op]
+            rm = -1
+            mem = None
         elif shape == _S_NOMOD:
             modrm = code[i]
             i += 1
             reg = _REG[rx + modrm]
             rm = _RM[rx + modrm]
+            mem = None
+        else:
+            modrm = -1
+            reg = -1
+            rm = -1
+            mem = None
         if vec is not None:
             mem = _vector_mem(code, vec, modrm, mem)
             if mem.__class__ is DecodeError:
@@ -446,7 +452,15 @@ def _moffs(code: bytes, i: int, addr_size: int, seg: int) -> MemOperand:
         disp = _U32(code, i)[0]
     else:
         disp = _U16(code, i)[0]
-    return MemOperand(seg if seg >= 0 else _DS, NO_REG, NO_REG, 1, disp, addr_size)
+    mem = _MemBuilder()
+    mem.seg = seg if seg >= 0 else _DS
+    mem.base = NO_REG
+    mem.index = NO_REG
+    mem.scale = 1
+    mem.disp = disp
+    mem.addr_size = addr_size
+    mem.__class__ = MemOperand
+    return mem  # type: ignore[no-any-return]
 
 
 def _rare_imm(code: bytes, i: int, immk: int, opsize: int) -> tuple[int, int, int]:
