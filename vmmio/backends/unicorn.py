@@ -95,6 +95,7 @@ from vmmio.x86.delivery import (
     canonical,
     deliver_event,
 )
+from vmmio.x86.descriptors import segment_cache
 from vmmio.x86.fastcall import ReadMsr, syscall, sysenter
 from vmmio.x86.faults import GP, HAS_ERROR_CODE, PFEC_I, PFEC_U, SS, UD, GuestFault
 from vmmio.x86.insn import Insn
@@ -442,23 +443,6 @@ def _seg_flags(seg: Segment) -> int:
         | (DESC_L if seg.l else 0)
         | (DESC_B if seg.db else 0)
         | (DESC_G if seg.g else 0)
-    )
-
-
-def _segment(selector: int, base: int, limit: int, flags: int) -> Segment:
-    present = bool(flags & DESC_P)
-    return Segment(
-        selector=selector & 0xFFFF,
-        base=base,
-        limit=limit,
-        type=(flags >> 8) & 0xF,
-        s=bool(flags & DESC_S),
-        dpl=(flags >> 13) & 3,
-        present=present,
-        db=bool(flags & DESC_B),
-        l=bool(flags & DESC_L),
-        g=bool(flags & DESC_G),
-        unusable=not present,
     )
 
 
@@ -1312,7 +1296,7 @@ class UnicornBackend:
         """Build a Control from the saved blob."""
         v, lay = self._eng.ctx_view, self._layout
         cr0, _cr1, cr2, cr3, cr4 = struct.unpack_from("<5Q", v, lay.cr)
-        segs = [_segment(*struct.unpack_from("<I4xQII", v, lay.segs + i * _SEG_SIZE)) for i in range(6)]
+        segs = [segment_cache(*struct.unpack_from("<I4xQII", v, lay.segs + i * _SEG_SIZE)) for i in range(6)]
         gdt = struct.unpack_from("<Q", v, lay.gdt + 8)[0], struct.unpack_from("<I", v, lay.gdt + 16)[0]
         idt = struct.unpack_from("<Q", v, lay.idt + 8)[0], struct.unpack_from("<I", v, lay.idt + 16)[0]
         return Control(
@@ -1325,8 +1309,8 @@ class UnicornBackend:
             segs=segs,
             gdtr=gdt,
             idtr=idt,
-            tr=_segment(*struct.unpack_from("<I4xQII", v, lay.tr)),
-            ldtr=_segment(*struct.unpack_from("<I4xQII", v, lay.segs + 6 * _SEG_SIZE)),
+            tr=segment_cache(*struct.unpack_from("<I4xQII", v, lay.tr)),
+            ldtr=segment_cache(*struct.unpack_from("<I4xQII", v, lay.segs + 6 * _SEG_SIZE)),
             # XCR0 is not in the registers the backend reads: report the most the engine can have (it
             # has no AVX state). VEX/EVEX are #UD on this CPUID whatever XCR0 says.
             xcr0=XCR0_X87 | XCR0_SSE,

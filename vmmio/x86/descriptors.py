@@ -121,9 +121,10 @@ def descriptor_base_limit(e1: int, e2: int) -> tuple[int, int]:
     return base, limit
 
 
-def segment_from_descriptor(selector: int, e1: int, e2: int) -> Segment:
-    """The segment cache a descriptor loads."""
-    base, limit = descriptor_base_limit(e1, e2)
+def segment_cache(selector: int, base: int, limit: int, e2: int) -> Segment:
+    """The segment cache for `selector` with this base and (byte-granular) limit and the attributes of a
+    descriptor's high dword `e2` (type, S, DPL, P, L, D/B, G): also how QEMU keeps its caches."""
+    present = bool(e2 & DESC_P)
     return Segment(
         selector=selector & 0xFFFF,
         base=base,
@@ -131,11 +132,17 @@ def segment_from_descriptor(selector: int, e1: int, e2: int) -> Segment:
         type=(e2 >> 8) & 0xF,
         s=bool(e2 & DESC_S),
         dpl=(e2 >> 13) & 3,
-        present=bool(e2 & DESC_P),
+        present=present,
         db=bool(e2 & DESC_B),
         l=bool(e2 & DESC_L),
         g=bool(e2 & DESC_G),
+        unusable=not present,
     )
+
+
+def segment_from_descriptor(selector: int, e1: int, e2: int) -> Segment:
+    """The segment cache a descriptor loads."""
+    return segment_cache(selector, *descriptor_base_limit(e1, e2), e2)
 
 
 def null_segment(selector: int, dpl: int = 0) -> Segment:
