@@ -452,7 +452,6 @@ class Vcpu:
             if cur.insn.addr_size == 4 and plan.mode == 64:
                 for reg in (Gpr.RCX, *cur.form.zero_count_clears):
                     x.set(reg, 4, x.gprs[reg])
-            cur.fault_page = -1  # completed whatever the exit said, as KVM's emulator does
             return self._complete(cur)
         return self._advance(cur, None)
 
