@@ -72,16 +72,17 @@ def _planted(name: str, count: int, expected: str) -> Any:
 
 
 def test_decoder_catches_a_planted_exception(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = vmmio.x86.decode._modrm16
+    real = vmmio.x86.decode._moffs
 
-    def broken(code: bytes, i: int, modrm: int, seg: int) -> tuple[MemOperand, int]:
-        if modrm == 0x47:
+    def broken(code: bytes, i: int, addr_size: int, seg: int) -> MemOperand:
+        if addr_size == 2:
             raise ZeroDivisionError("planted")
-        return real(code, i, modrm, seg)
+        return real(code, i, addr_size, seg)
 
-    monkeypatch.setattr(vmmio.x86.decode, "_modrm16", broken)
+    monkeypatch.setattr(vmmio.x86.decode, "_moffs", broken)
     case = _planted("decoder", 20_000, "ZeroDivisionError in test_fuzz.py:broken")
-    assert len(case.code) <= 3 and case.code[-1] == 0x47 and case.junk == b"", case  # [67] opcode ModRM
+    # Shrunk to a moffs opcode with 16-bit addressing: [67] A0-A3, nothing after it (the plant raises first).
+    assert len(case.code) <= 2 and case.code[-1] & 0xFC == 0xA0 and case.junk == b"", case
 
 
 def test_abi_catches_a_planted_non_canonical_decode(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,12 @@
 """x86 instruction decoder: bytes and a code size in, an `Insn` or a `DecodeError` out, never an exception.
 
-The hot path is one function: a prefix loop over a 256-entry prefix table, direct indexing into the
-lists built by `tables`, and ModRM/SIB tables indexed by REX bits + byte, so the common forms run without
-bitwise operators (CPython 3.11 does not specialise them; a list index is cheaper). Displacements and
-immediates are read with precompiled `struct` unpackers. VEX/EVEX/XOP, 16-bit addressing and the other
-rare shapes leave the hot path through helper functions.
+The hot path is one function, written for CPython's cost model (each bytecode costs about the same, and
+bitwise operators are not specialised, so a list index beats a mask): a prefix loop over a 256-entry
+prefix table, then lists indexed by operand-size key + opcode whose entries already carry the operand
+size, width, mnemonic and immediate size for that key (`_sized`), then one ModRM table look-up indexed
+by REX bits + byte whose entry says what kind of memory operand follows and, for the common kinds,
+holds the finished operand. Displacements and immediates are read with precompiled `struct` unpackers.
+VEX/EVEX/XOP, the rare flags and immediates leave the hot path through helper functions.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ _FAR32 = struct.Struct("<iH").unpack_from
 _BB = struct.Struct("<bb").unpack_from
 
 _F_LOCK = T.F_LOCK
-_F_SPECIAL = T.F_SPECIAL
 _F_3DNOW = T.F_3DNOW
 _F_SIZED = T.F_SIZED
 _F_ASIZED = T.F_ASIZED
@@ -53,6 +54,7 @@ _F_NO66 = T.F_NO66
 _S_MODRM = T.S_MODRM
 _S_PLUSR = T.S_PLUSR
 _S_NOMOD = T.S_NOMOD
+_S_SPECIAL = T.S_SPECIAL
 
 _I_B = T.I_B
 _I_W = T.I_W
@@ -65,8 +67,6 @@ _I_D = T.I_D
 _I_BB = T.I_BB
 
 _GK = T.GROUP_KEY
-_R_SIZED = T.R_SIZED
-_SIZE_INDEX = (0, 0, 0, 0, 1, 0, 0, 0, 2)  # operand size -> index of a (16, 32, 64) mnemonic tuple
 
 # Prefix kinds: 0 not a prefix, 1 = 66, 2 = 67, 3 = F0, 4 = F2/F3, 5 = REX, 16 + n = segment n, and in
 # 64-bit mode 24 + n for ES/CS/SS/DS: those are null prefixes there, so they never displace FS/GS.
@@ -86,7 +86,78 @@ def _prefix_table(mode: int) -> list[int]:
     return t
 
 
-# ModRM/SIB tables for 32/64-bit addressing, indexed by (REX & 7) << 8 | byte ("rx + byte" below).
+# ---- opcode entries, sized ----
+#
+# A sized entry is a `tables` entry resolved for one operand-size key (66 + 2 * REX.W, or 2 * VEX.W):
+# (shape, immediate kind, mnemonic, opmap, sub, rare, operand size, width, flags), where
+# - the immediate kind is `tables`' with I_Z resolved to I_W or I_D by the operand size;
+# - the mnemonic is a str, unless an address-size choice is left to `_rare`;
+# - `sub` is None for a leaf; _UNDEF for an undefined opcode; for a dispatch entry a list of 4 * 72
+#   items (None: undefined) indexed by mandatory-prefix index * 72 + GROUP_KEY[modrm], each the four
+#   sized entries of a leaf; for a C4/C5/62/8F entry, [the four sized entries of the legacy form or None];
+# - `rare` is 0, or 1 for the flags `_rare` handles (2 is set on the way for a vector memory operand).
+Sized = tuple[int, int, Any, OpMap, Any, int, int, int, int]
+Sized4 = tuple[Sized, Sized, Sized, Sized]
+_UNDEF: list[Any] = []
+_UNDEF_ENTRY: Sized = (0, 0, "", OpMap.ONE, _UNDEF, 0, 0, 0, 0)
+_SIZED_BY_ID: dict[int, Sized4] = {}  # shared leaves stay shared
+
+
+def _sized(e: T.Entry) -> Sized4:
+    """The four sized entries of a `tables` entry (see above)."""
+    found = _SIZED_BY_ID.get(id(e))
+    if found is not None:
+        return found
+    flags, immk, mnemonic, opmap, raw_sub, shape, rare, osizes, widths = e
+    sub = None if raw_sub is None else [None if x is None else _sized(x) for x in raw_sub]
+    out = []
+    for szk in range(4):
+        opsize = osizes[szk]
+        mn, r = mnemonic, int(rare != T.R_NONE)
+        if flags & _F_SIZED and not flags & _F_3DNOW:
+            mn, r = mnemonic[opsize >> 2], 0  # `_rare` would do only this for such a form
+        k = (_I_W if opsize == 2 else _I_D) if immk == _I_Z else immk
+        out.append((shape, k, mn, opmap, sub, r, opsize, widths[szk], flags))
+    sized: Sized4 = (out[0], out[1], out[2], out[3])
+    _SIZED_BY_ID[id(e)] = sized
+    return sized
+
+
+def _special_entry(e: T.Entry, op: int, mode: int) -> Sized:
+    """C4/C5/62/8F: `sub` is (the four sized entries of the legacy form or None, and by the next byte
+    whether the legacy form applies: 8F with a map select below 8 is POP r/m, not XOP; outside 64-bit
+    mode C4/C5/62 with a ModRM.mod below 3 are LES/LDS/BOUND, not VEX/EVEX)."""
+    legacy = e[4][0] if e[4] else None
+    is_legacy = [(b & 0x1F < 8) if op == 0x8F else (mode != 64 and b < 0xC0) for b in range(256)]
+    return (_S_SPECIAL, 0, "", OpMap.ONE, (None if legacy is None else _sized(legacy), is_legacy), 0, 0, 0, 0)
+
+
+def _sized_map(entries: list[T.Entry | None], mode: int) -> list[Sized]:
+    """A legacy map as one list indexed by operand-size key * 256 + opcode."""
+    out = []
+    for szk in range(4):
+        for op, e in enumerate(entries):
+            if e is None:
+                out.append(_UNDEF_ENTRY)
+            elif e[5] == _S_SPECIAL:
+                out.append(_special_entry(e, op, mode))
+            else:
+                out.append(_sized(e)[szk])
+    return out
+
+
+# Per mode, per encoding, per map: 256 items, the four sized entries of the opcode or None.
+_VECTOR: dict[int, dict[int, dict[int, list[Sized4 | None]]]] = {
+    mode: {
+        enc: {vmap: [None if e is None else _sized(e) for e in table] for vmap, table in maps.items()}
+        for enc, maps in encodings.items()
+    }
+    for mode, encodings in T.VECTOR.items()
+}
+
+# ---- ModRM and SIB ----
+#
+# Tables indexed by (REX & 7) << 8 | byte ("rx + byte" below).
 _REG = [(m >> 3 & 7) | (x & 4) << 1 for x in range(8) for m in range(256)]  # ModRM.reg + REX.R
 _RM = [(m & 7) | (x & 1) << 3 for x in range(8) for m in range(256)]  # ModRM.rm + REX.B (register form)
 _REX_ROW = [(b & 7) << 8 for b in range(256)]
@@ -120,57 +191,167 @@ def _sib_table(mod: int, addr_size: int) -> list[_Sib]:
 
 _SIB_MOD12 = _sib_table(1, 0)
 
-# A memory-form ModRM entry: (SIB table or None, base, displacement size, default segment, and what
-# spares building the operand when no segment override applies: for forms with neither SIB nor
-# displacement the finished operand, for disp8 forms without SIB a list of the 256 operands by
-# displacement byte, filled as they are met; else None).
-_Mem = tuple["list[_Sib] | None", int, int, int, Any]
+# A ModRM entry: (kind, reg, rm, pre, general) with `rm` -1 for memory forms, and by kind:
+_K_REG = 0  # a register form (mod == 3): no memory operand;
+_K_FIXED = 1  # no SIB, no displacement: `pre` is the finished operand;
+_K_DISP8 = 2  # no SIB, disp8: `pre` lists the 256 operands by displacement byte, filled as they are met;
+_K_GENERAL = 3  # anything else, and every memory form under a segment override: built from `general`,
+# which is (SIB table or None, base, index, scale, displacement size, default segment) for every kind.
+_General = tuple["list[_Sib] | None", int, int, int, int, int]
+_ModRM = tuple[int, int, int, Any, _General]
+
+# 16-bit addressing by ModRM.rm: base, index, default segment (BP-based forms use SS).
+_RM16 = (
+    (3, 6, _DS),
+    (3, 7, _DS),
+    (5, 6, _SS),
+    (5, 7, _SS),
+    (6, NO_REG, _DS),
+    (7, NO_REG, _DS),
+    (5, NO_REG, _SS),
+    (3, NO_REG, _DS),
+)
 
 
-def _modrm_table(rip_base: int, addr_size: int) -> list[_Mem]:
-    out: list[_Mem] = []
+def _modrm_table(addr_size: int, rip_base: int, override: bool) -> list[_ModRM]:
+    """The ModRM entries of one address size; with `override`, every memory form is general (the
+    prebuilt operands carry the default segment)."""
+    out: list[_ModRM] = []
     sib0 = _sib_table(0, addr_size)
-    disp8: dict[int, list[MemOperand | None]] = {}  # one list per base, shared by the REX.R/X rows
+    disp8: dict[tuple[int, int], list[MemOperand | None]] = {}  # one list per base/index, shared by rows
     for x in range(8):
         for m in range(256):
             mod, rm = m >> 6, m & 7
-            dsz = (0, 1, 4, 0)[mod]
+            reg = _REG[x << 8 | m]
+            sibt = None
             if mod == 3:
-                out.append((None, NO_REG, 0, _DS, None))  # register form: never used
+                out.append((_K_REG, reg, _RM[x << 8 | m], None, (None, NO_REG, NO_REG, 1, 0, _DS)))
+                continue
+            if addr_size == 2:
+                base, index, dseg = _RM16[rm]
+                dsz = (0, 1, 2)[mod]
+                if mod == 0 and rm == 6:
+                    base, dsz, dseg = NO_REG, 2, _DS  # [disp16]
             elif rm == 4:
-                out.append((sib0 if mod == 0 else _SIB_MOD12, NO_REG, dsz, _DS, None))
+                sibt = sib0 if mod == 0 else _SIB_MOD12
+                base, index, dsz, dseg = NO_REG, NO_REG, (0, 1, 4)[mod], _DS
             elif rm == 5 and mod == 0:
-                out.append((None, rip_base, 4, _DS, None))
+                base, index, dsz, dseg = rip_base, NO_REG, 4, _DS
             else:
-                base = rm | (x & 1) << 3
+                base, index, dsz = rm | (x & 1) << 3, NO_REG, (0, 1, 4)[mod]
                 dseg = _SEG_FOR_BASE[base]
-                pre: Any = None
-                if mod == 0:
-                    pre = MemOperand(dseg, base, NO_REG, 1, 0, addr_size)
-                elif mod == 1:
-                    pre = disp8.setdefault(base, [None] * 256)
-                out.append((None, base, dsz, dseg, pre))
+            general = (sibt, base, index, 1, dsz, dseg)
+            if override or sibt is not None or dsz > 1:
+                out.append((_K_GENERAL, reg, -1, None, general))
+            elif dsz == 0:
+                out.append((_K_FIXED, reg, -1, MemOperand(dseg, base, index, 1, 0, addr_size), general))
+            else:
+                out.append((_K_DISP8, reg, -1, disp8.setdefault((base, index), [None] * 256), general))
     return out
 
 
-# Per mode: (prefix table, 32/64-bit ModRM tables without and with 67, addr size without 67, with 67,
-# the four legacy maps). A table for 16-bit addressing is never used, so 16-bit mode's first one and
-# 32-bit mode's second are placeholders.
-_MODES: dict[int, tuple[list[int], list[_Mem], list[_Mem], int, int, Any, Any, Any, Any]] = {}
+# Per mode: (prefix table, ModRM table, address size, one-byte map, 0F map, and for the rarer prefixes
+# and maps: (ModRM table with 67, address size with 67, ModRM tables under a segment override without
+# and with 67, 0F 38 map, 0F 3A map)).
+_Rest = tuple[list[_ModRM], int, list[_ModRM], list[_ModRM], list[Sized], list[Sized]]
+_Base = tuple[list[int], list[_ModRM], int, list[Sized], list[Sized], _Rest]
+_BASE: dict[int, _Base] = {}
 for _m, _a, _a67 in ((16, 2, 4), (32, 4, 2), (64, 8, 4)):
     _t = T.LEGACY[_m]
     _rip = RIP_REG if _m == 64 else NO_REG
-    _MODES[_m] = (
+    _BASE[_m] = (
         _prefix_table(_m),
-        _modrm_table(_rip, _a),
-        _modrm_table(_rip, _a67),
+        _modrm_table(_a, _rip, False),
         _a,
-        _a67,
-        _t[OpMap.ONE],
-        _t[OpMap.M0F],
-        _t[OpMap.M0F38],
-        _t[OpMap.M0F3A],
+        _sized_map(_t[OpMap.ONE], _m),
+        _sized_map(_t[OpMap.M0F], _m),
+        (
+            _modrm_table(_a67, _rip, False),
+            _a67,
+            _modrm_table(_a, _rip, True),
+            _modrm_table(_a67, _rip, True),
+            _sized_map(_t[OpMap.M0F38], _m),
+            _sized_map(_t[OpMap.M0F3A], _m),
+        ),
     )
+
+# What the prefixes before the opcode leave: (REX, 66 seen, LOCK, the last F2/F3, the last segment
+# prefix as recorded in `seg_override`, the override that applies to the memory operand (64-bit mode
+# ignores ES/CS/SS/DS), ModRM/SIB table row ((REX & 7) << 8), operand-size key (66 + 2 * REX.W), its
+# row of the sized maps, mandatory-prefix row of a dispatch list, ModRM table, address size).
+_PState = tuple[int, int, bool, int, int, int, int, int, int, int, list[_ModRM], int]
+
+
+def _prefixes(code: bytes, mode: int) -> tuple[int, _PState] | DecodeError:
+    """Read the prefixes at the start of `code`: the index just after the opcode byte, and the state.
+
+    The decoder runs this only for three or more prefixes; for one or two it reads the same states from
+    tables this function filled at import.
+    """
+    ptab, mtab, addr_size, _, _, (mtab67, asz67, mtab_seg, mtab67_seg, _, _) = _BASE[mode]
+    i = rex = osz = rep = 0
+    lock = a67 = False
+    seg = mseg = -1
+    b = code[0]
+    k = ptab[b]
+    while k:
+        if k == _P_REX:
+            rex = b
+        else:
+            rex = 0  # a REX prefix counts only directly before the opcode
+            if k >= _P_SEG_NULL:
+                if seg < _FS:
+                    seg = k - _P_SEG_NULL
+            elif k >= _P_SEG:
+                seg = mseg = k - _P_SEG
+            elif k == _P_OSZ:
+                osz = 1
+            elif k == _P_ASZ:
+                a67 = True
+            elif k == _P_LOCK:
+                lock = True
+            else:
+                rep = b
+        i += 1
+        if i == MAX_INSN_LEN:
+            return _err(_TOO_LONG, MAX_INSN_LEN, "more than 15 bytes of prefixes")
+        b = code[i]
+        k = ptab[b]
+    if a67:
+        addr_size = asz67
+        mtab = mtab67_seg if mseg >= 0 else mtab67
+    elif mseg >= 0:
+        mtab = mtab_seg
+    szk = (rex >> 2 & 2) + osz
+    pidx = 216 if rep == 0xF2 else 144 if rep == 0xF3 else 72 * osz
+    return i + 1, (rex, osz, lock, rep, seg, mseg, (rex & 7) << 8, szk, szk << 8, pidx, mtab, addr_size)
+
+
+_Ones = list[Any]  # by prefix byte: its _PState (None for other bytes)
+_Twos = list[Any]  # by first prefix byte: a list by second byte of _PState (None for other bytes)
+
+
+def _prefix_states(mode: int) -> tuple[_Ones, _Twos]:
+    """The states after one prefix byte, and after two (by first, then second byte)."""
+    ptab = _BASE[mode][0]
+    pfx = [b for b in range(256) if ptab[b]]
+
+    def state(code: bytes) -> _PState:
+        r = _prefixes(code + b"\x90", mode)
+        assert not isinstance(r, DecodeError)
+        return r[1]
+
+    one: _Ones = [state(bytes([b])) if b in pfx else None for b in range(256)]
+    two: _Twos = [None] * 256
+    for b in pfx:
+        two[b] = [state(bytes([b, c])) if c in pfx else None for c in range(256)]
+    return one, two
+
+
+_MODES: dict[int, tuple[list[int], list[_ModRM], int, list[Sized], list[Sized], _Rest, _Ones, _Twos]] = {
+    m: (*base, *_prefix_states(m)) for m, base in _BASE.items()
+}
+
 
 # Records are built through mutable twins of the frozen classes and then re-labelled: a frozen
 # dataclass __init__ goes through object.__setattr__ per field (about 4 us for Insn), the twin stores
@@ -190,101 +371,99 @@ def _err(status: DecodeStatus, length: int, detail: str) -> DecodeError:
 def decode(code: bytes, mode: int) -> Insn | DecodeError:
     """Decode the instruction at the start of `code` for a 16, 32 or 64-bit code segment."""
     try:
-        ptab, mtab, mtab67, addr_size, asz_67, t1, t0f, t38, t3a = _MODES[mode]
+        ptab, mtab, addr_size, t1, t0f, rest, one, two = _MODES[mode]
     except KeyError:
         raise ValueError(f"mode must be 16, 32 or 64, not {mode!r}") from None
-    i = 0
-    rex = 0
-    osz = 0  # 1 when 66 is present
-    lock = False
-    rep = 0
-    seg = -1  # the last segment prefix, as recorded in `seg_override`
-    mseg = -1  # the override that applies to the memory operand (64-bit mode ignores ES/CS/SS/DS)
-    rx = 0  # (REX & 7) << 8: row of the ModRM/SIB tables
-    szk = 0  # index into an entry's operand sizes: 66 + 2 * REX.W
-    pidx = 0  # mandatory-prefix row of a dispatch list: none, 66, F3, F2 (times 72)
     try:
         b = code[0]
-        k = ptab[b]
-        if k:
-            while k:
-                if k == _P_REX:
-                    rex = b
+        if ptab[b]:
+            b1 = code[1]
+            if not ptab[b1]:
+                state = one[b]
+                i = 2
+                b = b1
+            else:
+                b2 = code[2]
+                if not ptab[b2]:
+                    state = two[b][b1]
+                    i = 3
+                    b = b2
                 else:
-                    rex = 0
-                    if k >= _P_SEG_NULL:
-                        if seg < _FS:
-                            seg = k - _P_SEG_NULL
-                    elif k >= _P_SEG:
-                        seg = mseg = k - _P_SEG
-                    elif k == _P_OSZ:
-                        osz = 1
-                    elif k == _P_ASZ:
-                        addr_size = asz_67
-                        mtab = mtab67
-                    elif k == _P_LOCK:
-                        lock = True
-                    else:
-                        rep = b
-                i += 1
-                if i == MAX_INSN_LEN:
-                    return _err(_TOO_LONG, MAX_INSN_LEN, "more than 15 bytes of prefixes")
-                b = code[i]
-                k = ptab[b]
-            rx = _REX_ROW[rex]
-            szk = _REX_W2[rex] + osz
-            pidx = 216 if rep == 0xF2 else 144 if rep == 0xF3 else 72 * osz
+                    r0 = _prefixes(code, mode)
+                    if r0.__class__ is DecodeError:
+                        return r0
+                    i, state = r0  # type: ignore[misc]
+                    b = code[i - 1]
+            rex, osz, lock, rep, seg, mseg, rx, szk, so, pidx, mtab, addr_size = state
+        else:
+            i = 1
+            rex = osz = rep = rx = szk = so = pidx = 0
+            lock = False
+            seg = mseg = -1
         op = b
-        i += 1
         if op == 0x0F:
             op = code[i]
             i += 1
             if op == 0x38:
                 op = code[i]
                 i += 1
-                e = t38[op]
+                e = rest[4][so + op]
             elif op == 0x3A:
                 op = code[i]
                 i += 1
-                e = t3a[op]
+                e = rest[5][so + op]
             else:
-                e = t0f[op]
+                e = t0f[so + op]
         else:
-            e = t1[op]
-        if e is None:
-            return _err(_UNDEFINED, i, "undefined opcode")
-        flags, immk, mnemonic, opmap, sub, shape, rare, osizes, widths = e
+            e = t1[so + op]
+        shape, immk, mnemonic, opmap, sub, rare, opsize, width, flags = e
         encoding = _LEGACY
         vex_l = 0
-        vec = None
         if sub is not None:
-            if flags & _F_SPECIAL:
-                r = _special(code, i, mode, sub[0], rex, osz, rep, lock)
-                if r.__class__ is DecodeError:
-                    return r
-                i, op, e, rx, szk, encoding, vex_l, vec = r  # type: ignore[misc]
-                flags, immk, mnemonic, opmap, sub, shape, rare, osizes, widths = e
+            if shape == _S_SPECIAL:
+                if i >= MAX_INSN_LEN:
+                    # Every form needs the byte after the opcode (VEX payload or ModRM): that is byte 16.
+                    return _err(_TOO_LONG, MAX_INSN_LEN, "instruction longer than 15 bytes")
+                legacy, is_legacy = sub
+                if is_legacy[code[i]]:  # LES/LDS/BOUND outside 64-bit mode, POP r/m (8F)
+                    if legacy is None:
+                        return _err(_UNDEFINED, i, "undefined opcode")
+                    shape, immk, mnemonic, opmap, sub, rare, opsize, width, flags = legacy[szk]
+                else:
+                    r = _special(code, i, mode, rex, osz, rep, lock)
+                    if r.__class__ is DecodeError:
+                        return r
+                    i, op, e, rx, encoding, vex_l, vec = r  # type: ignore[misc]
+                    shape, immk, mnemonic, opmap, sub, rare, opsize, width, flags = e
+                    if vec is not None:
+                        rare = 2
+            elif sub is _UNDEF:
+                return _err(_UNDEFINED, i, "undefined opcode")
             if sub is not None:
-                e = sub[pidx + _GK[code[i]]] if shape else sub[pidx]
-                if e is None:
+                e4 = sub[pidx + _GK[code[i]]] if shape else sub[pidx]
+                if e4 is None:
                     return _err(_UNDEFINED, i + (shape > 0), "undefined opcode/ModRM/prefix form")
-                flags, immk, mnemonic, opmap, sub, shape, rare, osizes, widths = e
-        opsize = osizes[szk]
-        width = widths[szk]
+                shape, immk, mnemonic, opmap, sub, rare, opsize, width, flags = e4[szk]
         if shape == _S_MODRM:
             modrm = code[i]
             i += 1
-            reg = _REG[rx + modrm]
-            if modrm >= 0xC0:
-                rm = _RM[rx + modrm]
+            kind, reg, rm, pre, general = mtab[rx + modrm]
+            if kind == _K_DISP8:
+                disp = code[i]
+                i += 1
+                mem = pre[disp]
+                if mem is None:
+                    _, base, index, _, _, dseg = general
+                    mem = pre[disp] = MemOperand(
+                        dseg, base, index, 1, disp - 256 if disp > 127 else disp, addr_size
+                    )
+            elif kind == _K_FIXED:
+                mem = pre
+            elif kind == _K_REG:
                 mem = None
-            elif addr_size != 2:
-                rm = -1
-                sibt, base, dsz, dseg, pre = mtab[rx + modrm]
-                if sibt is None:
-                    index = NO_REG
-                    scale = 1
-                else:
+            else:
+                sibt, base, index, scale, dsz, dseg = general
+                if sibt is not None:
                     base, index, scale, dseg, nobase, pre = sibt[rx + code[i]]
                     i += 1
                     if nobase:
@@ -295,9 +474,12 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
                         if disp > 127:
                             disp -= 256
                         i += 1
-                    elif dsz:
+                    elif dsz == 4:
                         disp = _S32(code, i)[0]
                         i += 4
+                    elif dsz:
+                        disp = _S16(code, i)[0]
+                        i += 2
                     else:
                         disp = 0
                     mem = _MemBuilder()
@@ -308,19 +490,8 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
                     mem.disp = disp
                     mem.addr_size = addr_size
                     mem.__class__ = MemOperand
-                elif dsz:
-                    disp = code[i]
-                    i += 1
-                    mem = pre[disp]
-                    if mem is None:
-                        mem = pre[disp] = MemOperand(
-                            dseg, base, index, scale, disp - 256 if disp > 127 else disp, addr_size
-                        )
                 else:
                     mem = pre
-            else:
-                rm = -1
-                mem, i = _modrm16(code, i, modrm, mseg)
         elif shape == _S_PLUSR:
             modrm = -1
             reg = _RM[rx + op]
@@ -337,39 +508,38 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
             reg = -1
             rm = -1
             mem = None
-        if vec is not None:
-            mem = _vector_mem(code, vec, modrm, mem)
-            if mem.__class__ is DecodeError:
-                return mem
-        imm = 0
-        imm_size = 0
         if immk:
             if immk == _I_B:
                 imm = code[i]
                 if imm > 127:
                     imm -= 256
                 imm_size = 1
-            elif immk == _I_Z:
-                if opsize == 2:
-                    imm = _S16(code, i)[0]
-                    imm_size = 2
-                else:
-                    imm = _S32(code, i)[0]
-                    imm_size = 4
+            elif immk == _I_D:
+                imm = _S32(code, i)[0]
+                imm_size = 4
+            elif immk == _I_W:
+                imm = _S16(code, i)[0]
+                imm_size = 2
             elif immk == _I_MOFFS:
                 mem = _moffs(code, i, addr_size, mseg)
                 i += addr_size
+                imm = imm_size = 0
             else:
                 imm, imm_size, extra = _rare_imm(code, i, immk, opsize)
                 i += extra
             i += imm_size
-        if rare == _R_SIZED:
-            mnemonic = mnemonic[_SIZE_INDEX[opsize]]
-        elif rare:
-            r2 = _rare(code, i, flags, mnemonic, opmap, op, reg, opsize, addr_size, osz, rx)
-            if r2.__class__ is DecodeError:
-                return r2
-            i, mnemonic, opmap, op = r2  # type: ignore[misc]
+        else:
+            imm = imm_size = 0
+        if rare:
+            if rare == 2:
+                mem = _vector_mem(code, vec, modrm, mem)  # type: ignore[arg-type]  # set with rare = 2
+                if mem.__class__ is DecodeError:
+                    return mem
+            else:
+                r2 = _rare(code, i, flags, mnemonic, opmap, op, reg, opsize, addr_size, osz, rx)
+                if r2.__class__ is DecodeError:
+                    return r2
+                i, mnemonic, opmap, op = r2  # type: ignore[misc]
         if i > MAX_INSN_LEN:
             return _err(_TOO_LONG, MAX_INSN_LEN, "instruction longer than 15 bytes")
         if lock and (mem is None or not flags & _F_LOCK):
@@ -405,45 +575,6 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
     return insn  # type: ignore[no-any-return]
 
 
-# 16-bit ModRM.rm -> base, index, default segment.
-_RM16_BASE = (3, 3, 5, 5, 6, 7, 5, 3)
-_RM16_INDEX = (6, 7, 6, 7, NO_REG, NO_REG, NO_REG, NO_REG)
-_RM16_SEG = (_DS, _DS, _SS, _SS, _DS, _DS, _SS, _DS)
-
-
-def _modrm16(code: bytes, i: int, modrm: int, seg: int) -> tuple[MemOperand, int]:
-    """A 16-bit addressing form: BX/BP plus SI/DI plus disp8/disp16; BP-based forms default to SS."""
-    rmb = modrm & 7
-    mod = modrm >> 6
-    base = _RM16_BASE[rmb]
-    dseg = _RM16_SEG[rmb]
-    if mod == 0:
-        if rmb == 6:
-            base = NO_REG
-            dseg = _DS
-            disp = _S16(code, i)[0]
-            i += 2
-        else:
-            disp = 0
-    elif mod == 1:
-        disp = code[i]
-        if disp > 127:
-            disp -= 256
-        i += 1
-    else:
-        disp = _S16(code, i)[0]
-        i += 2
-    mem = _MemBuilder()
-    mem.seg = seg if seg >= 0 else dseg
-    mem.base = base
-    mem.index = _RM16_INDEX[rmb]
-    mem.scale = 1
-    mem.disp = disp
-    mem.addr_size = 2
-    mem.__class__ = MemOperand
-    return mem, i
-
-
 def _moffs(code: bytes, i: int, addr_size: int, seg: int) -> MemOperand:
     """A0-A3: the operand is an absolute offset as wide as the address size."""
     if addr_size == 8:
@@ -471,16 +602,12 @@ def _rare_imm(code: bytes, i: int, immk: int, opsize: int) -> tuple[int, int, in
         if opsize == 4:
             return _S32(code, i)[0], 4, 0
         return _S16(code, i)[0], 2, 0
-    if immk == _I_W:
-        return _S16(code, i)[0], 2, 0
     if immk == _I_WB:  # ENTER: imm16, imm8
         return _WB(code, i)[0], 2, 1
     if immk == _I_FAR:  # offset (imm16/imm32 by operand size), then a 16-bit selector
         if opsize == 2:
             return _FAR16(code, i)[0], 2, 2
         return _FAR32(code, i)[0], 4, 2
-    if immk == _I_D:
-        return _S32(code, i)[0], 4, 0
     if immk == _I_BB:  # EXTRQ/INSERTQ: imm8, imm8
         return _BB(code, i)[0], 1, 1
     raise AssertionError(immk)
@@ -507,9 +634,7 @@ def _rare(
         if name is None:
             return _err(_UNDEFINED, i, "undefined 3DNow! opcode")
         return i, name, _M3DNOW, op
-    if flags & _F_SIZED:
-        mnemonic = mnemonic[opsize >> 2]
-    elif flags & _F_ASIZED:
+    if flags & _F_ASIZED:
         mnemonic = mnemonic[addr_size >> 2]
     elif flags & _F_NOMOD:
         if rx & 0x400 and (op & 1 or reg != 8):
@@ -531,22 +656,15 @@ _Vec = tuple[int, int, int]
 
 
 def _special(
-    code: bytes, i: int, mode: int, legacy: T.Entry | None, rex: int, osz: int, rep: int, lock: bool
-) -> DecodeError | tuple[int, int, T.Entry, int, int, Encoding, int, _Vec | None]:
-    """C4/C5/62/8F: a VEX/EVEX/XOP prefix, or the legacy LES/LDS/BOUND/POP when the next byte says so.
+    code: bytes, i: int, mode: int, rex: int, osz: int, rep: int, lock: bool
+) -> DecodeError | tuple[int, int, Sized, int, Encoding, int, _Vec | None]:
+    """C4/C5/62/8F when the next byte makes it a VEX/EVEX/XOP prefix (`_IS_LEGACY` says when not).
 
-    Returns (index after the opcode, opcode, entry, ModRM table row, operand-size index, encoding,
-    vector length, what `_vector_mem` needs or None when the memory operand is an ordinary one).
+    Returns (index after the opcode, opcode, sized entry, ModRM table row, encoding, vector length,
+    what `_vector_mem` needs or None when the memory operand is an ordinary one).
     """
-    if i >= MAX_INSN_LEN:
-        # Every form needs the byte after the opcode (VEX payload or ModRM): that is byte 16.
-        return _err(_TOO_LONG, MAX_INSN_LEN, "instruction longer than 15 bytes")
     first = code[i - 1]
     b1 = code[i]
-    if (b1 & 0x1F < 8) if first == 0x8F else (mode != 64 and b1 < 0xC0):
-        if legacy is None:
-            return _err(_UNDEFINED, i, "undefined opcode")
-        return i, first, legacy, (rex & 7) << 8, osz + (rex >> 2 & 2), _LEGACY, 0, None
     if rex or osz or rep or lock:
         status = _BAD_LOCK if lock else _UNDEFINED
         return _err(status, i, "VEX/EVEX/XOP after a 66/F2/F3/LOCK/REX prefix")
@@ -584,7 +702,7 @@ def _special(
         encoding = Encoding.EVEX
     if mode != 64:
         rxb = 0  # R, X and B are ignored outside 64-bit mode
-    table = T.VECTOR[mode][encoding].get(vmap)
+    table = _VECTOR[mode][encoding].get(vmap)
     if table is None:
         return _err(_UNDEFINED, i, "undefined VEX/EVEX/XOP map")
     op = code[i]
@@ -608,7 +726,7 @@ def _special(
         vec = (i, n, VEC_REG + (width << 5) + ((rxb & 2) << 2 | vprime << 4))
     elif n != 1:
         vec = (i, n, -1)
-    return i, op, entry, rxb << 8, 2 * w, encoding, vex_l, vec
+    return i, op, entry[2 * w], rxb << 8, encoding, vex_l, vec
 
 
 def _vector_mem(

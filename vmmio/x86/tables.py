@@ -960,6 +960,7 @@ S_NONE = 0  # no ModRM
 S_MODRM = 1  # ModRM (and SIB/displacement for memory forms)
 S_PLUSR = 2  # no ModRM, register in the opcode's low bits
 S_NOMOD = 3  # ModRM whose mod is ignored: always register operands
+S_SPECIAL = 4  # C4/C5/62/8F: a VEX/EVEX/XOP prefix, or the legacy form in `sub`, by the next byte
 _RARE = F_3DNOW | F_SIZED | F_ASIZED | F_NOMOD | F_A32 | F_XCHG | F_NO66
 # Rare-flag classes: none, only a size-chosen mnemonic (string ops: kept on the hot path), anything else.
 R_NONE, R_SIZED, R_OTHER = 0, 1, 2
@@ -1107,7 +1108,7 @@ def _build(mode: int) -> dict[OpMap, list[Entry | None]]:
     # Bytes that may start VEX/EVEX/XOP: the decoder's special path looks at the next byte.
     for op in (0xC4, 0xC5, 0x62, 0x8F):
         sizes = opsizes(mode, 0)
-        one[op] = (F_SPECIAL, I_NONE, "", OpMap.ONE, [one[op]], S_NONE, R_NONE, sizes, sizes)
+        one[op] = (F_SPECIAL, I_NONE, "", OpMap.ONE, [one[op]], S_SPECIAL, R_NONE, sizes, sizes)
     return tables
 
 
