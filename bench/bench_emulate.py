@@ -10,6 +10,9 @@ average is printed and ratios are to iced-x86 in the same run.
   - uncached decode (vmmio.x86.decode.decode) over the emulated MMIO forms (goal: no slower than iced),
   - cached decode (decode_cached, the hot-path call; goal: <= 0.1 us),
   - iced-x86's Python API, capstone with detail on,
+  - the floor of any pure-Python decoder returning vmmio's record: the record of each form built from
+    its decoded fields (the decoder's own builder: slots filled, bytes sliced) and the eight fields read,
+    with no decoding at all; what the uncached row costs above it is the decoding itself,
   - a full MMIO round trip on the scripted backend: fault -> MmioExit -> fulfill -> completion, the same
     instruction each time, as a driver's status poll (goal: <= 3 us).
 
@@ -108,6 +111,69 @@ def vmmio_cached_call(code: bytes) -> Callable[[], object]:
     return lambda: decode_cached(code, 64)
 
 
+def record_only(code: bytes) -> Callable[[], object]:
+    """The record of `code` built again from its fields as `decode` builds it, without decoding."""
+    from vmmio.x86 import decode as module
+
+    done = decode(code, 64)
+    assert type(done) is Insn
+    (
+        n,
+        _,
+        enc,
+        opmap,
+        op,
+        mn,
+        osz,
+        width,
+        asz,
+        modrm,
+        reg,
+        rm,
+        mem,
+        imm,
+        isz,
+        rex,
+        rep,
+        lock,
+        o66,
+        seg,
+        vl,
+        _,
+    ) = (getattr(done, name) for name in Insn.__slots__)
+    builder = module._InsnBuilder
+
+    def rebuild(window: bytes, mode: int) -> Insn:
+        insn = builder()
+        insn.length = n
+        insn.mode = mode
+        insn.encoding = enc
+        insn.opmap = opmap
+        insn.opcode = op
+        insn.mnemonic = mn
+        insn.opsize = osz
+        insn.width = width
+        insn.addr_size = asz
+        insn.modrm = modrm
+        insn.reg = reg
+        insn.rm = rm
+        insn.mem = mem
+        insn.imm = imm
+        insn.imm_size = isz
+        insn.rex = rex
+        insn.rep = rep
+        insn.lock = lock
+        insn.opsize_prefix = o66
+        insn.seg_override = seg
+        insn.vex_l = vl
+        insn.raw = window[:n]
+        insn.__class__ = Insn
+        return insn  # type: ignore[no-any-return]
+
+    assert rebuild(code, 64) == done
+    return _reader(rebuild, code)
+
+
 def iced(code: bytes) -> Callable[[], object]:
     from iced_x86 import Decoder
 
@@ -175,6 +241,7 @@ def main() -> None:
         ("vmmio decode, cached (the call alone)", over_forms(vmmio_cached_call, 20000, r)),
         ("iced-x86 decode + 8 fields", over_forms(iced, 2000, r)),
         ("capstone decode + operand details", over_forms(capstone, 500, r)),
+        ("floor: vmmio record + 8 fields, no decoding", over_forms(record_only, 2000, r)),
         ("vmmio MMIO mov round trip (scripted backend)", mmio_round_trip(5000, r)),
     ]
     iced_t = rows[3][1]
