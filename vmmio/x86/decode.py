@@ -12,6 +12,7 @@ VEX/EVEX/XOP, the rare flags and immediates leave the hot path through helper fu
 from __future__ import annotations
 
 import struct
+from functools import cache
 from typing import Any
 
 from vmmio.x86 import tables as T
@@ -109,7 +110,12 @@ def _sized(e: T.Entry) -> Sized4:
     if found is not None:
         return found
     flags, immk, mnemonic, opmap, raw_sub, shape, rare, osizes, widths = e
-    sub = None if raw_sub is None else [None if x is None else _sized(x) for x in raw_sub]
+    sub = None
+    if raw_sub is not None:  # 288 items of a few distinct leaves: sized once each, looked up in bulk
+        for key, leaf in dict(zip(map(id, raw_sub), raw_sub, strict=True)).items():
+            if leaf is not None and key not in _SIZED_BY_ID:
+                _sized(leaf)
+        sub = list(map(_SIZED_BY_ID.get, map(id, raw_sub)))  # id(None) is never a key: None stays
     out = []
     for szk in range(4):
         opsize = osizes[szk]
@@ -146,14 +152,13 @@ def _sized_map(entries: list[T.Entry | None], mode: int) -> list[Sized]:
     return out
 
 
-# Per mode, per encoding, per map: 256 items, the four sized entries of the opcode or None.
-_VECTOR: dict[int, dict[int, dict[int, list[Sized4 | None]]]] = {
-    mode: {
-        enc: {vmap: [None if e is None else _sized(e) for e in table] for vmap, table in maps.items()}
-        for enc, maps in encodings.items()
-    }
-    for mode, encodings in T.VECTOR.items()
-}
+@cache
+def _vector_map(mode: int, encoding: int, vmap: int) -> list[Sized4 | None] | None:
+    """A VEX/EVEX/XOP map: by opcode, its four sized entries or None; None for an undefined map.
+    Sized on first use: most programs never meet most maps."""
+    table = T.VECTOR[mode][encoding].get(vmap)
+    return None if table is None else [None if e is None else _sized(e) for e in table]
+
 
 # ---- ModRM and SIB ----
 #
@@ -170,9 +175,9 @@ _SEG_FOR_BASE[4] = _SEG_FOR_BASE[5] = _SS  # rSP/rBP-based forms use SS (R12/R13
 _Sib = tuple[int, int, int, int, int, "MemOperand | None"]
 
 
-def _sib_table(mod: int, addr_size: int) -> list[_Sib]:
+def _sib_table(mod: int, addr_size: int, rows: int) -> list[_Sib]:
     out: list[_Sib] = []
-    for x in range(8):
+    for x in range(rows):
         for sib in range(256):
             base = sib & 7
             index = (sib >> 3 & 7) | (x & 2) << 2
@@ -189,7 +194,7 @@ def _sib_table(mod: int, addr_size: int) -> list[_Sib]:
     return out
 
 
-_SIB_MOD12 = _sib_table(1, 0)
+_SIB_MOD12 = _sib_table(1, 0, 8)
 
 # A ModRM entry: (kind, reg, rm, pre, general) with `rm` -1 for memory forms, and by kind:
 _K_REG = 0  # a register form (mod == 3): no memory operand;
@@ -213,19 +218,24 @@ _RM16 = (
 )
 
 
-def _modrm_table(addr_size: int, rip_base: int, override: bool) -> list[_ModRM]:
-    """The ModRM entries of one address size; with `override`, every memory form is general (the
-    prebuilt operands carry the default segment)."""
+@cache
+def _modrm_tables(addr_size: int, rip_base: int, rows: int) -> tuple[list[_ModRM], list[_ModRM]]:
+    """The ModRM entries of one address size, and the same under a segment override, where every
+    memory form is general (the prebuilt operands carry the default segment). `rows` is 8 in 64-bit
+    mode and 1 elsewhere: without REX (VEX.RXB is ignored there too) the row is always 0."""
     out: list[_ModRM] = []
-    sib0 = _sib_table(0, addr_size)
+    ovr: list[_ModRM] = []
+    sib0 = _sib_table(0, addr_size, rows)
     disp8: dict[tuple[int, int], list[MemOperand | None]] = {}  # one list per base/index, shared by rows
-    for x in range(8):
+    no_mem = (None, NO_REG, NO_REG, 1, 0, _DS)
+    for x in range(rows):
         for m in range(256):
             mod, rm = m >> 6, m & 7
             reg = _REG[x << 8 | m]
             sibt = None
             if mod == 3:
-                out.append((_K_REG, reg, _RM[x << 8 | m], None, (None, NO_REG, NO_REG, 1, 0, _DS)))
+                out.append((_K_REG, reg, _RM[x << 8 | m], None, no_mem))
+                ovr.append(out[-1])
                 continue
             if addr_size == 2:
                 base, index, dseg = _RM16[rm]
@@ -241,13 +251,14 @@ def _modrm_table(addr_size: int, rip_base: int, override: bool) -> list[_ModRM]:
                 base, index, dsz = rm | (x & 1) << 3, NO_REG, (0, 1, 4)[mod]
                 dseg = _SEG_FOR_BASE[base]
             general = (sibt, base, index, 1, dsz, dseg)
-            if override or sibt is not None or dsz > 1:
-                out.append((_K_GENERAL, reg, -1, None, general))
+            ovr.append((_K_GENERAL, reg, -1, None, general))
+            if sibt is not None or dsz > 1:
+                out.append(ovr[-1])
             elif dsz == 0:
                 out.append((_K_FIXED, reg, -1, MemOperand(dseg, base, index, 1, 0, addr_size), general))
             else:
                 out.append((_K_DISP8, reg, -1, disp8.setdefault((base, index), [None] * 256), general))
-    return out
+    return out, ovr
 
 
 # Per mode: (prefix table, ModRM table, address size, one-byte map, 0F map, and for the rarer prefixes
@@ -258,18 +269,20 @@ _Base = tuple[list[int], list[_ModRM], int, list[Sized], list[Sized], _Rest]
 _BASE: dict[int, _Base] = {}
 for _m, _a, _a67 in ((16, 2, 4), (32, 4, 2), (64, 8, 4)):
     _t = T.LEGACY[_m]
-    _rip = RIP_REG if _m == 64 else NO_REG
+    _rip, _rows = (RIP_REG, 8) if _m == 64 else (NO_REG, 1)
+    _plain, _ovr = _modrm_tables(_a, _rip, _rows)
+    _plain67, _ovr67 = _modrm_tables(_a67, _rip, _rows)
     _BASE[_m] = (
         _prefix_table(_m),
-        _modrm_table(_a, _rip, False),
+        _plain,
         _a,
         _sized_map(_t[OpMap.ONE], _m),
         _sized_map(_t[OpMap.M0F], _m),
         (
-            _modrm_table(_a67, _rip, False),
+            _plain67,
             _a67,
-            _modrm_table(_a, _rip, True),
-            _modrm_table(_a67, _rip, True),
+            _ovr,
+            _ovr67,
             _sized_map(_t[OpMap.M0F38], _m),
             _sized_map(_t[OpMap.M0F3A], _m),
         ),
@@ -702,7 +715,7 @@ def _special(
         encoding = Encoding.EVEX
     if mode != 64:
         rxb = 0  # R, X and B are ignored outside 64-bit mode
-    table = _VECTOR[mode][encoding].get(vmap)
+    table = _vector_map(mode, encoding, vmap)
     if table is None:
         return _err(_UNDEFINED, i, "undefined VEX/EVEX/XOP map")
     op = code[i]
