@@ -106,6 +106,20 @@ UNICORN_BUGS: dict[str, UnicornBug] = {
             tags=frozenset({"rip-relative"}),
         ),
     ),
+    "rorx-riprel-imm": UnicornBug(
+        "RORX with a RIP-relative operand: as for SHLD/SHRD, QEMU leaves the imm8 out of the instruction "
+        "length when it adds RIP, and reads the operand one byte too low",
+        replace(
+            _case(
+                "rorx eax, dword [rip+disp], 4 (the operand at the window)",
+                "c4e37bf005" + "00" * 4 + "04",
+                "R4",
+                b"\x11\x22\x33\x44",
+            ),
+            code=bytes.fromhex("c4e37bf005") + (WINDOW - CODE - 10).to_bytes(4, "little") + b"\x04",
+            tags=frozenset({"rip-relative"}),
+        ),
+    ),
     "bsf-zero-source": UnicornBug(
         "BSF/BSR r32 with a zero source: QEMU writes the destination back as a 32-bit register (clearing the "
         "upper half of the 64-bit register); the Intel host writes nothing (the SDM calls the destination "
@@ -291,6 +305,8 @@ def unicorn_known_wrong(case: Case) -> str | None:
         return "no-adx"
     if "rip-relative" in case.tags and case.form.startswith(("shld", "shrd")) and "imm8" in case.form:
         return "shxd-riprel-imm"
+    if "rip-relative" in case.tags and case.form.startswith("rorx"):
+        return "rorx-riprel-imm"
     if "66-rex.w" in case.tags and case.form.startswith("popcnt"):
         return "popcnt-66-rexw"
     if case.form.startswith("blsi"):
