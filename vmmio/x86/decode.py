@@ -155,9 +155,13 @@ def _sized_map(entries: list[T.Entry | None], mode: int) -> list[Sized]:
 @cache
 def _vector_map(mode: int, encoding: int, vmap: int) -> list[Sized4 | None] | None:
     """A VEX/EVEX/XOP map: by opcode, its four sized entries or None; None for an undefined map.
-    Sized on first use: most programs never meet most maps."""
+    Sized on first use: most programs never meet most maps. Vector entries carry no rare flags, so the
+    decoder is free to use `rare` = 2 for "the memory operand needs `_vector_mem`"."""
     table = T.VECTOR[mode][encoding].get(vmap)
-    return None if table is None else [None if e is None else _sized(e) for e in table]
+    if table is None:
+        return None
+    assert all(e is None or e[6] == T.R_NONE for e in table)
+    return [None if e is None else _sized(e) for e in table]
 
 
 # ---- ModRM and SIB ----
