@@ -1,13 +1,13 @@
 """x86 instruction decoder: bytes and a code size in, an `Insn` or a `DecodeError` out, never an exception.
 
 The hot path is one function, written for CPython's cost model (each bytecode costs about the same, and
-bitwise operators are not specialised, so a list index beats a mask): a prefix loop over a 256-entry
-prefix table, then lists indexed by operand-size key + opcode whose entries already carry the operand
-size, width, mnemonic and immediate size for that key (`_sized`), then one ModRM table look-up indexed
-by REX bits + byte whose entry says what kind of memory operand follows and, for the common kinds,
-holds the finished operand. Displacements and immediates are read with precompiled `struct` unpackers.
-VEX/EVEX/XOP, the rare flags and immediates leave the hot path through helper functions.
-"""
+bitwise operators are not specialised, so a list index beats a mask): the state one or two prefixes
+leave is read from tables (`_prefixes` reads longer runs), then lists indexed by operand-size key +
+opcode give entries that already carry the operand size, width, mnemonic and immediate size for that
+key (`_sized`), then one ModRM table look-up indexed by REX bits + byte says what kind of memory operand
+follows and, for the common kinds, holds the finished operand. Displacements and immediates are read
+with precompiled `struct` unpackers. VEX/EVEX/XOP, the rare flags and immediates leave the hot path
+through helper functions."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def _prefix_table(mode: int) -> list[int]:
 # - the mnemonic is a str, unless an address-size choice is left to `_rare`;
 # - `sub` is None for a leaf; _UNDEF for an undefined opcode; for a dispatch entry a list of 4 * 72
 #   items (None: undefined) indexed by mandatory-prefix index * 72 + GROUP_KEY[modrm], each the four
-#   sized entries of a leaf; for a C4/C5/62/8F entry, [the four sized entries of the legacy form or None];
+#   sized entries of a leaf; for a C4/C5/62/8F entry, see `_special_entry`;
 # - `rare` is 0, or 1 for the flags `_rare` handles (2 is set on the way for a vector memory operand).
 Sized = tuple[int, int, Any, OpMap, Any, int, int, int, int]
 Sized4 = tuple[Sized, Sized, Sized, Sized]
