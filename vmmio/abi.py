@@ -294,6 +294,20 @@ def _repr(value: object, names: tuple[str, ...]) -> str:
 # --- exits ------------------------------------------------------------------------------------------
 
 
+def _single_answer(what: str, names: tuple[str, str], store: bool, written: int, data: int | None) -> int:
+    """The data of a one-element fulfillment: a store (MMIO write, OUT) echoes what was written (other
+    data is a caller bug), a load (MMIO read, IN) brings the value read. `_batch_answer` for batches."""
+    if store:
+        if data is not None and data != written:
+            raise AbiError(
+                f"{what}.fulfill: {names[0]} fulfillment echoes the written data {written:#x}, not {data!r}"
+            )
+        return written
+    if data is None:
+        raise AbiError(f"{what}.fulfill: {names[1]} needs the value read")
+    return data
+
+
 @dataclass(frozen=True, slots=True)
 class MmioExit:
     """The guest accessed `size` bytes at `gpa`, which no RAM or in-kernel device claims.
@@ -322,15 +336,7 @@ class MmioExit:
         written is a caller bug and raises. Only what the caller adds is checked: the request's own
         fields are valid already.
         """
-        if self.is_write:
-            if data is not None and data != self.data:
-                raise AbiError(
-                    f"MmioExit.fulfill: a write fulfillment echoes the written data {self.data:#x}, "
-                    f"not {data!r}"
-                )
-            data = self.data
-        elif data is None:
-            raise AbiError("MmioExit.fulfill: a read needs the value read")
+        data = _single_answer("MmioExit", ("a write", "a read"), self.is_write, self.data, data)
         if type(data) is not int or not 0 <= data < 1 << (8 * self.size) or exit_consistent is not False:
             return FulfillMmio(self.gpa, self.size, self.is_write, data, exit_consistent)  # checks it all
         return _fulfill_mmio(self.gpa, self.size, self.is_write, data)
@@ -366,15 +372,7 @@ class InoutExit:
 
     def fulfill(self, data: int | None = None, *, exit_consistent: bool = False) -> FulfillInout:
         """Build the answer the kernel expects: the value read for IN, the OUT data echoed for OUT."""
-        if not self.is_in:
-            if data is not None and data != self.data:
-                raise AbiError(
-                    f"InoutExit.fulfill: an OUT fulfillment echoes the written data {self.data:#x}, "
-                    f"not {data!r}"
-                )
-            data = self.data
-        elif data is None:
-            raise AbiError("InoutExit.fulfill: an IN needs the value read")
+        data = _single_answer("InoutExit", ("an OUT", "an IN"), not self.is_in, self.data, data)
         if type(data) is not int or not 0 <= data < 1 << (8 * self.size) or exit_consistent is not False:
             return FulfillInout(self.port, self.size, self.is_in, data, exit_consistent)  # checks it all
         return _fulfill_inout(self.port, self.size, self.is_in, data)
