@@ -378,6 +378,19 @@ _InsnBuilder: Any = type("_InsnBuilder", (Insn,), {**_TWIN, "__init__": object._
 _MemBuilder: Any = type("_MemBuilder", (MemOperand,), {**_TWIN, "__init__": object.__init__})
 
 
+def _operand(seg: int, base: int, index: int, scale: int, disp: int, addr_size: int) -> MemOperand:
+    """A memory operand built through the twin (the hot path in `decode` does the same inline)."""
+    mem = _MemBuilder()
+    mem.seg = seg
+    mem.base = base
+    mem.index = index
+    mem.scale = scale
+    mem.disp = disp
+    mem.addr_size = addr_size
+    mem.__class__ = MemOperand
+    return mem  # type: ignore[no-any-return]
+
+
 def _err(status: DecodeStatus, length: int, detail: str) -> DecodeError:
     if length > MAX_INSN_LEN and status != _TRUNCATED:
         # The CPU gives up with #GP as soon as decoding crosses byte 15, before it can see more.
@@ -471,7 +484,7 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
                 mem = pre[disp]
                 if mem is None:
                     _, base, index, _, _, dseg = general
-                    mem = pre[disp] = MemOperand(
+                    mem = pre[disp] = _operand(
                         dseg, base, index, 1, disp - 256 if disp > 127 else disp, addr_size
                     )
             elif kind == _K_FIXED:
@@ -600,15 +613,7 @@ def _moffs(code: bytes, i: int, addr_size: int, seg: int) -> MemOperand:
         disp = _U32(code, i)[0]
     else:
         disp = _U16(code, i)[0]
-    mem = _MemBuilder()
-    mem.seg = seg if seg >= 0 else _DS
-    mem.base = NO_REG
-    mem.index = NO_REG
-    mem.scale = 1
-    mem.disp = disp
-    mem.addr_size = addr_size
-    mem.__class__ = MemOperand
-    return mem  # type: ignore[no-any-return]
+    return _operand(seg if seg >= 0 else _DS, NO_REG, NO_REG, 1, disp, addr_size)
 
 
 def _rare_imm(code: bytes, i: int, immk: int, opsize: int) -> tuple[int, int, int]:
@@ -765,15 +770,8 @@ def _vector_mem(
         return None
     else:
         index, scale = mem.index, mem.scale
-    out = _MemBuilder()
-    out.seg = mem.seg
-    out.base = mem.base
-    out.index = index
-    out.scale = scale
-    out.disp = mem.disp * n if modrm >> 6 == 1 else mem.disp
-    out.addr_size = mem.addr_size
-    out.__class__ = MemOperand
-    return out  # type: ignore[no-any-return]
+    disp = mem.disp * n if modrm >> 6 == 1 else mem.disp
+    return _operand(mem.seg, mem.base, index, scale, disp, mem.addr_size)
 
 
 _CACHES: dict[int, dict[bytes, Insn | DecodeError]] = {16: {}, 32: {}, 64: {}}
