@@ -25,6 +25,25 @@ from vmmio.machine import TESTDEV_MMIO, ExitSource, Machine, RunResult
 # Written as bytes so the benchmark needs no assembler.
 READ_LOOP = b"\xbb" + TESTDEV_MMIO.to_bytes(4, "little") + b"\x8b\x03\xeb\xfc"
 
+# A guest subroutine (GNU as, Intel syntax) that writes a 64-bit interrupt gate: rdi the IDT, ecx the
+# vector, rax the handler; code selector 0x08, present, DPL 0. Clobbers rdx and r8.
+SET_GATE = """
+set_gate:
+    mov edx, ecx
+    shl edx, 4
+    add rdx, rdi
+    mov [rdx], ax
+    mov word ptr [rdx + 2], 0x08
+    mov word ptr [rdx + 4], 0x8e00
+    mov r8, rax
+    shr r8, 16
+    mov [rdx + 6], r8w
+    shr r8, 16
+    mov [rdx + 8], r8d
+    mov dword ptr [rdx + 12], 0
+    ret
+"""
+
 # One entry of a device trace: ("mmio", gpa, size, is_write, data) or ("io", port, size, is_in, data).
 Access = tuple[str, int, int, bool, int]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 from harness import CODE, DATA, MMIO, Guest
-from kvm_util import assemble, have_assembler, run_guest
+from kvm_util import SET_GATE, assemble, have_assembler, run_guest
 
 from vmmio.abi import (
     AbiError,
@@ -200,16 +200,17 @@ def test_fifteen_byte_limit_with_prefixes_is_gp() -> None:
 # The guest installs handlers for #UD, #GP and #PF that count and return past the faulting instruction
 # (both are 3 bytes), raises one of them N times in a row, and exits with (count - N) as its status.
 _FAULTS = {"ud": "ud2\nnop", "gp": "mov rax, [rbx]", "pf": "mov rax, [rsi]"}
-_CHAIN = """
+_CHAIN = (
+    """
     lea rdi, [rip + idt]
     lea rax, [rip + handler_ec]
     mov ecx, 13
-    call setgate
+    call set_gate
     mov ecx, 14
-    call setgate
+    call set_gate
     lea rax, [rip + handler]
     mov ecx, 6
-    call setgate
+    call set_gate
     mov [rip + idtr + 2], rdi
     lidt [rip + idtr]
     mov rbx, 0x8000000000000000
@@ -222,21 +223,9 @@ _CHAIN = """
     sub eax, {n}
     out 0xf4, al
     hlt
-setgate:
-    mov rdx, rcx
-    shl rdx, 4
-    add rdx, rdi
-    mov [rdx], ax
-    mov word ptr [rdx + 2], 8
-    mov word ptr [rdx + 4], 0x8e00
-    mov r8, rax
-    shr r8, 16
-    mov [rdx + 6], r8w
-    shr r8, 16
-    mov [rdx + 8], r8d
-    mov dword ptr [rdx + 12], 0
-    ret
-handler_ec:
+"""
+    + SET_GATE
+    + """handler_ec:
     add rsp, 8
 handler:
     add qword ptr [rsp], 3
@@ -249,6 +238,7 @@ count: .long 0
 .balign 16
 idt: .fill 4096, 1, 0
 """
+)
 
 
 @needs_as

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from kvm_util import assemble, deadline, have_assembler
+from kvm_util import SET_GATE, assemble, deadline, have_assembler
 
 from vmmio.abi import HltExit, SuspendedExit, VmExit
 from vmmio.devices.clock import NS_PER_S
@@ -57,22 +57,9 @@ want3: .quad 0
 """
 
 # An IDT for vectors 0x20-0x4F, every gate to `stray` until the guest points one elsewhere (`gate`).
-IDT = """
-set_gate:   # rdi: IDT, ecx: vector, rax: handler (a 64-bit interrupt gate, code selector 0x08)
-    mov edx, ecx
-    shl edx, 4
-    add rdx, rdi
-    mov [rdx], ax
-    mov word ptr [rdx + 2], 0x08
-    mov word ptr [rdx + 4], 0x8e00
-    mov r8, rax
-    shr r8, 16
-    mov [rdx + 6], r8w
-    shr r8, 16
-    mov [rdx + 8], r8d
-    mov dword ptr [rdx + 12], 0
-    ret
-
+IDT = (
+    SET_GATE
+    + """
 stray:
     inc dword ptr [rip + strays]
     iretq
@@ -83,6 +70,7 @@ idtr: .word 0x50 * 16 - 1
 .balign 16
 idt: .fill 0x50 * 16, 1, 0
 """
+)
 IDT_SETUP = """
     lea rdi, [rip + idt]
     mov ecx, 0x20
