@@ -15,6 +15,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
+from typing import get_args
 
 from fuzz.core import FIXED, Stats, Target, Violation, Weighted
 from vmmio.abi import (
@@ -277,7 +278,7 @@ def generate(rng: random.Random) -> Case | Packed:
 
 
 def _pack(value: Value, version: int) -> bytes:
-    if isinstance(value, _ENTRIES):
+    if isinstance(value, VmEntry):
         return pack_entry(value, version)
     return pack_exit(value, version)
 
@@ -290,17 +291,8 @@ def _unpack_entry(buf: object) -> Value:
     return unpack_entry(buf)  # type: ignore[arg-type]
 
 
-_EXITS = (
-    MmioExit,
-    InoutExit,
-    InstEmulExit,
-    HltExit,
-    ShutdownExit,
-    SuspendedExit,
-    MmioBatchExit,
-    InoutBatchExit,
-)
-_ENTRIES = (Default, FulfillMmio, FulfillInout, Discard, FulfillMmioBatch, FulfillInoutBatch)
+_EXITS: tuple[type, ...] = get_args(VmExit)  # every exit and entry type the ABI defines
+_ENTRIES: tuple[type, ...] = get_args(VmEntry)
 DIRECTIONS: tuple[tuple[str, Callable[[object], Value], tuple[type, ...]], ...] = (
     ("exit", _unpack_exit, _EXITS),
     ("entry", _unpack_entry, _ENTRIES),
