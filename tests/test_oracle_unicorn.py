@@ -14,8 +14,8 @@ VMMIO_ORACLE_CASES sets the number of cases (default: see oracles/drive.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -136,32 +136,26 @@ def test_every_registered_memory_form_has_a_generator() -> None:
     port I/O forms and the cache-line flushes, which have no data to compare."""
     covered: set[object] = set()
 
-    @settings(max_examples=3, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-    @given(st.data())
-    def sample(data: st.DataObject) -> None:
-        for spec in SPECS:
-            case = data.draw(case_for(spec))
-            insn = decode(case.code + bytes(15), 64)
-            assert isinstance(insn, Insn), f"vmmio cannot decode {case.code.hex()} ({case.form}): {insn}"
-            form = lookup(insn)
-            assert form is not None, f"vmmio has no form for {case.code.hex()} ({case.form})"
-            covered.add(form.fn)
+    def cover(specs: Sequence[Any], draw: Callable[[Any], st.SearchStrategy[Case]], examples: int) -> None:
+        @settings(
+            max_examples=examples, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+        )
+        @given(st.data())
+        def sample(data: st.DataObject) -> None:
+            for spec in specs:
+                case = data.draw(draw(spec))
+                insn = decode(case.code + bytes(15), 64)
+                assert isinstance(insn, Insn), f"vmmio cannot decode {case.code.hex()} ({case.form}): {insn}"
+                form = lookup(insn)
+                assert form is not None, f"vmmio has no form for {case.code.hex()} ({case.form})"
+                covered.add(form.fn)
 
-    sample()
+        sample()
+
+    cover(SPECS, case_for, 3)
     from oracles.gen_ctl import CTL_SPECS, ctl_case_for  # the stack, control, segment and system forms
 
-    @settings(max_examples=6, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-    @given(st.data())
-    def sample_ctl(data: st.DataObject) -> None:
-        for spec in CTL_SPECS:
-            case = data.draw(ctl_case_for(spec))
-            insn = decode(case.code + bytes(15), 64)
-            assert isinstance(insn, Insn), f"vmmio cannot decode {case.code.hex()} ({case.form}): {insn}"
-            form = lookup(insn)
-            assert form is not None, f"vmmio has no form for {case.code.hex()} ({case.form})"
-            covered.add(form.fn)
-
-    sample_ctl()
+    cover(CTL_SPECS, ctl_case_for, 6)
     out_of_scope = {"port_in", "port_out", "ins", "outs", "flush_line"}
     out_of_scope |= {"sse_move", "vex_move", "evex_move"}  # tests/oracles/gen_vector.py, checked there
     missing = {f.fn.__name__ for f in FORMS.values() if f.fn not in covered} - out_of_scope
