@@ -140,13 +140,14 @@ def _special_entry(e: T.Entry, op: int, mode: int) -> Sized:
 
 def _sized_map(entries: list[T.Entry | None], mode: int) -> list[Sized]:
     """A legacy map as one list indexed by operand-size key * 256 + opcode."""
+    special = {op: _special_entry(e, op, mode) for op, e in enumerate(entries) if e and e[5] == _S_SPECIAL}
     out = []
     for szk in range(4):
         for op, e in enumerate(entries):
             if e is None:
                 out.append(_UNDEF_ENTRY)
-            elif e[5] == _S_SPECIAL:
-                out.append(_special_entry(e, op, mode))
+            elif op in special:
+                out.append(special[op])  # the same for every size key
             else:
                 out.append(_sized(e)[szk])
     return out
@@ -437,11 +438,11 @@ def decode(code: bytes, mode: int) -> Insn | DecodeError:
             if op == 0x38:
                 op = code[i]
                 i += 1
-                e = rest[4][so + op]
+                e = rest[4][so + op]  # the 0F 38 map
             elif op == 0x3A:
                 op = code[i]
                 i += 1
-                e = rest[5][so + op]
+                e = rest[5][so + op]  # the 0F 3A map
             else:
                 e = t0f[so + op]
         else:
