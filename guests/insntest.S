@@ -353,19 +353,7 @@ set_fsgs:
     pop rcx
     ret
 
-/* Exception stubs, 16 bytes apart: push a zero error code where the CPU pushes none, then the vector. */
-    .balign 16
-isr_stubs:
-    .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
-    .balign 16
-    .if (\v == 8) || ((\v >= 10) && (\v <= 14)) || (\v == 17) || (\v == 21) || (\v == 29) || (\v == 30)
-    push \v
-    .else
-    push 0
-    push \v
-    .endif
-    jmp isr_common
-    .endr
+    .include "isr_stubs.inc"
 
 /* The handler records vector, error code, CR2 and RIP. If a test expects an exception (exc_skip != 0)
  * it resumes after the faulting instruction; while a case body runs (recover_rip != 0) it keeps the
