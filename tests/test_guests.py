@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from guest_images import IMAGES as TEST_IMAGES
+from guest_images import record_injections
 
 from vmmio.abi import InoutExit, MmioExit, VmExit
 from vmmio.guests import BUILT_WITH, NAMES, Verdict, image_path, load, parse_report
@@ -118,17 +119,7 @@ def _run(name: str, backend: str) -> GuestRun:
     out = bytearray()
     m = Machine(uart_sink=out.extend)
     vcpu = m.vcpu(m.load(load(name)), backend=backend)
-    injected: dict[int, int] = {}
-    if isinstance(vcpu, Vcpu):
-        hw = vcpu.backend
-        deliver = hw.inject_exception
-
-        def record(vector: int, error_code: int | None, cr2: int | None) -> None:
-            injected[hw.get_regs().rip] = vector
-            deliver(vector, error_code, cr2)
-
-        # The kernel injects through backend.inject_exception; faults the engine raises by itself do not.
-        setattr(hw, "inject_exception", record)  # noqa: B010 - shadows the method on this instance only
+    injected = record_injections(vcpu)
     trace: list[Access] = []
 
     def record_exit(ex: VmExit) -> None:
